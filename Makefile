@@ -1,0 +1,33 @@
+# tickwire: every target does its own set-up on a fresh Debian 12 machine (run as root).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+QUICK ?=
+FUZZ_SECONDS ?= 30
+
+.PHONY: setup native demo demo-operator test test-unit fuzz bench clean
+
+setup:
+	./scripts/install-deps.sh
+
+# Rebuild the cffi extension and the XDP object in place after editing C (setup does it too).
+native: setup
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+
+demo: setup
+	$(PY) -m tickwire_engine.demo
+
+test: setup fuzz
+	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
+
+test-unit: setup
+	$(VENV)/bin/pytest -q -ra tests/unit $(PYTEST_ARGS)
+
+fuzz: setup
+	./native/fuzz/run.sh $(FUZZ_SECONDS)
+
+bench: setup
+	$(PY) -m bench.run $(if $(QUICK),--quick,)
+
+clean:
+	rm -rf build *.egg-info native/tickwire_engine/*.so native/tickwire_engine/*.bpf.o native/fuzz/out

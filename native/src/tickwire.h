@@ -1,0 +1,206 @@
+/* tickwire.h - the engine's C API.
+ *
+ * This one header is what Python sees: native/tickwire_engine/_build.py feeds it to cffi's cdef
+ * after dropping preprocessor lines other than "#define NAME <integer>". Keep it plain C that
+ * cdef understands: fixed-size types, integer #defines, no inline functions, no macros with
+ * arguments, no #include that cdef would need.
+ *
+ * Two layers:
+ *   - the decoder: a pure function of bytes (Ethernet frame or UDP payload in, counters and
+ *     histograms out). No I/O, no allocation after init, no clock reads: the caller passes the
+ *     time. It is what the unit tests, the fuzzer and the kernel-socket baseline drive.
+ *   - the engine: an AF_XDP socket, its XDP steering program and a pinned poll thread that feeds
+ *     frames to one decoder.
+ */
+#ifndef TICKWIRE_H
+#define TICKWIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TW_MAX_LINES 2
+#define TW_MAX_SESSIONS 8
+#define TW_MAX_HOLES 64
+
+/* Log-linear histogram of nanoseconds: values below 64 have their own bucket (1 ns wide);
+ * above, each power of two [2^e, 2^(e+1)) is split into 32 equal buckets (about 3% wide):
+ * index = 64 + (e - 6) * 32 + ((v >> (e - 5)) & 31). 1024 buckets reach 2^36 ns (68.7 s);
+ * larger values land in the last bucket while max stays exact. */
+#define TW_HIST_BUCKETS 1024
+
+/* Latency stages, each kept per line. */
+#define TW_STAGE_KERNEL_TO_ENGINE 0   /* XDP's bpf_ktime_get_ns() -> poll thread (CLOCK_MONOTONIC) */
+#define TW_STAGE_EXCHANGE_TO_ENGINE 1 /* ITCH timestamp -> poll thread (CLOCK_REALTIME) */
+#define TW_STAGES 2
+
+/* Why a frame, packet or message was dropped as malformed. */
+#define TW_MAL_FRAME_SHORT 0      /* Ethernet/VLAN header truncated */
+#define TW_MAL_IP_HEADER 1        /* bad IPv4 version/IHL/total length, or truncated */
+#define TW_MAL_IP_FRAGMENT 2      /* fragmented IPv4 (feeds never fragment) */
+#define TW_MAL_UDP_HEADER 3       /* UDP header truncated or UDP length inconsistent */
+#define TW_MAL_MOLD_HEADER 4      /* MoldUDP64 header shorter than 20 bytes */
+#define TW_MAL_MOLD_TRUNCATED 5   /* message blocks run past the end of the packet */
+#define TW_MAL_ITCH_UNKNOWN_TYPE 6
+#define TW_MAL_ITCH_BAD_LENGTH 7  /* known type, wrong length for it */
+#define TW_MAL_REASONS 8
+
+/* What tw_decode_frame() made of a frame. */
+#define TW_FRAME_DATA 0          /* a MoldUDP64 packet of a configured line, processed */
+#define TW_FRAME_UNMATCHED 1     /* well-formed but not one of our (group, port) flows */
+#define TW_FRAME_MALFORMED 2
+
+struct tw_hist {
+    uint64_t count;
+    uint64_t sum;
+    uint64_t min;
+    uint64_t max;
+    uint64_t buckets[1024];
+};
+
+/* All counters are written by one thread only (the poll thread, or whoever owns the decoder). */
+struct tw_stats {
+    uint64_t frames;             /* every frame handed to the decoder */
+    uint64_t packets;            /* MoldUDP64 packets of a configured line (malformed ones too) */
+    uint64_t bytes;              /* bytes of those packets' frames */
+    uint64_t messages;           /* ITCH messages counted once: first copies, recovered ones too */
+    uint64_t messages_by_type[128]; /* indexed by the ITCH type letter */
+    uint64_t gaps;               /* gap events: holes no line filled in time */
+    uint64_t missing;            /* messages in those holes */
+    uint64_t recovered;          /* messages that arrived after their hole was counted missing */
+    uint64_t duplicates;         /* message copies already seen (the losing line of A/B, resends) */
+    uint64_t heartbeats;         /* MoldUDP64 packets with message count 0 */
+    uint64_t end_of_session;     /* MoldUDP64 packets with message count 0xFFFF */
+    uint64_t malformed;          /* sum of malformed_by_reason */
+    uint64_t malformed_by_reason[8];
+    uint64_t unmatched;          /* frames that reached the decoder but are not ours */
+    uint64_t sessions_replaced;  /* a new session evicted the oldest of TW_MAX_SESSIONS */
+    uint64_t holes_overflow;     /* a hole could not be tracked (TW_MAX_HOLES full): counted missing at once, never recoverable */
+    uint64_t line_packets[2];
+    uint64_t line_first_messages[2]; /* messages this line delivered first: who wins arbitration */
+    uint64_t last_packet_mono_ns;    /* caller's clock at the last packet of a configured line */
+    struct tw_hist hist[2][2];        /* [stage][line] */
+};
+
+struct tw_line_config {
+    uint32_t group_be;   /* destination IPv4 address (multicast group), network order */
+    uint16_t port_be;    /* destination UDP port, network order */
+    uint32_t source_be;  /* SSM source, network order, or 0 for any */
+};
+
+struct tw_decoder_config {
+    uint32_t n_lines;                         /* 1 or 2 */
+    struct tw_line_config lines[2];
+    int64_t exchange_midnight_realtime_ns;    /* CLOCK_REALTIME of the exchange day's midnight */
+    uint64_t arbitration_window_ns;           /* with two lines: how long a hole may wait for the
+                                                 other line before it counts as a gap */
+};
+
+/* The caller's clocks for a batch: read once per batch, never per packet. */
+struct tw_clock {
+    uint64_t mono_ns;
+    int64_t real_ns;
+};
+
+struct tw_decoder;
+
+/* Returns NULL and fills err when the config is invalid. */
+struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err, size_t errlen);
+void tw_decoder_free(struct tw_decoder *d);
+struct tw_stats *tw_decoder_stats(struct tw_decoder *d);
+
+/* One Ethernet frame (optionally 802.1Q/802.1ad tagged) -> TW_FRAME_*. kernel_rx_ns is the
+ * XDP metadata receive time, or 0 when unknown. */
+int tw_decode_frame(struct tw_decoder *d, const uint8_t *frame, uint32_t len,
+                    uint64_t kernel_rx_ns, const struct tw_clock *now);
+/* One MoldUDP64 packet (a UDP payload) known to belong to line `line` -> TW_FRAME_*. */
+int tw_decode_mold(struct tw_decoder *d, uint32_t line, const uint8_t *payload, uint32_t len,
+                   uint64_t kernel_rx_ns, const struct tw_clock *now);
+/* Let time pass: holes older than the arbitration window become gaps. Call once per batch
+ * and when idle. */
+void tw_decoder_tick(struct tw_decoder *d, const struct tw_clock *now);
+/* Declare every pending hole a gap now (end of run). */
+void tw_decoder_flush(struct tw_decoder *d);
+
+/* The fixed length of an ITCH 5.0 message type, or 0 for an unknown type. */
+uint32_t tw_itch_length(uint8_t type);
+
+/* Histogram bucket arithmetic, shared with Python so both agree on boundaries. */
+uint32_t tw_hist_index(uint64_t value_ns);
+uint64_t tw_hist_bucket_low(uint32_t index);   /* smallest value in the bucket */
+uint64_t tw_hist_bucket_high(uint32_t index);  /* largest value in the bucket */
+void tw_hist_record(struct tw_hist *h, uint64_t value_ns);
+
+/* ---- engine ---------------------------------------------------------------------------------- */
+
+#define TW_XDP_AUTO 0
+#define TW_XDP_NATIVE 1
+#define TW_XDP_GENERIC 2
+
+#define TW_ZC_AUTO 0
+#define TW_ZC_REQUIRED 1
+#define TW_ZC_OFF 2
+
+struct tw_engine_config {
+    char ifname[16];
+    uint32_t queue;
+    int32_t xdp_mode;           /* TW_XDP_* */
+    int32_t zero_copy;          /* TW_ZC_* */
+    int32_t core;               /* CPU to pin the poll thread to, or -1 */
+    uint32_t frame_count;       /* UMEM frames (power of two) */
+    uint32_t frame_size;        /* 2048 or 4096 */
+    uint32_t ring_size;         /* fill/completion/RX/TX ring entries (power of two) */
+    uint32_t batch_size;        /* descriptors taken per poll */
+    int32_t hugepages;          /* 1: back the UMEM with 2 MiB hugepages, fall back to 4 KiB pages */
+    int32_t busy_poll;          /* 1: spin on the RX ring (SO_PREFER_BUSY_POLL); 0: wait in poll() */
+    int32_t busy_poll_usec;     /* SO_BUSY_POLL, 0 to leave alone */
+    int32_t busy_poll_budget;   /* SO_BUSY_POLL_BUDGET, 0 to leave alone */
+    char bpf_object[512];       /* path of steer.bpf.o */
+    struct tw_decoder_config decoder;
+};
+
+/* What the engine actually got, as opposed to what it asked for. */
+struct tw_engine_info {
+    int32_t xdp_mode;           /* TW_XDP_NATIVE or TW_XDP_GENERIC */
+    int32_t zero_copy;          /* 1 zero-copy, 0 copy mode */
+    int32_t hugepages;          /* 1 if the UMEM sits on hugepages */
+    int32_t metadata;           /* 1 once a frame carried XDP receive-time metadata */
+    int32_t busy_poll_applied;  /* 1 if the kernel accepted the busy-poll socket options */
+    int32_t core;               /* CPU the poll thread runs on, or -1 */
+    uint32_t prog_id;           /* id of the attached XDP program */
+    uint64_t umem_bytes;
+    char fallback[256];         /* what was asked but not granted, and why, or "" */
+};
+
+/* AF_XDP ring counters from getsockopt(XDP_STATISTICS), read off the hot path. */
+struct tw_ring_stats {
+    uint64_t rx_dropped;
+    uint64_t rx_invalid_descs;
+    uint64_t rx_ring_full;
+    uint64_t rx_fill_ring_empty_descs;
+    uint64_t tx_invalid_descs;
+};
+
+/* Poll-loop counters, written by the poll thread. */
+struct tw_loop_stats {
+    uint64_t polls;
+    uint64_t empty_polls;
+    uint64_t batches;
+    uint64_t descriptors;
+    uint64_t wakeups;           /* poll()/recvfrom() kicks when the kernel asked (need_wakeup) */
+};
+
+struct tw_engine;
+
+/* All of these return 0, or a negative errno with a human message in err. */
+int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out, char *err, size_t errlen);
+int tw_engine_start(struct tw_engine *e, char *err, size_t errlen);
+/* Stops the poll thread (if running), detaches XDP, closes the socket. Idempotent. */
+void tw_engine_stop(struct tw_engine *e);
+void tw_engine_destroy(struct tw_engine *e);
+void tw_engine_get_info(struct tw_engine *e, struct tw_engine_info *out);
+/* A consistent copy of the decoder's stats and the loop's counters, taken without stopping or
+ * slowing the poll thread (seqlock: the reader retries, the writer never waits). */
+int tw_engine_snapshot(struct tw_engine *e, struct tw_stats *stats, struct tw_loop_stats *loop);
+int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out);
+
+#endif
