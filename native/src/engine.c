@@ -1,0 +1,697 @@
+/* engine.c - the AF_XDP receive engine: UMEM and rings, the XDP steering program, the poll thread.
+ *
+ * Set-up order matters: the socket exists and sits in the XSKMAP before the program is attached,
+ * so no matching frame is ever redirected to a queue without a socket. The program is attached
+ * through a BPF link: the kernel detaches it when the last reference goes, so an engine killed
+ * with SIGKILL leaves nothing behind on the interface.
+ *
+ * The poll thread is the only writer of the decoder's counters. Readers get a copy that the
+ * thread publishes every few milliseconds (and whenever it goes idle) under a sequence lock, so a
+ * reader never blocks the thread and the thread never waits for a reader.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <linux/if_link.h>
+#include <linux/if_xdp.h>
+#include <linux/types.h>
+#include <net/if.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <xdp/xsk.h>
+
+#include "../bpf/steer_meta.h"
+#include "tickwire.h"
+
+#ifndef SO_PREFER_BUSY_POLL
+#define SO_PREFER_BUSY_POLL 69
+#endif
+#ifndef SO_BUSY_POLL_BUDGET
+#define SO_BUSY_POLL_BUDGET 70
+#endif
+
+#define TW_PROG_NAME "tw_steer"
+#define HUGEPAGE_SIZE (2u << 20)
+#define PUBLISH_INTERVAL_NS 2000000ull   /* stats copy for readers at least every 2 ms */
+#define IDLE_WAIT_MS 50                  /* poll() timeout in wait mode: bounds stop latency */
+#define BUSY_RETRY_NS 2000000000ull      /* EBUSY on socket create: the kernel frees an old one */
+
+struct tw_engine {
+	struct tw_engine_config cfg;
+	struct tw_decoder *decoder;
+	int ifindex;
+
+	void *umem_area;
+	size_t umem_size;
+	struct xsk_umem *umem;
+	struct xsk_ring_prod fill;
+	struct xsk_ring_cons comp;
+	struct xsk_ring_cons rx;
+	struct xsk_ring_prod tx;
+	struct xsk_socket *xsk;
+
+	struct bpf_object *obj;
+	int link_fd;
+
+	pthread_t thread;
+	int thread_started;
+	atomic_int stop;
+
+	struct tw_loop_stats loop;          /* poll thread's own counters */
+	/* Published copy for readers, guarded by `seq` (odd while the poll thread writes it). */
+	atomic_uint_fast64_t seq;
+	struct tw_stats published;
+	struct tw_loop_stats published_loop;
+
+	struct tw_engine_info info;
+};
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (err && errlen) {
+		va_start(ap, fmt);
+		vsnprintf(err, errlen, fmt, ap);
+		va_end(ap);
+	}
+	return code < 0 ? code : -code;
+}
+
+static void note_fallback(struct tw_engine *e, const char *what)
+{
+	size_t used = strlen(e->info.fallback);
+
+	snprintf(e->info.fallback + used, sizeof(e->info.fallback) - used, "%s%s",
+		 used ? "; " : "", what);
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static int64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000ll + ts.tv_nsec;
+}
+
+/* ---- set-up ---------------------------------------------------------------------------------- */
+
+static int alloc_umem_area(struct tw_engine *e)
+{
+	size_t size = (size_t)e->cfg.frame_count * e->cfg.frame_size;
+
+	if (e->cfg.hugepages) {
+		size_t huge = (size + HUGEPAGE_SIZE - 1) & ~(size_t)(HUGEPAGE_SIZE - 1);
+		void *area = mmap(NULL, huge, PROT_READ | PROT_WRITE,
+				  MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_POPULATE, -1, 0);
+
+		if (area != MAP_FAILED) {
+			e->umem_area = area;
+			e->umem_size = huge;
+			e->info.hugepages = 1;
+			return 0;
+		}
+		note_fallback(e, "no free 2 MiB hugepages for the UMEM: using 4 KiB pages");
+	}
+	e->umem_area = mmap(NULL, size, PROT_READ | PROT_WRITE,
+			    MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	if (e->umem_area == MAP_FAILED) {
+		e->umem_area = NULL;
+		return -errno;
+	}
+	e->umem_size = size;
+	return 0;
+}
+
+static int create_umem(struct tw_engine *e, char *err, size_t errlen)
+{
+	struct xsk_umem_config ucfg = {
+		.fill_size = e->cfg.ring_size,
+		.comp_size = e->cfg.ring_size,
+		.frame_size = e->cfg.frame_size,
+		.frame_headroom = 0,
+		.flags = 0,
+	};
+	int ret = alloc_umem_area(e);
+
+	if (ret)
+		return fail(err, errlen, ret, "UMEM: cannot map %u frames of %u bytes: %s",
+			    e->cfg.frame_count, e->cfg.frame_size, strerror(-ret));
+	ret = xsk_umem__create(&e->umem, e->umem_area, e->umem_size, &e->fill, &e->comp, &ucfg);
+	if (ret)
+		return fail(err, errlen, ret, "UMEM: registration failed: %s%s", strerror(-ret),
+			    ret == -EPERM || ret == -ENOMEM
+				    ? " (needs CAP_IPC_LOCK or a larger RLIMIT_MEMLOCK)" : "");
+	e->info.umem_bytes = e->umem_size;
+	return 0;
+}
+
+static int xsk_create_retrying(struct tw_engine *e, struct xsk_socket_config *xcfg)
+{
+	uint64_t deadline = mono_ns() + BUSY_RETRY_NS;
+	int ret;
+
+	for (;;) {
+		ret = xsk_socket__create(&e->xsk, e->cfg.ifname, e->cfg.queue, e->umem,
+					 &e->rx, &e->tx, xcfg);
+		if (ret != -EBUSY || mono_ns() > deadline)
+			return ret;
+		usleep(20000);
+	}
+}
+
+static int create_socket(struct tw_engine *e, char *err, size_t errlen)
+{
+	struct xsk_socket_config xcfg = {
+		.rx_size = e->cfg.ring_size,
+		.tx_size = e->cfg.ring_size,
+		.libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
+		.xdp_flags = 0,
+		.bind_flags = XDP_USE_NEED_WAKEUP,
+	};
+	struct xdp_options opts;
+	socklen_t optlen = sizeof(opts);
+	int ret;
+
+	if (e->cfg.zero_copy == TW_ZC_OFF) {
+		xcfg.bind_flags |= XDP_COPY;
+		ret = xsk_create_retrying(e, &xcfg);
+	} else {
+		xcfg.bind_flags |= XDP_ZEROCOPY;
+		ret = xsk_create_retrying(e, &xcfg);
+		if (ret && e->cfg.zero_copy == TW_ZC_AUTO) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "zero-copy refused by %s (%s): copy mode",
+				 e->cfg.ifname, strerror(-ret));
+			note_fallback(e, why);
+			xcfg.bind_flags = XDP_USE_NEED_WAKEUP | XDP_COPY;
+			ret = xsk_create_retrying(e, &xcfg);
+		} else if (ret) {
+			return fail(err, errlen, ret,
+				    "zero-copy required but %s queue %u refused it: %s "
+				    "(the driver lacks AF_XDP zero-copy; use --zero-copy auto or off)",
+				    e->cfg.ifname, e->cfg.queue, strerror(-ret));
+		}
+	}
+	if (ret)
+		return fail(err, errlen, ret, "AF_XDP socket on %s queue %u: %s%s", e->cfg.ifname,
+			    e->cfg.queue, strerror(-ret),
+			    ret == -EINVAL ? " (queue out of range?)" :
+			    ret == -EPERM ? " (needs CAP_NET_RAW and CAP_NET_ADMIN)" : "");
+
+	if (getsockopt(xsk_socket__fd(e->xsk), SOL_XDP, XDP_OPTIONS, &opts, &optlen) == 0)
+		e->info.zero_copy = !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
+	return 0;
+}
+
+/* Busy polling is a request: older kernels or unprivileged sockets may refuse some options. */
+static void apply_busy_poll(struct tw_engine *e)
+{
+	int fd = xsk_socket__fd(e->xsk);
+	int one = 1, ok = 1;
+
+	if (!e->cfg.busy_poll)
+		return;
+	if (setsockopt(fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one)))
+		ok = 0;
+	if (e->cfg.busy_poll_usec > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &e->cfg.busy_poll_usec, sizeof(int)))
+		ok = 0;
+	if (e->cfg.busy_poll_budget > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL_BUDGET, &e->cfg.busy_poll_budget, sizeof(int)))
+		ok = 0;
+	e->info.busy_poll_applied = ok;
+	if (!ok)
+		note_fallback(e, "kernel refused some busy-poll socket options");
+}
+
+static int fill_ring_prime(struct tw_engine *e)
+{
+	uint32_t idx, n = e->cfg.ring_size;
+
+	if (n > e->cfg.frame_count)
+		n = e->cfg.frame_count;
+	if (xsk_ring_prod__reserve(&e->fill, n, &idx) != n)
+		return -ENOSPC;
+	for (uint32_t i = 0; i < n; i++)
+		*xsk_ring_prod__fill_addr(&e->fill, idx + i) = (uint64_t)i * e->cfg.frame_size;
+	xsk_ring_prod__submit(&e->fill, n);
+	return 0;
+}
+
+static int load_program(struct tw_engine *e, char *err, size_t errlen)
+{
+	struct bpf_program *prog;
+	int ret, lines_fd, xsks_fd, xsk_fd;
+	__u32 queue = e->cfg.queue;
+
+	e->obj = bpf_object__open_file(e->cfg.bpf_object, NULL);
+	ret = libbpf_get_error(e->obj);
+	if (ret) {
+		e->obj = NULL;
+		return fail(err, errlen, ret, "cannot open XDP object %s: %s", e->cfg.bpf_object,
+			    strerror(-ret));
+	}
+	ret = bpf_object__load(e->obj);
+	if (ret)
+		return fail(err, errlen, ret, "cannot load XDP program: %s%s", strerror(-ret),
+			    ret == -EPERM ? " (needs CAP_BPF and CAP_NET_ADMIN, or root)" : "");
+	prog = bpf_object__find_program_by_name(e->obj, TW_PROG_NAME);
+	lines_fd = bpf_object__find_map_fd_by_name(e->obj, "tw_lines");
+	xsks_fd = bpf_object__find_map_fd_by_name(e->obj, "tw_xsks");
+	if (!prog || lines_fd < 0 || xsks_fd < 0)
+		return fail(err, errlen, EINVAL, "%s is not tickwire's steering program",
+			    e->cfg.bpf_object);
+
+	for (uint32_t i = 0; i < e->cfg.decoder.n_lines; i++) {
+		struct { __u32 group; __u16 port; __u16 pad; } key = {
+			e->cfg.decoder.lines[i].group_be, e->cfg.decoder.lines[i].port_be, 0 };
+		__u32 line = i;
+
+		if (bpf_map_update_elem(lines_fd, &key, &line, BPF_ANY))
+			return fail(err, errlen, errno, "cannot fill the lines map: %s", strerror(errno));
+	}
+	xsk_fd = xsk_socket__fd(e->xsk);
+	if (bpf_map_update_elem(xsks_fd, &queue, &xsk_fd, BPF_ANY))
+		return fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
+			    strerror(errno));
+	return 0;
+}
+
+/* Another XDP program on the interface: replace it only if it is a stale one of ours (left by an
+ * older engine that attached without a link); never touch anyone else's. */
+static int clear_stale_program(struct tw_engine *e, char *err, size_t errlen)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	struct bpf_prog_info pinfo;
+	__u32 plen = sizeof(pinfo);
+	int ret, fd;
+
+	ret = bpf_xdp_query(e->ifindex, 0, &q);
+	if (ret)
+		return fail(err, errlen, ret, "cannot query XDP on %s: %s", e->cfg.ifname,
+			    strerror(-ret));
+	if (!q.prog_id && !q.drv_prog_id && !q.skb_prog_id)
+		return 0;
+
+	__u32 id = q.prog_id ? q.prog_id : (q.drv_prog_id ? q.drv_prog_id : q.skb_prog_id);
+
+	memset(&pinfo, 0, sizeof(pinfo));
+	fd = bpf_prog_get_fd_by_id(id);
+	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &pinfo, &plen)) {
+		if (fd >= 0)
+			close(fd);
+		return fail(err, errlen, EEXIST, "%s already has XDP program id %u attached",
+			    e->cfg.ifname, id);
+	}
+	close(fd);
+	if (strcmp(pinfo.name, TW_PROG_NAME) != 0)
+		return fail(err, errlen, EEXIST,
+			    "%s already has another XDP program attached ('%s', id %u); tickwire "
+			    "will not replace it: detach it first (ip link set dev %s xdp off)",
+			    e->cfg.ifname, pinfo.name, id, e->cfg.ifname);
+
+	__u32 mode_flags = q.attach_mode == XDP_ATTACHED_SKB ? XDP_FLAGS_SKB_MODE :
+			   q.attach_mode == XDP_ATTACHED_DRV ? XDP_FLAGS_DRV_MODE : 0;
+
+	ret = bpf_xdp_detach(e->ifindex, mode_flags, NULL);
+	if (ret == -EBUSY)
+		return fail(err, errlen, EBUSY,
+			    "%s is in use by another running tickwire engine (program id %u): one "
+			    "engine per interface", e->cfg.ifname, id);
+	if (ret)
+		return fail(err, errlen, ret, "cannot detach stale tickwire program id %u from %s: %s",
+			    id, e->cfg.ifname, strerror(-ret));
+	note_fallback(e, "replaced a stale tickwire XDP program");
+	return 0;
+}
+
+static int link_attach(struct tw_engine *e, __u32 flags)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
+	struct bpf_program *prog = bpf_object__find_program_by_name(e->obj, TW_PROG_NAME);
+	int fd = bpf_link_create(bpf_program__fd(prog), e->ifindex, BPF_XDP, &opts);
+
+	return fd < 0 ? -errno : fd;
+}
+
+static int attach_program(struct tw_engine *e, char *err, size_t errlen)
+{
+	struct bpf_prog_info pinfo;
+	__u32 plen = sizeof(pinfo);
+	int fd;
+
+	if (e->cfg.xdp_mode == TW_XDP_GENERIC) {
+		fd = link_attach(e, XDP_FLAGS_SKB_MODE);
+		e->info.xdp_mode = TW_XDP_GENERIC;
+	} else {
+		fd = link_attach(e, XDP_FLAGS_DRV_MODE);
+		e->info.xdp_mode = TW_XDP_NATIVE;
+		if (fd < 0 && e->cfg.xdp_mode == TW_XDP_AUTO) {
+			char why[160];
+
+			snprintf(why, sizeof(why), "native XDP refused by %s (%s): generic mode",
+				 e->cfg.ifname, strerror(-fd));
+			note_fallback(e, why);
+			fd = link_attach(e, XDP_FLAGS_SKB_MODE);
+			e->info.xdp_mode = TW_XDP_GENERIC;
+		} else if (fd < 0) {
+			return fail(err, errlen, fd,
+				    "native XDP not supported on %s: %s (use --mode generic or auto)",
+				    e->cfg.ifname, strerror(-fd));
+		}
+	}
+	if (fd < 0)
+		return fail(err, errlen, fd, "cannot attach XDP to %s: %s", e->cfg.ifname,
+			    strerror(-fd));
+	e->link_fd = fd;
+
+	memset(&pinfo, 0, sizeof(pinfo));
+	if (bpf_obj_get_info_by_fd(bpf_program__fd(bpf_object__find_program_by_name(
+					   e->obj, TW_PROG_NAME)), &pinfo, &plen) == 0)
+		e->info.prog_id = pinfo.id;
+	return 0;
+}
+
+/* ---- the poll thread ------------------------------------------------------------------------- */
+
+static void publish(struct tw_engine *e)
+{
+	uint_fast64_t s = atomic_load_explicit(&e->seq, memory_order_relaxed);
+
+	atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
+	atomic_thread_fence(memory_order_release);
+	memcpy(&e->published, tw_decoder_stats(e->decoder), sizeof(e->published));
+	e->published_loop = e->loop;
+	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
+}
+
+static inline uint64_t frame_kernel_time(struct tw_engine *e, uint8_t *pkt, uint64_t addr)
+{
+	struct tw_xdp_meta *meta;
+	uint64_t offset = addr % e->cfg.frame_size;
+
+	if (offset < sizeof(*meta))
+		return 0;
+	meta = (struct tw_xdp_meta *)(pkt - sizeof(*meta));
+	if (meta->magic != TW_XDP_META_MAGIC)
+		return 0;
+	meta->magic = 0; /* the frame will be reused: never read this stamp twice */
+	return meta->rx_ns;
+}
+
+static void kick_kernel(struct tw_engine *e)
+{
+	recvfrom(xsk_socket__fd(e->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
+	e->loop.wakeups++;
+}
+
+static void *poll_loop(void *arg)
+{
+	struct tw_engine *e = arg;
+	struct pollfd pfd = { .fd = xsk_socket__fd(e->xsk), .events = POLLIN };
+	uint32_t batch = e->cfg.batch_size;
+	uint64_t last_publish = 0;
+	int dirty = 0;
+	struct tw_clock now;
+
+	while (!atomic_load_explicit(&e->stop, memory_order_relaxed)) {
+		uint32_t idx_rx = 0, idx_fill = 0;
+		uint32_t n = xsk_ring_cons__peek(&e->rx, batch, &idx_rx);
+
+		e->loop.polls++;
+		if (n == 0) {
+			e->loop.empty_polls++;
+			now.mono_ns = mono_ns();
+			if (dirty) {
+				/* Idle: let holes age into gaps and show readers the final counts. */
+				now.real_ns = real_ns();
+				tw_decoder_tick(e->decoder, &now);
+				publish(e);
+				last_publish = now.mono_ns;
+				dirty = 0;
+			}
+			if (e->cfg.busy_poll) {
+				if (e->info.busy_poll_applied || xsk_ring_prod__needs_wakeup(&e->fill))
+					kick_kernel(e);
+			} else {
+				e->loop.wakeups++;
+				poll(&pfd, 1, IDLE_WAIT_MS);
+			}
+			continue;
+		}
+
+		now.mono_ns = mono_ns();
+		now.real_ns = real_ns();
+		/* Every frame taken goes straight back to the fill ring, which therefore always has
+		 * room for it: the reserve cannot come up short. */
+		while (xsk_ring_prod__reserve(&e->fill, n, &idx_fill) != n)
+			;
+		for (uint32_t i = 0; i < n; i++) {
+			const struct xdp_desc *desc = xsk_ring_cons__rx_desc(&e->rx, idx_rx + i);
+			uint64_t addr = xsk_umem__add_offset_to_addr(desc->addr);
+			uint8_t *pkt = xsk_umem__get_data(e->umem_area, addr);
+			uint64_t rx_ns = frame_kernel_time(e, pkt, addr);
+
+			if (rx_ns)
+				e->info.metadata = 1;
+			tw_decode_frame(e->decoder, pkt, desc->len, rx_ns, &now);
+			*xsk_ring_prod__fill_addr(&e->fill, idx_fill + i) =
+				xsk_umem__extract_addr(desc->addr);
+		}
+		xsk_ring_prod__submit(&e->fill, n);
+		xsk_ring_cons__release(&e->rx, n);
+		tw_decoder_tick(e->decoder, &now);
+		e->loop.batches++;
+		e->loop.descriptors += n;
+		dirty = 1;
+		if (now.mono_ns - last_publish >= PUBLISH_INTERVAL_NS) {
+			publish(e);
+			last_publish = now.mono_ns;
+			dirty = 0;
+		}
+		if (!e->cfg.busy_poll && xsk_ring_prod__needs_wakeup(&e->fill))
+			kick_kernel(e);
+	}
+	tw_decoder_flush(e->decoder);
+	publish(e);
+	return NULL;
+}
+
+/* ---- public API ------------------------------------------------------------------------------ */
+
+static int check_config(const struct tw_engine_config *c, char *err, size_t errlen)
+{
+	if (!c->ifname[0])
+		return fail(err, errlen, EINVAL, "no interface given");
+	if (c->frame_size != 2048 && c->frame_size != 4096)
+		return fail(err, errlen, EINVAL, "frame_size must be 2048 or 4096, not %u",
+			    c->frame_size);
+	if (!c->ring_size || (c->ring_size & (c->ring_size - 1)))
+		return fail(err, errlen, EINVAL, "ring_size must be a power of two, not %u",
+			    c->ring_size);
+	if (c->frame_count < c->ring_size)
+		return fail(err, errlen, EINVAL, "frame_count (%u) must be at least ring_size (%u)",
+			    c->frame_count, c->ring_size);
+	if (!c->batch_size || c->batch_size > c->ring_size)
+		return fail(err, errlen, EINVAL, "batch_size must be 1..ring_size, not %u",
+			    c->batch_size);
+	if (c->xdp_mode < TW_XDP_AUTO || c->xdp_mode > TW_XDP_GENERIC)
+		return fail(err, errlen, EINVAL, "unknown XDP mode %d", c->xdp_mode);
+	if (c->zero_copy < TW_ZC_AUTO || c->zero_copy > TW_ZC_OFF)
+		return fail(err, errlen, EINVAL, "unknown zero-copy setting %d", c->zero_copy);
+	return 0;
+}
+
+int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out, char *err,
+		     size_t errlen)
+{
+	struct tw_engine *e;
+	int ret = check_config(cfg, err, errlen);
+
+	*out = NULL;
+	if (ret)
+		return ret;
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return fail(err, errlen, ENOMEM, "out of memory");
+	e->cfg = *cfg;
+	e->cfg.ifname[sizeof(e->cfg.ifname) - 1] = 0;
+	e->cfg.bpf_object[sizeof(e->cfg.bpf_object) - 1] = 0;
+	e->link_fd = -1;
+	e->info.core = -1;
+	e->ifindex = if_nametoindex(e->cfg.ifname);
+	if (!e->ifindex) {
+		free(e);
+		return fail(err, errlen, ENODEV, "unknown interface '%s'", cfg->ifname);
+	}
+	e->decoder = tw_decoder_new(&e->cfg.decoder, err, errlen);
+	if (!e->decoder) {
+		free(e);
+		return -EINVAL;
+	}
+	*out = e;
+	return 0;
+}
+
+static void pin_thread(struct tw_engine *e)
+{
+	cpu_set_t set;
+
+	if (e->cfg.core < 0)
+		return;
+	CPU_ZERO(&set);
+	CPU_SET(e->cfg.core, &set);
+	if (pthread_setaffinity_np(e->thread, sizeof(set), &set) == 0) {
+		e->info.core = e->cfg.core;
+	} else {
+		char why[96];
+
+		snprintf(why, sizeof(why), "cannot pin the poll thread to CPU %d", e->cfg.core);
+		note_fallback(e, why);
+	}
+}
+
+int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
+{
+	int ret;
+
+	if (e->thread_started || e->xsk)
+		return fail(err, errlen, EALREADY, "engine already started");
+	ret = create_umem(e, err, errlen);
+	if (!ret)
+		ret = create_socket(e, err, errlen);
+	if (!ret)
+		ret = load_program(e, err, errlen);
+	if (!ret)
+		ret = clear_stale_program(e, err, errlen);
+	if (!ret)
+		ret = attach_program(e, err, errlen);
+	if (!ret && fill_ring_prime(e))
+		ret = fail(err, errlen, ENOSPC, "cannot prime the fill ring");
+	if (ret) {
+		tw_engine_stop(e);
+		return ret;
+	}
+	apply_busy_poll(e);
+
+	atomic_store(&e->stop, 0);
+	publish(e);
+	ret = pthread_create(&e->thread, NULL, poll_loop, e);
+	if (ret) {
+		tw_engine_stop(e);
+		return fail(err, errlen, ret, "cannot start the poll thread: %s", strerror(ret));
+	}
+	e->thread_started = 1;
+	pthread_setname_np(e->thread, "tw-poll");
+	pin_thread(e);
+	return 0;
+}
+
+void tw_engine_stop(struct tw_engine *e)
+{
+	if (!e)
+		return;
+	if (e->thread_started) {
+		atomic_store(&e->stop, 1);
+		pthread_join(e->thread, NULL);
+		e->thread_started = 0;
+	}
+	if (e->link_fd >= 0) {
+		close(e->link_fd); /* the last reference to the link: the kernel detaches XDP */
+		e->link_fd = -1;
+	}
+	if (e->xsk) {
+		xsk_socket__delete(e->xsk);
+		e->xsk = NULL;
+	}
+	if (e->umem) {
+		xsk_umem__delete(e->umem);
+		e->umem = NULL;
+	}
+	if (e->umem_area) {
+		munmap(e->umem_area, e->umem_size);
+		e->umem_area = NULL;
+	}
+	if (e->obj) {
+		bpf_object__close(e->obj);
+		e->obj = NULL;
+	}
+}
+
+void tw_engine_destroy(struct tw_engine *e)
+{
+	if (!e)
+		return;
+	tw_engine_stop(e);
+	tw_decoder_free(e->decoder);
+	free(e);
+}
+
+void tw_engine_get_info(struct tw_engine *e, struct tw_engine_info *out)
+{
+	*out = e->info;
+}
+
+int tw_engine_snapshot(struct tw_engine *e, struct tw_stats *stats, struct tw_loop_stats *loop)
+{
+	for (int attempt = 0; attempt < 100000; attempt++) {
+		uint_fast64_t before = atomic_load_explicit(&e->seq, memory_order_acquire);
+
+		if (before & 1) {
+			sched_yield();
+			continue;
+		}
+		if (stats)
+			memcpy(stats, &e->published, sizeof(*stats));
+		if (loop)
+			*loop = e->published_loop;
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&e->seq, memory_order_relaxed) == before)
+			return 0;
+	}
+	return -EAGAIN;
+}
+
+int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out)
+{
+	struct xdp_statistics s;
+	socklen_t len = sizeof(s);
+
+	memset(out, 0, sizeof(*out));
+	if (!e->xsk)
+		return -ENOTCONN;
+	memset(&s, 0, sizeof(s));
+	if (getsockopt(xsk_socket__fd(e->xsk), SOL_XDP, XDP_STATISTICS, &s, &len))
+		return -errno;
+	out->rx_dropped = s.rx_dropped;
+	out->rx_invalid_descs = s.rx_invalid_descs;
+	out->tx_invalid_descs = s.tx_invalid_descs;
+	out->rx_ring_full = s.rx_ring_full;
+	out->rx_fill_ring_empty_descs = s.rx_fill_ring_empty_descs;
+	return 0;
+}

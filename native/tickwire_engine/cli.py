@@ -1,0 +1,178 @@
+"""`tickwire-engine run`: the engine as a process. Other parts (the agent, tests, benchmarks) drive
+this interface, so keep its flags and the stats JSON keys stable.
+
+Exit status: 0 after a clean stop (duration over, SIGINT or SIGTERM), 2 for a configuration the
+engine cannot use, 3 when the kernel refused something (XDP attach, socket, privileges).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+
+from .config import ConfigError, EngineConfig, Line, PrivilegeError
+
+EXIT_OK, EXIT_CONFIG, EXIT_KERNEL = 0, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickwire-engine",
+                                     description="AF_XDP market-data feed engine (ITCH 5.0 over MoldUDP64)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="receive a feed until the duration ends or a signal arrives")
+    run.add_argument("--iface", required=True, help="interface the feed arrives on")
+    run.add_argument("--queue", type=int, default=0, help="RX queue to bind (default 0)")
+    run.add_argument("--line", action="append", required=True, metavar="NAME=GROUP:PORT[@SOURCE]",
+                     help="a feed line, A and optionally B (repeat the flag)")
+    run.add_argument("--mode", choices=["auto", "native", "generic"], default="auto",
+                     help="XDP attach mode; auto tries native and falls back to generic")
+    run.add_argument("--zero-copy", choices=["auto", "required", "off"], default="auto")
+    run.add_argument("--core", type=int, help="CPU to pin the poll thread to")
+    run.add_argument("--duration", type=float, help="seconds to run (default: until a signal)")
+    run.add_argument("--stats-json", metavar="PATH", help="write stats as JSON here at exit")
+    run.add_argument("--stats-interval", type=float, metavar="SECONDS",
+                     help="also replace --stats-json atomically this often while running")
+    run.add_argument("--hugepages", action=argparse.BooleanOptionalAction, default=False,
+                     help="back the UMEM with 2 MiB hugepages (falls back to 4 KiB pages)")
+    run.add_argument("--busy-poll", choices=["on", "off"], default="on",
+                     help="on: spin on the RX ring with SO_PREFER_BUSY_POLL; off: sleep in poll()")
+    run.add_argument("--busy-poll-usec", type=int, default=0, help="SO_BUSY_POLL (0: leave alone)")
+    run.add_argument("--busy-poll-budget", type=int, default=0,
+                     help="SO_BUSY_POLL_BUDGET (0: leave alone)")
+    run.add_argument("--batch-size", type=int, default=64, help="descriptors per poll")
+    run.add_argument("--exchange-tz", metavar="ZONE",
+                     help="IANA zone of the exchange's midnight (default: local)")
+    run.add_argument("--quiet", action="store_true", help="no per-second summary")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        interface=args.iface, queue=args.queue, lines=[Line.parse(s) for s in args.line],
+        xdp_mode=args.mode, zero_copy=args.zero_copy, core=args.core, hugepages=args.hugepages,
+        busy_poll=args.busy_poll == "on", busy_poll_usec=args.busy_poll_usec,
+        busy_poll_budget=args.busy_poll_budget, batch_size=args.batch_size,
+        exchange_tz=args.exchange_tz)
+
+
+def write_json_atomically(path: str, document: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".stats-", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as out:
+            json.dump(document, out, indent=1, sort_keys=True)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+class RateMeter:
+    """Packets and messages per second between two snapshots."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, int, int] | None = None
+        self.rate = {"packets_per_s": 0.0, "messages_per_s": 0.0}
+
+    def update(self, stats: dict) -> dict:
+        now = time.monotonic()
+        if self._last is not None and now > self._last[0]:
+            dt = now - self._last[0]
+            self.rate = {"packets_per_s": (stats["packets"] - self._last[1]) / dt,
+                         "messages_per_s": (stats["messages"] - self._last[2]) / dt}
+        self._last = (now, stats["packets"], stats["messages"])
+        return self.rate
+
+
+def summary_line(stats: dict) -> str:
+    lat = stats["latency"]["exchange_to_engine"]
+    k2e = stats["latency"]["kernel_to_engine"]
+    return (f"{stats['rate']['messages_per_s']:>11,.0f} msg/s  pkts {stats['packets']:,}  "
+            f"msgs {stats['messages']:,}  gaps {stats['gaps']} (missing {stats['missing']}, "
+            f"recovered {stats['recovered']})  dup {stats['duplicates']}  "
+            f"malformed {stats['malformed']}  exch->eng p50/p99 {lat['p50'] / 1e3:.1f}/"
+            f"{lat['p99'] / 1e3:.1f} us  kern->eng p99 {k2e['p99'] / 1e3:.1f} us")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .engine import Engine, EngineError  # the native module loads only when needed
+
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        config = config_from_args(args)
+        engine = Engine(config)
+    except ConfigError as exc:
+        print(f"tickwire-engine: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except PrivilegeError as exc:
+        print(f"tickwire-engine: {exc}", file=sys.stderr)
+        return EXIT_KERNEL
+
+    meter = RateMeter()
+
+    def snapshot() -> dict:
+        stats = engine.stats()
+        stats["rate"] = meter.update(stats)
+        stats["time"] = time.time()
+        return stats
+
+    try:
+        try:
+            engine.start()
+        except (EngineError, ConfigError) as exc:
+            print(f"tickwire-engine: cannot start on {config.interface} queue {config.queue}: "
+                  f"{exc}", file=sys.stderr)
+            return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_KERNEL
+        info = engine.info
+        if not args.quiet:
+            print(f"tickwire-engine: {config.interface} queue {config.queue}, XDP "
+                  f"{info['xdp_mode']}, {'zero-copy' if info['zero_copy'] else 'copy mode'}, "
+                  f"{'hugepages' if info['hugepages'] else '4 KiB pages'}, poll thread on "
+                  f"{'CPU ' + str(info['core']) if info['core'] is not None else 'any CPU'}"
+                  + (f" ({info['fallback']})" if info["fallback"] else ""), flush=True)
+        deadline = time.monotonic() + args.duration if args.duration else None
+        next_print = time.monotonic() + 1.0
+        next_write = time.monotonic() + (args.stats_interval or 0)
+        while stop["signal"] is None and (deadline is None or time.monotonic() < deadline):
+            time.sleep(0.05)
+            now = time.monotonic()
+            if now >= next_print:
+                next_print += 1.0
+                stats = snapshot()
+                if not args.quiet:
+                    print(summary_line(stats), flush=True)
+            if args.stats_json and args.stats_interval and now >= next_write:
+                next_write = now + args.stats_interval
+                write_json_atomically(args.stats_json, snapshot())
+        engine.stop()
+        final = snapshot()
+        if args.stats_json:
+            write_json_atomically(args.stats_json, final)
+        if not args.quiet:
+            print("final: " + summary_line(final), flush=True)
+        return EXIT_OK
+    finally:
+        engine.stop()
+        engine.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "run":
+        return run(args)
+    return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

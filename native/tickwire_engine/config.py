@@ -1,0 +1,207 @@
+"""The engine's configuration: parsed, validated, and turned into the C struct.
+
+Every error says what is wrong and how to fix it, because the people who read them are running a
+feed at 09:29 in the morning.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
+ZERO_COPY = {"auto": 0, "required": 1, "off": 2}
+LINE_NAMES = ("A", "B")
+
+# Linux capability bits (include/uapi/linux/capability.h) the engine needs, and why.
+CAPABILITIES = {
+    12: ("CAP_NET_ADMIN", "attach the XDP program and bind the AF_XDP socket"),
+    13: ("CAP_NET_RAW", "open an AF_XDP socket"),
+    39: ("CAP_BPF", "load the XDP program and its maps"),
+}
+CAP_SYS_ADMIN = 21
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message names the field and the fix."""
+
+
+class PrivilegeError(PermissionError):
+    """The process lacks a capability the engine needs; the message names it."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One feed line: the multicast (group, port) it arrives on, optionally from one source (SSM)."""
+
+    name: str
+    group: str
+    port: int
+    source: str | None = None
+
+    _SPEC = re.compile(r"^(?P<name>[^=]+)=(?P<group>[^:@]+):(?P<port>[^@]+)(?:@(?P<source>.+))?$")
+
+    @classmethod
+    def parse(cls, spec: str) -> "Line":
+        """`A=233.54.12.111:26477` or `B=233.49.196.111:26477@206.200.127.138`."""
+        m = cls._SPEC.match(spec.strip())
+        if not m:
+            raise ConfigError(f"line '{spec}': expected NAME=GROUP:PORT[@SOURCE], "
+                              "for example A=233.54.12.111:26477")
+        try:
+            port = int(m["port"])
+        except ValueError:
+            raise ConfigError(f"line '{spec}': port '{m['port']}' is not a number") from None
+        line = cls(m["name"], m["group"], port, m["source"])
+        line.validate()
+        return line
+
+    def validate(self) -> None:
+        if self.name not in LINE_NAMES:
+            raise ConfigError(f"line name '{self.name}': must be A or B")
+        try:
+            group = ipaddress.IPv4Address(self.group)
+        except ValueError:
+            raise ConfigError(f"line {self.name}: group '{self.group}' is not an IPv4 address") from None
+        if not group.is_multicast:
+            raise ConfigError(f"line {self.name}: group {self.group} is not a multicast address "
+                              "(224.0.0.0/4)")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"line {self.name}: port {self.port} is out of range 1-65535")
+        if self.source is not None:
+            try:
+                source = ipaddress.IPv4Address(self.source)
+            except ValueError:
+                raise ConfigError(f"line {self.name}: source '{self.source}' is not an IPv4 "
+                                  "address") from None
+            if source.is_multicast or source.is_unspecified:
+                raise ConfigError(f"line {self.name}: source {self.source} must be a unicast "
+                                  "sender address")
+
+
+def validate_lines(lines: list[Line]) -> None:
+    if not 1 <= len(lines) <= 2:
+        raise ConfigError(f"{len(lines)} lines given: a feed has line A and optionally line B")
+    for line in lines:
+        line.validate()
+    names = [line.name for line in lines]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"line names repeat: {names}; use A and B")
+    flows = [(line.group, line.port) for line in lines]
+    if len(set(flows)) != len(flows):
+        raise ConfigError(f"lines A and B both use {flows[0][0]}:{flows[0][1]}: "
+                          "A/B lines arrive on different (group, port) flows")
+
+
+def exchange_midnight_ns(zone: str | None = None, now: datetime | None = None) -> int:
+    """CLOCK_REALTIME nanoseconds of today's midnight in `zone` (the local zone when None).
+
+    ITCH timestamps count nanoseconds from the exchange's midnight, so this is the reference
+    the exchange-to-engine latency is measured against."""
+    try:
+        tz = ZoneInfo(zone) if zone else None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"exchange time zone '{zone}' is unknown: use an IANA name such as "
+                          "America/New_York") from None
+    now = now or datetime.now(tz).astimezone(tz)
+    midnight = datetime.combine(now.date(), dtime(0), tzinfo=now.tzinfo)
+    return int(midnight.timestamp()) * 1_000_000_000
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+@dataclass
+class EngineConfig:
+    interface: str
+    lines: list[Line]
+    queue: int = 0
+    xdp_mode: str = "auto"
+    zero_copy: str = "auto"
+    core: int | None = None
+    hugepages: bool = False
+    busy_poll: bool = True
+    busy_poll_usec: int = 0
+    busy_poll_budget: int = 0
+    frame_count: int = 4096
+    frame_size: int = 2048
+    ring_size: int = 2048
+    batch_size: int = 64
+    exchange_tz: str | None = None
+    arbitration_window_ns: int = 2_000_000
+    bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
+                                                                  "steer.bpf.o"))
+
+    def validate(self) -> None:
+        """Check everything that can be checked before touching the kernel."""
+        validate_lines(self.lines)
+        if self.xdp_mode not in XDP_MODES:
+            raise ConfigError(f"XDP mode '{self.xdp_mode}': use one of {', '.join(XDP_MODES)}")
+        if self.zero_copy not in ZERO_COPY:
+            raise ConfigError(f"zero-copy '{self.zero_copy}': use one of {', '.join(ZERO_COPY)}")
+        if self.frame_size not in (2048, 4096):
+            raise ConfigError(f"frame size {self.frame_size}: use 2048 or 4096")
+        if not _power_of_two(self.ring_size):
+            raise ConfigError(f"ring size {self.ring_size}: must be a power of two")
+        if self.frame_count < self.ring_size:
+            raise ConfigError(f"frame count {self.frame_count} is below the ring size "
+                              f"{self.ring_size}: the fill ring could not be primed")
+        if not 1 <= self.batch_size <= self.ring_size:
+            raise ConfigError(f"batch size {self.batch_size}: must be 1..{self.ring_size}")
+        if self.core is not None:
+            allowed = os.sched_getaffinity(0)
+            if self.core not in allowed:
+                raise ConfigError(f"core {self.core} is not available to this process "
+                                  f"(allowed: {sorted(allowed)})")
+        if not os.path.exists(self.bpf_object):
+            raise ConfigError(f"XDP object {self.bpf_object} is missing: reinstall the package "
+                              "(pip install -e .) so clang builds it")
+        exchange_midnight_ns(self.exchange_tz)
+        self._validate_interface()
+
+    def _validate_interface(self) -> None:
+        try:
+            socket.if_nametoindex(self.interface)
+        except OSError:
+            present = ", ".join(sorted(name for _, name in socket.if_nameindex()))
+            raise ConfigError(f"unknown interface '{self.interface}' (this namespace has: "
+                              f"{present})") from None
+        queues = rx_queue_count(self.interface)
+        if queues is not None and not 0 <= self.queue < queues:
+            raise ConfigError(f"queue {self.queue} is out of range: {self.interface} has "
+                              f"{queues} RX queue(s), 0..{queues - 1}")
+
+
+def rx_queue_count(interface: str) -> int | None:
+    """RX queues of an interface from sysfs, or None where sysfs does not show it."""
+    path = f"/sys/class/net/{interface}/queues"
+    try:
+        return sum(1 for entry in os.listdir(path) if entry.startswith("rx-"))
+    except OSError:
+        return None
+
+
+def effective_capabilities() -> int:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def check_privileges() -> None:
+    """Raise PrivilegeError naming each capability the engine needs and this process lacks."""
+    caps = effective_capabilities()
+    missing = [f"{name} (to {why})" for bit, (name, why) in CAPABILITIES.items()
+               if not caps & (1 << bit)]
+    # Before CAP_BPF existed CAP_SYS_ADMIN covered it; accept either.
+    if caps & (1 << CAP_SYS_ADMIN):
+        missing = [m for m in missing if not m.startswith("CAP_BPF")]
+    if missing:
+        raise PrivilegeError("the engine lacks " + ", ".join(missing) +
+                             ": run as root or grant these capabilities")

@@ -1,0 +1,171 @@
+"""The engine's Python face: a thin, safe wrapper over the C engine.
+
+Python configures, starts, reads and stops; it never sees a packet. Reads (`stats()`) copy a
+snapshot the poll thread publishes under a sequence lock, so they never slow the hot loop.
+"""
+from __future__ import annotations
+
+import errno
+import ipaddress
+import socket
+import struct
+import time
+
+from ._native import ffi, lib
+from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, check_privileges,
+                     exchange_midnight_ns)
+from .stats import stats_to_dict
+
+_MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
+
+
+class EngineError(RuntimeError):
+    """The kernel refused something the engine needs; `errno` says what."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.errno = code
+
+
+def _be32(address: str | None) -> int:
+    if not address:
+        return 0
+    return struct.unpack("=I", ipaddress.IPv4Address(address).packed)[0]
+
+
+def fill_decoder_config(c_cfg, config: EngineConfig) -> None:
+    """Write lines, midnight reference and arbitration window into a `struct tw_decoder_config`."""
+    c_cfg.n_lines = len(config.lines)
+    for i, line in enumerate(config.lines):
+        c_cfg.lines[i].group_be = _be32(line.group)
+        c_cfg.lines[i].port_be = socket.htons(line.port)
+        c_cfg.lines[i].source_be = _be32(line.source)
+    c_cfg.exchange_midnight_realtime_ns = exchange_midnight_ns(config.exchange_tz)
+    c_cfg.arbitration_window_ns = config.arbitration_window_ns
+
+
+def _c_config(config: EngineConfig):
+    c = ffi.new("struct tw_engine_config *")
+    c.ifname = config.interface.encode()
+    c.queue = config.queue
+    c.xdp_mode = XDP_MODES[config.xdp_mode]
+    c.zero_copy = ZERO_COPY[config.zero_copy]
+    c.core = -1 if config.core is None else config.core
+    c.frame_count = config.frame_count
+    c.frame_size = config.frame_size
+    c.ring_size = config.ring_size
+    c.batch_size = config.batch_size
+    c.hugepages = int(config.hugepages)
+    c.busy_poll = int(config.busy_poll)
+    c.busy_poll_usec = config.busy_poll_usec
+    c.busy_poll_budget = config.busy_poll_budget
+    c.bpf_object = config.bpf_object.encode()
+    fill_decoder_config(c.decoder, config)
+    return c
+
+
+class Engine:
+    """One AF_XDP feed engine on (interface, queue).
+
+        with Engine(EngineConfig("eth1", [Line.parse("A=233.54.12.111:26477")])) as engine:
+            ...
+            print(engine.stats()["messages"])
+    """
+
+    def __init__(self, config: EngineConfig):
+        config.validate()
+        check_privileges()
+        self.config = config
+        self._err = ffi.new("char[512]")
+        self._handle = ffi.new("struct tw_engine **")
+        self._c_config = _c_config(config)
+        self._check(lib.tw_engine_create(self._c_config, self._handle, self._err, 512))
+        self._engine = self._handle[0]
+        self._stats = ffi.new("struct tw_stats *")
+        self._loop = ffi.new("struct tw_loop_stats *")
+        self._ring = ffi.new("struct tw_ring_stats *")
+        self._info = ffi.new("struct tw_engine_info *")
+        self._started_at: float | None = None
+        self._running = False
+
+    def _check(self, rc: int) -> None:
+        if rc == 0:
+            return
+        message = ffi.string(self._err).decode(errors="replace") or errno.errorcode.get(-rc, "")
+        if rc == -errno.EINVAL and "config" not in message:
+            raise ConfigError(message)
+        raise EngineError(-rc, message)
+
+    def start(self) -> "Engine":
+        self._check(lib.tw_engine_start(self._engine, self._err, 512))
+        self._started_at = time.monotonic()
+        self._running = True
+        return self
+
+    def stop(self) -> None:
+        """Stop the poll thread and detach the XDP program. Safe to call twice."""
+        if self._engine != ffi.NULL:
+            lib.tw_engine_stop(self._engine)
+        self._running = False
+
+    def close(self) -> None:
+        if self._engine != ffi.NULL:
+            lib.tw_engine_destroy(self._engine)
+            self._engine = ffi.NULL
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_engine", ffi.NULL) != ffi.NULL:
+            self.close()
+
+    @property
+    def info(self) -> dict:
+        """What the engine actually got: XDP mode, zero-copy, hugepages, core, fallbacks."""
+        lib.tw_engine_get_info(self._engine, self._info)
+        i = self._info
+        return {
+            "xdp_mode": _MODE_NAMES.get(i.xdp_mode, "none"),
+            "zero_copy": bool(i.zero_copy),
+            "hugepages": bool(i.hugepages),
+            "metadata": bool(i.metadata),
+            "busy_poll": bool(self.config.busy_poll),
+            "busy_poll_applied": bool(i.busy_poll_applied),
+            "core": None if i.core < 0 else i.core,
+            "prog_id": i.prog_id,
+            "umem_bytes": i.umem_bytes,
+            "fallback": ffi.string(i.fallback).decode(errors="replace"),
+        }
+
+    def ring_stats(self) -> dict:
+        if lib.tw_engine_ring_stats(self._engine, self._ring) != 0:
+            return {}
+        r = self._ring
+        return {"rx_dropped": r.rx_dropped, "rx_invalid_descs": r.rx_invalid_descs,
+                "rx_ring_full": r.rx_ring_full,
+                "rx_fill_ring_empty_descs": r.rx_fill_ring_empty_descs}
+
+    def stats(self) -> dict:
+        """A consistent snapshot: decoder counters, latency, ring and loop counters, info."""
+        self._check(lib.tw_engine_snapshot(self._engine, self._stats, self._loop))
+        out = stats_to_dict(self._stats, [line.name for line in self.config.lines])
+        loop = self._loop
+        out["loop"] = {"polls": loop.polls, "empty_polls": loop.empty_polls,
+                       "batches": loop.batches, "descriptors": loop.descriptors,
+                       "wakeups": loop.wakeups}
+        out["ring"] = self.ring_stats()
+        out.update(self.info)
+        out["running"] = self._running
+        out["uptime_s"] = (time.monotonic() - self._started_at) if self._started_at else 0.0
+        last = self._stats.last_packet_mono_ns
+        out["last_packet_age_s"] = (time.monotonic_ns() - last) / 1e9 if last else None
+        return out
+
+    def histograms(self) -> dict:
+        """Latency per stage and line, with the non-empty buckets: `stats()["latency"]`."""
+        return self.stats()["latency"]
