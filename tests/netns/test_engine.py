@@ -80,7 +80,7 @@ def test_a_and_b_lines_cover_each_others_loss(pair, tmp_path):
     both = final["lines"]["A"]["packets"] + final["lines"]["B"]["packets"]
     assert both == sent["packets_sent"]["A"] + sent["packets_sent"]["B"]
     assert final["lines"]["A"]["first_messages"] + final["lines"]["B"]["first_messages"] == final["messages"]
-    assert final["duplicates"] == sent["duplicates_expected"]
+    assert final["duplicates"] == sent["expected_duplicates"]
 
 
 def test_duplicates_and_reordering(pair, tmp_path):
@@ -112,7 +112,7 @@ def _raw_sender(pair: VethPair, frames_hex: list[str]) -> None:
 
 
 def _frame(payload: bytes, group: str = GROUP_A, port: int = PORT, vlan: int | None = None,
-           udp_len_delta: int = 0) -> bytes:
+           udp_len_delta: int = 0, ip_len_delta: int = 0) -> bytes:
     """Ethernet[/802.1Q]/IPv4/UDP around a payload, checksums zero (the engine ignores them)."""
     mac = bytes.fromhex("01005e") + socket.inet_aton(group)[1:]
     mac = bytes([mac[0], mac[1], mac[2], mac[3] & 0x7F, mac[4], mac[5]])
@@ -121,7 +121,7 @@ def _frame(payload: bytes, group: str = GROUP_A, port: int = PORT, vlan: int | N
         eth += struct.pack("!HH", 0x8100, vlan)
     eth += struct.pack("!H", 0x0800)
     udp = struct.pack("!HHHH", 40000, port, 8 + len(payload) + udp_len_delta, 0) + payload
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 1, 17, 0,
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp) + ip_len_delta, 0, 0x4000, 1, 17, 0,
                      socket.inet_aton("198.18.0.9"), socket.inet_aton(group))
     return eth + ip + udp
 
@@ -143,7 +143,7 @@ def test_malformed_packets_are_counted_and_the_engine_keeps_going(pair, tmp_path
         _frame(_mold(1, [b"D" + b"\0" * 5]), udp_len_delta=200),           # UDP length lies
         _frame(_mold(1, [b"?" + b"\0" * 18])),                             # unknown ITCH type
         _frame(_mold(2, [b"D" + b"\0" * 30])),                             # wrong length for 'D'
-        _frame(b"")[:30],                                                  # IPv4 header cut
+        _frame(_mold(3, [_itch_delete(3)]), ip_len_delta=64),             # IPv4 length lies
     ]
     with engine_running(pair, [LINE_A], tmp_path) as engine:
         _raw_sender(pair, [f.hex() for f in bad])
@@ -163,7 +163,7 @@ def test_malformed_packets_are_counted_and_the_engine_keeps_going(pair, tmp_path
     assert final["malformed"] == 6 + sent["malformed_sent"]
     # The feed after the garbage is counted exactly: malformed messages hold their sequence
     # number, so they cause no gap; they are just not counted as messages.
-    assert final["messages"] == sent["messages_sent"] - sent["malformed_sent"] + 0
+    assert final["messages"] == sent["messages_sent"] - sent["malformed_sent"]
     assert final["gaps"] == 0
 
 
