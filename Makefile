@@ -15,7 +15,7 @@ native: setup
 	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
 
 demo: setup
-	$(PY) -m tickwire_engine.demo
+	$(PY) -m tickwire_demo
 
 test: setup fuzz
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)

@@ -1,0 +1,42 @@
+"""The demo's terminal view and plot helpers, on hand-made stats."""
+from tickwire_demo.plot import percentile_curve, plot_percentiles
+from tickwire_demo.view import final_summary, render
+
+
+def _stats(messages=1000, gaps=2):
+    hist = {"count": messages, "p50": 3100, "p99": 9000, "p999": 20000, "max": 41000,
+            "lines": {"A": {"buckets": [[3000, 3100, 500], [8000, 9000, 490], [40000, 41000, 10]]}}}
+    return {"messages": messages, "gaps": gaps, "missing": 7, "recovered": 1, "duplicates": 990,
+            "malformed": 0, "xdp_mode": "generic", "zero_copy": False, "hugepages": True, "core": 1,
+            "rate": {"messages_per_s": 1234.0, "packets_per_s": 300.0},
+            "lines": {"A": {"first_messages": 600}, "B": {"first_messages": 400}},
+            "ring": {"rx_dropped": 0},
+            "latency": {"exchange_to_engine": hist, "kernel_to_engine": hist}}
+
+
+def test_render_shows_rate_sequencing_and_latency():
+    text = render(_stats(), 3.0, "feed-x")
+    assert "1,234 msg/s" in text
+    assert "A first 600  B first 400" in text
+    assert "missing 7" in text and "recovered 1" in text
+    assert "3.1" in text and "9.0" in text and "20.0" in text  # p50, p99, p99.9 in microseconds
+
+
+def test_final_summary_marks_agreement_and_difference():
+    sent = {"messages_sent": 1000, "expected_gaps": 3, "expected_missing": 7, "expected_duplicates": 990}
+    text = final_summary(_stats(gaps=2), sent)
+    assert "messages" in text and "ok" in text
+    gap_row = next(line for line in text.splitlines() if "gap events" in line)
+    assert "DIFFERS" in gap_row
+
+
+def test_percentile_curve_walks_the_buckets():
+    xs, ys = percentile_curve([[1000, 1999, 50], [2000, 2999, 49], [9000, 9999, 1]])
+    assert xs[0] == 50 and ys[0] == 1.999
+    assert ys[-1] == 9.999          # p99.99 lands in the slowest bucket
+    assert ys == sorted(ys)
+
+
+def test_plot_writes_a_png(tmp_path):
+    path = plot_percentiles({"a": [[1000, 1999, 5]]}, str(tmp_path / "p.png"), "t")
+    assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
