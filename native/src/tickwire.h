@@ -59,9 +59,9 @@ struct tw_hist {
 
 /* All counters are written by one thread only (the poll thread, or whoever owns the decoder). */
 struct tw_stats {
-    uint64_t frames;             /* every frame handed to the decoder */
+    uint64_t frames;             /* every frame handed to tw_decode_frame() */
     uint64_t packets;            /* MoldUDP64 packets of a configured line (malformed ones too) */
-    uint64_t bytes;              /* bytes of those packets' frames */
+    uint64_t bytes;              /* bytes of those packets' frames (tw_decode_mold: payload bytes) */
     uint64_t messages;           /* ITCH messages counted once: first copies, recovered ones too */
     uint64_t messages_by_type[128]; /* indexed by the ITCH type letter */
     uint64_t gaps;               /* gap events: holes no line filled in time */
@@ -74,7 +74,8 @@ struct tw_stats {
     uint64_t malformed_by_reason[8];
     uint64_t unmatched;          /* frames that reached the decoder but are not ours */
     uint64_t sessions_replaced;  /* a new session evicted the oldest of TW_MAX_SESSIONS */
-    uint64_t holes_overflow;     /* a hole could not be tracked (TW_MAX_HOLES full): counted missing at once, never recoverable */
+    uint64_t holes_overflow;     /* holes dropped to make room (TW_MAX_HOLES full), oldest first: a
+                                    pending one is counted missing at once; none is recoverable */
     uint64_t line_packets[2];
     uint64_t line_first_messages[2]; /* messages this line delivered first: who wins arbitration */
     uint64_t last_packet_mono_ns;    /* caller's clock at the last packet of a configured line */
@@ -103,16 +104,28 @@ struct tw_clock {
 
 struct tw_decoder;
 
-/* Returns NULL and fills err when the config is invalid. */
+/* Returns NULL and fills err when the config is invalid (n_lines not 1-2, a group outside
+ * 224.0.0.0/4, port 0, two lines on the same (group, port)).
+ *
+ * Sequencing, per MoldUDP64 session (up to TW_MAX_SESSIONS, least recently used replaced; both
+ * lines share it): a session starts at the first sequence number seen (what came before we joined
+ * is not a gap). The first copy of a sequence number wins and is decoded; later copies count as
+ * duplicates and are not inspected. A message of unknown type or wrong length is counted malformed
+ * but still uses up its sequence number. A heartbeat or end-of-session packet's sequence number is
+ * the next one expected, so a jump there reveals a gap too. A malformed packet (MoldUDP64 header
+ * short, blocks past the end) counts in packets, bytes and malformed, and changes nothing else;
+ * bytes after the last block are ignored. */
 struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err, size_t errlen);
 void tw_decoder_free(struct tw_decoder *d);
 struct tw_stats *tw_decoder_stats(struct tw_decoder *d);
 
-/* One Ethernet frame (optionally 802.1Q/802.1ad tagged) -> TW_FRAME_*. kernel_rx_ns is the
- * XDP metadata receive time, or 0 when unknown. */
+/* One Ethernet frame (up to two 802.1Q/802.1ad tags) -> TW_FRAME_*. kernel_rx_ns is the XDP
+ * metadata receive time, or 0 when unknown. Not IPv4/UDP, or not a configured flow: unmatched.
+ * An IPv4 fragment is malformed when addressed to a configured group, else unmatched. */
 int tw_decode_frame(struct tw_decoder *d, const uint8_t *frame, uint32_t len,
                     uint64_t kernel_rx_ns, const struct tw_clock *now);
-/* One MoldUDP64 packet (a UDP payload) known to belong to line `line` -> TW_FRAME_*. */
+/* One MoldUDP64 packet (a UDP payload) known to belong to line `line` -> TW_FRAME_DATA or
+ * TW_FRAME_MALFORMED; -1 (and nothing counted) when `line` is not a configured line. */
 int tw_decode_mold(struct tw_decoder *d, uint32_t line, const uint8_t *payload, uint32_t len,
                    uint64_t kernel_rx_ns, const struct tw_clock *now);
 /* Let time pass: holes older than the arbitration window become gaps. Call once per batch
@@ -127,7 +140,7 @@ uint32_t tw_itch_length(uint8_t type);
 /* Histogram bucket arithmetic, shared with Python so both agree on boundaries. */
 uint32_t tw_hist_index(uint64_t value_ns);
 uint64_t tw_hist_bucket_low(uint32_t index);   /* smallest value in the bucket */
-uint64_t tw_hist_bucket_high(uint32_t index);  /* largest value in the bucket */
+uint64_t tw_hist_bucket_high(uint32_t index);  /* largest value in the bucket (UINT64_MAX for the last) */
 void tw_hist_record(struct tw_hist *h, uint64_t value_ns);
 
 /* ---- engine ---------------------------------------------------------------------------------- */

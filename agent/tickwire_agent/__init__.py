@@ -1,0 +1,1 @@
+"""tickwire node agent: plan -> tuned host -> supervised AF_XDP engine -> metrics and status."""

@@ -1,0 +1,331 @@
+"""The agent's life: plan -> tuned host -> supervised engine -> observations -> host as found.
+
+    restore a journal left by a crashed agent
+    check the plan against this host          (nothing touched yet: a misfit changes nothing)
+    serve /metrics                            (a taken port also fails before anything changes)
+    tune the host, journaling each change
+    run the engine, once a second read its stats: metrics, conditions, status, drift, a summary line
+    on SIGTERM/SIGINT, a duration's end, or an engine that rejects its config: stop the engine,
+    leave the multicast groups, restore the journal newest-first
+
+Everything the agent itself runs (this loop, the metrics server, the status client, the
+supervisor thread) is kept off the dedicated cores; only the engine's poll thread runs there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from . import conditions, preflight
+from .conditions import Condition, Observation
+from .drift import DriftChecker
+from .journal import Journal, RestoreResult
+from .metrics import AgentView, start_server
+from .plan import Plan
+from .statedir import StateDir
+from .supervisor import Exit, State, Supervisor, stop_orphan
+from .tuning.host import HostTuner, TuningReport
+from .tuning.xdp import XdpSetting
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_PLAN, EXIT_ENGINE_CONFIG, EXIT_RESTORE_FAILED = 0, 1, 2, 3, 4
+
+
+class AgentError(RuntimeError):
+    """A failure with a message meant for the person running the agent."""
+
+
+@dataclass
+class Options:
+    state_dir: str
+    kubeconfig: str | None = None
+    quiet: bool = False
+    duration: float | None = None
+    engine_command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "tickwire_engine.cli"])
+    stats_interval: float = 0.5
+    drift_interval: float = 2.0
+    backoff_initial: float = 1.0
+    root: str = "/"
+
+
+def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreResult]:
+    """Put back what a previous agent (crashed, SIGKILLed) changed and never restored: first stop
+    the engine it left running (SIGTERM: the engine detaches its own XDP program), then unwind
+    its journal."""
+    orphan = stop_orphan(state.file("engine.pid"), marker=state.stats_path)
+    if orphan is not None:
+        print(f"stopped engine {orphan} left running by an earlier agent", file=out, flush=True)
+    pending = journal.pending()
+    if not pending:
+        return []
+    print(f"restoring {len(pending)} host setting(s) left by an earlier agent", file=out, flush=True)
+    results = journal.restore_all()
+    for r in results:
+        print(f"  {r.entry.setting.label}: back to {r.entry.previous}"
+              + (f" FAILED: {r.error}" if r.error else ""), file=out, flush=True)
+    return results
+
+
+class Agent:
+    def __init__(self, plan: Plan, options: Options, out=None):
+        self.plan = plan
+        self.options = options
+        self.out = out or sys.stdout
+        self.state = StateDir(options.state_dir)
+        self.journal: Journal | None = None
+        self.view = AgentView(plan.feed)
+        self.stop_requested = threading.Event()
+        self.tuning: TuningReport | None = None
+        self.supervisor: Supervisor | None = None
+        self.drift: DriftChecker | None = None
+        self.reporter = None
+        self._tuner: HostTuner | None = None
+        self._server = None
+        self._metrics_port: int | None = None
+        self._last_gaps = 0
+        self._last_gap_at: float | None = None
+        self._last_conditions: dict[str, tuple[str, str]] = {}
+        self._stats: dict | None = None
+        self._owns_xdp = False
+
+    # ---- the whole life ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.state.lock()
+        try:
+            self.journal = Journal(self.state.path)
+            if any(not r.ok for r in restore_leftovers(self.state, self.journal, self.out)):
+                raise AgentError(f"the earlier agent's host changes could not all be restored; see "
+                                 f"{self.journal.path} (run `tickwire-agent restore --state-dir {self.state.path}`)")
+            preflight.check(self.plan, self.options.root)
+            self._start_metrics()
+            self._start_status()
+            self._tune()
+            self._start_engine()
+            self._loop()
+        finally:
+            code = self._teardown()
+            self.state.unlock()
+        if self.supervisor is not None and self.supervisor.state is State.FAILED:
+            return EXIT_ENGINE_CONFIG
+        return code
+
+    def request_stop(self, *_args) -> None:
+        self.stop_requested.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+
+    # ---- start-up ------------------------------------------------------------------------------
+
+    def _start_metrics(self) -> None:
+        try:
+            self._server, self._metrics_port = start_server(self.view, self.plan.metrics_address,
+                                                            self.plan.metrics_port)
+        except OSError as e:
+            raise AgentError(f"cannot serve metrics on {self.plan.metrics_address}:{self.plan.metrics_port} "
+                             f"({e.strerror}); free the port or set metrics.port in the plan (0: any)") from None
+        self._say(f"metrics on http://{self.plan.metrics_address}:{self._metrics_port}/metrics")
+
+    def _start_status(self) -> None:
+        ref = self.plan.feed_handler
+        if ref is None:
+            return
+        from .status import StatusReporter, custom_objects_api
+        try:
+            api = custom_objects_api(self.options.kubeconfig)
+        except Exception as e:   # kubernetes.config raises its own ConfigException, among others
+            raise AgentError(f"the plan names FeedHandler {ref.namespace}/{ref.name} but no Kubernetes "
+                             f"credentials were found ({e}); run in a Pod, or pass --kubeconfig") from None
+        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds)
+        self._say(f"reporting status to FeedHandler {ref.namespace}/{ref.name} "
+                  f"every {self.plan.status_interval_seconds:g} s")
+
+    def _tune(self) -> None:
+        self._tuner = HostTuner(self.plan, self.journal, self.options.root)
+        self.tuning = self._tuner.apply()
+        for note in self.tuning.notes:
+            self._say(f"tuned: {note}")
+        for warning in self.tuning.warnings:
+            self._say(f"note: {warning}")
+        for problem in self.tuning.problems:
+            self._say(f"NOT tuned: {problem}")
+        self.drift = DriftChecker(self.tuning.watched, self.plan.restore_drift)
+        self.view.drifted = dict(self.drift.drifted)
+        self.view.drift_events = dict(self.drift.events)
+
+    def _start_engine(self) -> None:
+        xdp = XdpSetting(self.plan.interface)
+        prog = xdp.read()
+        self._owns_xdp = prog == 0
+        if self._owns_xdp:
+            # The engine will attach one; whatever happens to the engine, the agent detaches it.
+            self.journal.record(xdp, 0, "engine")
+        else:
+            self._say(f"note: {self.plan.interface} already has XDP program {prog}; the agent will not remove it")
+        self.supervisor = Supervisor(
+            self.engine_command(), self.state.file("engine.log"),
+            before_start=self._before_engine_start, after_exit=self._after_engine_exit,
+            backoff_initial=self.options.backoff_initial,
+            child_cpus=(self.tuning.agent_cpus or set()) | {self.plan.engine_core},
+            pid_path=self.state.file("engine.pid"))
+        self.supervisor.start()
+        self.state.write_runtime({"pid": os.getpid(), "feed": self.plan.feed,
+                                  "metrics": f"{self.plan.metrics_address}:{self._metrics_port}",
+                                  "metrics_port": self._metrics_port, "journal": self.journal.path,
+                                  "stats": self.state.stats_path, "engine_log": self.state.file("engine.log")})
+
+    def engine_command(self) -> list[str]:
+        p = self.plan
+        cmd = [*self.options.engine_command, "run", "--iface", p.interface, "--queue", str(p.queue)]
+        for line in p.lines:
+            cmd += ["--line", line.engine_arg]
+        cmd += ["--mode", p.xdp_mode, "--zero-copy", p.zero_copy, "--core", str(p.engine_core),
+                "--stats-json", self.state.stats_path, "--stats-interval", str(self.options.stats_interval),
+                "--hugepages" if self.tuning and self.tuning.hugepages else "--no-hugepages",
+                "--busy-poll", "on" if p.busy_poll.enabled else "off",
+                "--busy-poll-usec", str(p.busy_poll.usec), "--busy-poll-budget", str(p.busy_poll.budget),
+                "--quiet"]
+        if p.exchange_timezone:
+            cmd += ["--exchange-tz", p.exchange_timezone]
+        return cmd
+
+    def _before_engine_start(self) -> None:
+        # Stats from an earlier run must never be read as this run's.
+        try:
+            os.unlink(self.state.stats_path)
+        except FileNotFoundError:
+            pass
+
+    def _after_engine_exit(self, exit: Exit) -> None:
+        """The engine is gone: take off the XDP program it may have left (SIGKILL, crash)."""
+        if self._owns_xdp:
+            try:
+                XdpSetting(self.plan.interface).restore(0, "engine")
+            except OSError as e:
+                log.error("cannot detach the engine's XDP program from %s: %s", self.plan.interface, e)
+        if not self.stop_requested.is_set():
+            self._say(exit.description)
+
+    # ---- running -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        deadline = time.monotonic() + self.options.duration if self.options.duration else None
+        next_drift = time.monotonic() + self.options.drift_interval
+        next_print = time.monotonic() + 1.0
+        while not self.stop_requested.wait(0.25):
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            if self.supervisor.state is State.FAILED:
+                self._say(f"giving up: {self.supervisor.last_exit.description}")
+                break
+            self._observe(now)
+            if now >= next_drift:
+                next_drift = now + self.options.drift_interval
+                self.drift.check()
+                self.view.drift_events = dict(self.drift.events)
+                self.view.drifted = dict(self.drift.drifted)
+            found = conditions.evaluate(self._observation(now))
+            self._say_condition_changes(found)
+            if self.reporter is not None:
+                self.reporter.maybe_report(found, self._stats)
+            if now >= next_print:
+                next_print += 1.0
+                if not self.options.quiet:
+                    self._say(self.summary_line())
+
+    def _observe(self, now: float) -> None:
+        stats = read_stats(self.state.stats_path)
+        self._stats = stats
+        self.view.stats = stats
+        self.view.engine_up = self.supervisor.pid is not None
+        self.view.engine_restarts = self.supervisor.restarts
+        gaps = stats.get("gaps", 0) if stats else 0
+        if gaps > self._last_gaps:
+            self._last_gap_at = now
+        self._last_gaps = gaps   # a restarted engine counts from zero again
+
+    def _observation(self, now: float) -> Observation:
+        return Observation(
+            plan=self.plan, tuning=self.tuning, drift_messages=list(self.drift.history),
+            drift_outstanding=list(self.drift.outstanding.values()),
+            engine_state=self.supervisor.state, last_exit=self.supervisor.last_exit,
+            stats=self._stats, packet_age_s=packet_age(self._stats), last_gap_at=self._last_gap_at, now=now,
+            stats_age_s=None if self._stats is None else max(0.0, time.time() - self._stats.get("time", 0)))
+
+    def summary_line(self) -> str:
+        s = self._stats
+        if s is None:
+            return f"{self.plan.feed}: engine {self.supervisor.state.value.lower()}, no stats yet"
+        rate = s.get("rate") or {}
+        lat = s.get("latency") or {}
+        e2e, k2e = lat.get("exchange_to_engine") or {}, lat.get("kernel_to_engine") or {}
+        drift = sum(self.drift.events.values())
+        return (f"{self.plan.feed}: {rate.get('messages_per_s', 0):>10,.0f} msg/s "
+                f"{rate.get('packets_per_s', 0):>8,.0f} pkt/s | msgs {s.get('messages', 0):,} "
+                f"gaps {s.get('gaps', 0)} (missing {s.get('missing', 0)}, recovered {s.get('recovered', 0)}) "
+                f"dup {s.get('duplicates', 0):,} malformed {s.get('malformed', 0)} | "
+                f"exch->eng p50/p99 {e2e.get('p50', 0) / 1e3:.1f}/{e2e.get('p99', 0) / 1e3:.1f} us "
+                f"kern->eng p99 {k2e.get('p99', 0) / 1e3:.1f} us | XDP {s.get('xdp_mode')} "
+                f"{'zc' if s.get('zero_copy') else 'copy'}{' hugepages' if s.get('hugepages') else ''} | "
+                f"restarts {self.supervisor.restarts} drift {drift}")
+
+    def _say_condition_changes(self, found: list[Condition]) -> None:
+        for c in found:
+            if self._last_conditions.get(c.type) != (c.status, c.reason):
+                self._last_conditions[c.type] = (c.status, c.reason)
+                self._say(f"{c.type}={c.status} ({c.reason}): {c.message}")
+
+    # ---- the end -------------------------------------------------------------------------------
+
+    def _teardown(self) -> int:
+        self.stop_requested.set()   # from here on an engine exit is expected, not news
+        if self.supervisor is not None:
+            self.supervisor.stop()
+            self.view.engine_up = False
+        if self._tuner is not None:
+            self._tuner.release()
+        code = EXIT_OK
+        if self.journal is not None and self.journal.exists():
+            results = self.journal.restore_all()
+            failed = [r for r in results if not r.ok]
+            for r in failed:
+                self._say(f"NOT restored: {r.entry.setting.label} (wanted {r.entry.previous}): {r.error}")
+            self._say(f"restored {len(results) - len(failed)} of {len(results)} host setting(s)")
+            code = EXIT_RESTORE_FAILED if failed else EXIT_OK
+        if self.reporter is not None and self.supervisor is not None:
+            # One last report (EngineReady=False, Stopped), whatever the interval.
+            self.reporter.maybe_report(conditions.evaluate(self._observation(time.monotonic())), self._stats,
+                                       force=True)
+        if self._server is not None:
+            self._server.shutdown()
+        return code
+
+    def _say(self, text: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {text}", file=self.out, flush=True)
+
+
+def read_stats(path: str) -> dict | None:
+    """The engine's latest stats, or None before its first write. The engine replaces the file
+    atomically (write + rename), so a read sees a whole document or the previous one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def packet_age(stats: dict | None) -> float | None:
+    """Seconds since the last packet, now: the engine's age at its write plus the time since."""
+    if stats is None or stats.get("last_packet_age_s") is None:
+        return None
+    return stats["last_packet_age_s"] + max(0.0, time.time() - stats.get("time", time.time()))

@@ -1,0 +1,201 @@
+"""Prometheus metrics: the engine's stats JSON, exposed on scrape by a custom collector.
+
+The engine writes its counters and histograms to a file every interval; the agent reads the
+latest snapshot and this collector turns it into metric families when Prometheus scrapes, so
+nothing is copied per packet and nothing is kept twice. Labels are `feed` and, where the
+engine keeps the number per line, `line`; counters broken down by a small fixed set (ITCH
+message type, malformed reason, ring drop reason) carry that as a label too.
+
+Histograms: the engine keeps log-linear buckets about 3% wide; Prometheus wants fixed `le`
+bounds. Each engine bucket is counted under the first bound at or above its *high* edge, so a
+quantile read from these can only overstate the latency, never understate it.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+# Seconds. Dense below 10 us, where a kernel-bypass feed lives; coarser up to 10 s for the bad days.
+LATENCY_BOUNDS_S = tuple(ns / 1e9 for ns in (
+    100, 200, 300, 400, 500, 600, 700, 800, 900,
+    1_000, 1_250, 1_500, 1_750, 2_000, 2_500, 3_000, 3_500, 4_000, 5_000, 6_000, 7_000, 8_000, 9_000,
+    10_000, 12_500, 15_000, 20_000, 25_000, 35_000, 50_000, 75_000,
+    100_000, 150_000, 200_000, 300_000, 500_000, 750_000,
+    1_000_000, 1_500_000, 2_000_000, 3_000_000, 5_000_000, 7_500_000,
+    10_000_000, 25_000_000, 100_000_000, 1_000_000_000, 10_000_000_000))
+
+STAGES = {"kernel_to_engine": "Kernel receive (XDP) to the engine's poll thread",
+          "exchange_to_engine": "Exchange timestamp (ITCH) to the engine's poll thread"}
+
+RING_DROPS = {"rx_dropped": "dropped", "rx_invalid_descs": "invalid_descs",
+              "rx_ring_full": "ring_full", "rx_fill_ring_empty_descs": "fill_ring_empty"}
+
+SIMPLE_COUNTERS = (
+    # (metric name without _total, stats key, help)
+    ("tickwire_gaps", "gaps", "Sequence gaps no line filled in time"),
+    ("tickwire_missing_messages", "missing", "Messages in those gaps"),
+    ("tickwire_recovered_messages", "recovered", "Messages that arrived after being counted missing"),
+    ("tickwire_duplicate_messages", "duplicates", "Message copies already seen (the losing line of A/B)"),
+    ("tickwire_heartbeats", "heartbeats", "MoldUDP64 heartbeats (packets with no messages)"),
+    ("tickwire_unmatched_frames", "unmatched", "Frames that reached the engine but belong to no line"),
+    ("tickwire_received_bytes", "bytes", "Bytes of the feed's frames"),
+)
+
+
+class AgentView:
+    """What the collector reads; the agent updates it, scrapes read it (one reference swap)."""
+
+    def __init__(self, feed: str):
+        self.feed = feed
+        self.stats: dict | None = None
+        self.engine_up = False
+        self.engine_restarts = 0
+        self.drift_events: dict[str, int] = {}      # setting label -> times found changed
+        self.drifted: dict[str, bool] = {}          # setting label -> differs right now
+
+
+class EngineCollector(Collector):
+    def __init__(self, view: AgentView):
+        self.view = view
+
+    def describe(self) -> Iterable:
+        return []   # families depend on the snapshot; an empty describe keeps registration cheap
+
+    def collect(self) -> Iterable:
+        view, stats = self.view, self.view.stats
+        feed = [view.feed]
+        yield _gauge("tickwire_engine_up", "1 while the engine process runs", feed, float(view.engine_up))
+        yield _counter("tickwire_engine_restarts", "Engine restarts after a crash", feed, view.engine_restarts)
+        drift_events = CounterMetricFamily("tickwire_host_drift_events",
+                                           "Times a host setting was found changed under the agent",
+                                           labels=["feed", "setting"])
+        drifted = GaugeMetricFamily("tickwire_host_drifted", "1 while a host setting differs from the plan",
+                                    labels=["feed", "setting"])
+        for setting in sorted(view.drifted):
+            drift_events.add_metric([view.feed, setting], view.drift_events.get(setting, 0))
+            drifted.add_metric([view.feed, setting], float(view.drifted[setting]))
+        yield drift_events
+        yield drifted
+        if stats is None:
+            return
+        yield from self._counters(stats)
+        yield from self._gauges(stats)
+        for stage, help_text in STAGES.items():
+            yield self._histogram(stats, stage, help_text)
+
+    def _counters(self, stats: dict):
+        feed = self.view.feed
+        packets = CounterMetricFamily("tickwire_packets", "MoldUDP64 packets received, per line",
+                                      labels=["feed", "line"])
+        first = CounterMetricFamily("tickwire_line_first_messages",
+                                    "Messages this line delivered first (A/B arbitration wins)",
+                                    labels=["feed", "line"])
+        for line, numbers in sorted(stats.get("lines", {}).items()):
+            packets.add_metric([feed, line], numbers.get("packets", 0))
+            first.add_metric([feed, line], numbers.get("first_messages", 0))
+        yield packets
+        yield first
+        messages = CounterMetricFamily("tickwire_messages", "ITCH messages, counted once, by type letter",
+                                       labels=["feed", "type"])
+        for letter, n in sorted(stats.get("messages_by_type", {}).items()):
+            messages.add_metric([feed, letter], n)
+        yield messages
+        for name, key, help_text in SIMPLE_COUNTERS:
+            yield _counter(name, help_text, [feed], stats.get(key, 0))
+        malformed = CounterMetricFamily("tickwire_malformed", "Frames, packets or messages dropped as malformed",
+                                        labels=["feed", "reason"])
+        for reason, n in sorted(stats.get("malformed_by_reason", {}).items()):
+            malformed.add_metric([feed, reason], n)
+        yield malformed
+        drops = CounterMetricFamily("tickwire_afxdp_rx_drops", "AF_XDP ring drops (XDP_STATISTICS), by reason",
+                                    labels=["feed", "reason"])
+        ring = stats.get("ring") or {}
+        for key, reason in RING_DROPS.items():
+            drops.add_metric([feed, reason], ring.get(key, 0))
+        yield drops
+
+    def _gauges(self, stats: dict):
+        feed = [self.view.feed]
+        rate = stats.get("rate") or {}
+        yield _gauge("tickwire_messages_per_second", "ITCH message rate", feed, rate.get("messages_per_s", 0.0))
+        yield _gauge("tickwire_packets_per_second", "Packet rate", feed, rate.get("packets_per_s", 0.0))
+        mode = GaugeMetricFamily("tickwire_xdp_mode", "1 for the XDP mode actually attached",
+                                 labels=["feed", "mode"])
+        for name in ("native", "generic"):
+            mode.add_metric([self.view.feed, name], float(stats.get("xdp_mode") == name))
+        yield mode
+        yield _gauge("tickwire_zero_copy", "1 when the AF_XDP socket runs in zero-copy mode", feed,
+                     float(bool(stats.get("zero_copy"))))
+        yield _gauge("tickwire_umem_hugepages", "1 when the UMEM sits on 2 MiB hugepages", feed,
+                     float(bool(stats.get("hugepages"))))
+        age = stats.get("last_packet_age_s")
+        yield _gauge("tickwire_last_packet_age_seconds", "Seconds since the last packet (NaN before the first)",
+                     feed, math.nan if age is None else age)
+
+    def _histogram(self, stats: dict, stage: str, help_text: str) -> HistogramMetricFamily:
+        family = HistogramMetricFamily(f"tickwire_{stage}_latency_seconds", help_text, labels=["feed", "line"])
+        lines = ((stats.get("latency") or {}).get(stage) or {}).get("lines") or {}
+        for line, hist in sorted(lines.items()):
+            buckets, total_s = prometheus_buckets(hist.get("buckets", []))
+            family.add_metric([self.view.feed, line], buckets, total_s)
+        return family
+
+
+def prometheus_buckets(engine_buckets: list, bounds: tuple[float, ...] = LATENCY_BOUNDS_S):
+    """[[low_ns, high_ns, count], ...] -> ([(le, cumulative count)..., ('+Inf', n)], sum in seconds).
+
+    The sum uses each bucket's midpoint: the engine's buckets are narrow enough (<= 3%) that this
+    is within the histogram's own precision.
+    """
+    per_bound = [0] * len(bounds)
+    overflow = 0
+    total_s = 0.0
+    for low, high, count in engine_buckets:
+        total_s += count * (low + high) / 2 / 1e9
+        index = _first_bound_at_or_above(high / 1e9, bounds)
+        if index is None:
+            overflow += count
+        else:
+            per_bound[index] += count
+    result, running = [], 0
+    for bound, n in zip(bounds, per_bound):
+        running += n
+        result.append((_le(bound), running))
+    result.append(("+Inf", running + overflow))
+    return result, total_s
+
+
+def _first_bound_at_or_above(value: float, bounds) -> int | None:
+    for i, bound in enumerate(bounds):
+        if value <= bound * (1 + 1e-12):
+            return i
+    return None
+
+
+def _le(bound: float) -> str:
+    return repr(float(f"{bound:.10g}"))
+
+
+def _counter(name: str, help_text: str, labels: list[str], value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=["feed"])
+    family.add_metric(labels, value)
+    return family
+
+
+def _gauge(name: str, help_text: str, labels: list[str], value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=["feed"])
+    family.add_metric(labels, value)
+    return family
+
+
+def start_server(view: AgentView, address: str, port: int) -> tuple:
+    """Serve /metrics on (address, port) from a registry of our own; returns (server, port)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(EngineCollector(view))
+    server, _thread = start_http_server(port, addr=address, registry=registry)
+    return server, server.server_port

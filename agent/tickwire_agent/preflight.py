@@ -1,0 +1,50 @@
+"""Does this plan fit this host? Checked before anything is touched.
+
+A plan can be valid and still name an interface this node does not have, or a core that is
+offline. Every such problem is reported at once, as a PlanError naming the field, and the agent
+changes nothing: no half-applied tuning to unwind.
+"""
+from __future__ import annotations
+
+import socket
+
+from .plan import Plan, PlanError, Problem
+from .tuning import cpu, hugepages, nic
+
+
+def check(plan: Plan, root: str = "/") -> None:
+    problems: list[Problem] = []
+    try:
+        socket.if_nametoindex(plan.interface)
+    except OSError:
+        raise PlanError([Problem("interface", f"{plan.interface!r} does not exist on this host "
+                                 "(or in this network namespace)",
+                                 "name an interface `ip link` lists")], "plan") from None
+
+    online = set(cpu.online_cpus(root))
+    offline = [c for c in plan.cores if c not in online]
+    if offline:
+        problems.append(Problem("cores", f"CPU {cpu.format_cpulist(offline)} is not online here "
+                                f"(online: {cpu.format_cpulist(online)})", "pick online CPUs"))
+    bad_irq = [c for c in plan.irq_affinity if c not in online]
+    if bad_irq:
+        problems.append(Problem("irqAffinity", f"CPU {cpu.format_cpulist(bad_irq)} is not online here "
+                                f"(online: {cpu.format_cpulist(online)})", "pick online CPUs"))
+
+    node = plan.hugepages.numa_node
+    nodes = hugepages.numa_nodes(root)
+    if node is not None and nodes and node not in nodes:
+        problems.append(Problem("hugepages.numaNode", f"NUMA node {node} does not exist here "
+                                f"(nodes: {', '.join(map(str, nodes))})", "pick one of those, or null"))
+
+    try:
+        _, _, problem = nic.channels_needed(plan.interface, plan.queue)
+    except OSError as e:
+        problem = "" if plan.queue == 0 else (
+            f"cannot read {plan.interface}'s channels ({e}) to check that queue {plan.queue} exists; "
+            "use queue 0")
+    if problem:
+        problems.append(Problem("queue", problem))
+
+    if problems:
+        raise PlanError(problems, "plan")

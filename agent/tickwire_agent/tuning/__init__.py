@@ -1,0 +1,1 @@
+"""Host tuning: each module changes one kind of host setting, always through the journal."""

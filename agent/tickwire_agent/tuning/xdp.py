@@ -1,0 +1,58 @@
+"""The XDP program the engine attaches, and cleaning it up when the engine could not.
+
+An XDP program attached through netlink stays on the interface after the process that attached
+it dies. The engine detaches its own on a clean stop; after a SIGKILL or a crash it cannot, and
+the interface would keep steering the feed into a socket that no longer exists. So the agent
+journals the interface's XDP state (none) before it starts the engine, and detaching is the
+restore: after every engine exit, and at the next start after an agent crash.
+"""
+from __future__ import annotations
+
+from pyroute2 import IPRoute
+
+from .settings import Setting
+
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+_ATTACHED_FLAGS = {"xdpgeneric": XDP_FLAGS_SKB_MODE, "xdp": XDP_FLAGS_DRV_MODE}
+
+
+def attached(ifname: str) -> tuple[int, str | None]:
+    """(program id, mode) of the XDP program on `ifname`; (0, None) when there is none."""
+    with IPRoute() as ipr:
+        link = ipr.link("get", ifname=ifname)[0]
+    xdp = link.get_attr("IFLA_XDP")
+    if xdp is None:
+        return 0, None
+    return xdp.get_attr("IFLA_XDP_PROG_ID") or 0, xdp.get_attr("IFLA_XDP_ATTACHED")
+
+
+def detach(ifname: str) -> None:
+    prog_id, mode = attached(ifname)
+    if not prog_id:
+        return
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=index,
+                 xdp={"attrs": [("IFLA_XDP_FD", -1), ("IFLA_XDP_FLAGS", _ATTACHED_FLAGS.get(mode, 0))]})
+
+
+class XdpSetting(Setting):
+    """'No XDP program on this interface', which the engine changes and the agent restores."""
+
+    kind = "xdp"
+
+    def __init__(self, ifname: str, label: str = "xdp_program"):
+        self.ifname = ifname
+        self.label = label
+
+    def read(self) -> int:
+        return attached(self.ifname)[0]
+
+    def write(self, value: int) -> None:
+        if value != 0:
+            raise ValueError("the agent can only detach XDP programs (restore to 0), not attach them")
+        detach(self.ifname)
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind, "ifname": self.ifname, "label": self.label}

@@ -1,0 +1,90 @@
+"""Write the fuzzer's seed corpus: valid decoder scripts in the format fuzz_decode.c reads.
+
+    python native/fuzz/seeds.py DIR
+
+Each seed is one script: a config byte (bit 0: two lines), then records [op][len:2][data]. The
+frames come from tests/support/frames.py (the same builders the unit tests use), addressed to the
+harness's lines: A = 239.1.1.1:5000, B = 239.1.1.2:5001 from 198.18.0.1 (source-specific).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from tests.support import frames as F  # noqa: E402  (needs the repository root on sys.path)
+
+ONE_LINE, TWO_LINES = 0, 1
+FRAME, FRAME_KERNEL_TIME, MOLD_A, MOLD_B, TICK, FLUSH = 0, 2, 3, 4, 6, 7
+A = ("239.1.1.1", 5000)
+B = ("239.1.1.2", 5001)
+
+
+def record(op: int, data: bytes = b"", wait_eighths: int = 0) -> bytes:
+    """One step; wait_eighths of the arbitration window pass before it (0..31)."""
+    return bytes([op | wait_eighths << 3]) + struct.pack(">H", len(data)) + data
+
+
+def on(line, payload: bytes, vlans=()) -> bytes:
+    return record(FRAME, F.frame(payload, *line, vlans=vlans))
+
+
+def hole_table(config: int) -> bytes:
+    """Over TW_MAX_HOLES (64) holes, cheaply: heartbeats that each jump 3 ahead, then fills in the
+    middle of holes, which split them while the table is full."""
+    steps = [record(MOLD_A, F.run_of(1, 1))]
+    steps += [record(MOLD_A, F.heartbeat(2 + 3 * i)) for i in range(1, 70)]
+    steps += [record(MOLD_B if config == TWO_LINES else MOLD_A, F.run_of(seq, 1))
+              for seq in (3, 30, 150, 206, 207, 2)]
+    return bytes([config]) + b"".join(steps) + record(TICK, wait_eighths=9) + record(FLUSH)
+
+
+def seeds() -> dict[str, bytes]:
+    all_types = F.mold(1, [F.itch(t, timestamp_ns=34_199_999_000_000) for t in F.ITCH_LENGTHS])
+    return {
+        "plain": bytes([ONE_LINE]) + b"".join(on(A, F.run_of(1 + 5 * i, 5)) for i in range(4)),
+        "vlan": bytes([ONE_LINE]) + on(A, F.run_of(1, 3), vlans=((F.TPID_8021Q, 141),))
+        + on(A, F.run_of(4, 3), vlans=((F.TPID_8021AD, 10), (F.TPID_8021Q, 20))),
+        "all-types": bytes([ONE_LINE]) + record(FRAME_KERNEL_TIME, F.frame(all_types, *A)),
+        "heartbeat": bytes([ONE_LINE]) + on(A, F.run_of(1, 2)) + on(A, F.heartbeat(3))
+        + on(A, F.heartbeat(7)),
+        "end-of-session": bytes([ONE_LINE]) + on(A, F.run_of(1, 2)) + on(A, F.end_of_session(3))
+        + on(A, F.run_of(1, 2, session=b"0000010060")),
+        "gap-and-late-fill": bytes([ONE_LINE]) + on(A, F.run_of(1, 3)) + on(A, F.run_of(8, 2))
+        + on(A, F.run_of(4, 4)) + on(A, F.run_of(4, 1)),
+        "ab-arbitration": bytes([TWO_LINES]) + on(A, F.run_of(1, 4)) + on(B, F.run_of(1, 4))
+        + on(A, F.run_of(9, 4)) + on(B, F.run_of(5, 8)) + on(A, F.run_of(20, 1))
+        + record(TICK, wait_eighths=9) + on(B, F.run_of(13, 7)) + record(FLUSH),
+        "mold-direct": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 3))
+        + record(MOLD_B, F.run_of(2, 3)) + record(MOLD_B, F.heartbeat(9), wait_eighths=4),
+        "malformed": bytes([ONE_LINE]) + on(A, F.run_of(1, 3)[:-4])
+        + on(A, F.mold(1, [F.itch("A"), b"Z" * 12, F.itch("E", length=30)]))
+        + record(FRAME, F.frame(F.run_of(4, 2), *A)[:40]),
+        # every short cut of tagged frames: the length checks' edges, one byte either side
+        "truncated": bytes([ONE_LINE]) + b"".join(
+            record(FRAME, F.frame(F.run_of(1, 1), *A, vlans=tags)[:cut])
+            for tags in (((F.TPID_8021Q, 141),), ((F.TPID_8021AD, 10), (F.TPID_8021Q, 20)))
+            for cut in range(10, 70)),
+        "hole-table-one-line": hole_table(ONE_LINE),
+        "hole-table-two-lines": hole_table(TWO_LINES),
+        "sessions": bytes([ONE_LINE]) + b"".join(
+            on(A, F.run_of(1, 2, session=f"SESSION-{i:02d}".encode())) for i in range(10)),
+    }
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2:
+        print(f"usage: {argv[0]} DIR", file=sys.stderr)
+        return 2
+    os.makedirs(argv[1], exist_ok=True)
+    for name, data in seeds().items():
+        with open(os.path.join(argv[1], name), "wb") as f:
+            f.write(data)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

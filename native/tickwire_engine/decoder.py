@@ -1,0 +1,135 @@
+"""The C decoder on its own, without a socket: bytes in, counters out.
+
+What the unit tests, the kernel-socket baseline and offline replays of captures drive. The caller
+passes the time (or lets `now=None` read the clocks), exactly as the engine's poll thread does.
+
+    dec = Decoder(lines=[("A", "233.54.12.111", 26477), ("B", "233.49.196.111", 26477)])
+    dec.decode_frame(frame_bytes)
+    dec.flush()
+    dec.stats()["gaps"]
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+import socket
+import struct
+import time
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from ._native import ffi, lib
+from . import config
+from .config import ConfigError, Line, validate_lines
+from .stats import stats_to_dict
+
+DEFAULT_ARBITRATION_WINDOW_NS = 2_000_000  # the same default as EngineConfig
+
+
+class FrameResult(enum.IntEnum):
+    """What the decoder made of a frame or packet (TW_FRAME_*)."""
+    DATA = lib.TW_FRAME_DATA
+    UNMATCHED = lib.TW_FRAME_UNMATCHED
+    MALFORMED = lib.TW_FRAME_MALFORMED
+
+
+class Clock(NamedTuple):
+    """The caller's clocks for a batch: CLOCK_MONOTONIC and CLOCK_REALTIME in ns."""
+    mono_ns: int
+    real_ns: int
+
+    @classmethod
+    def now(cls) -> "Clock":
+        return cls(time.monotonic_ns(), time.time_ns())
+
+
+def _be32(address: str | None) -> int:
+    """An IPv4 address as the uint32 holding its bytes in network order (0 for None)."""
+    if not address:
+        return 0
+    return struct.unpack("=I", ipaddress.IPv4Address(address).packed)[0]
+
+
+def _as_line(spec) -> Line:
+    if isinstance(spec, Line):
+        return spec
+    if not isinstance(spec, Sequence) or isinstance(spec, str) or not 3 <= len(spec) <= 4:
+        raise ConfigError(f"line {spec!r}: give (name, group, port) or (name, group, port, source),"
+                          " for example ('A', '233.54.12.111', 26477)")
+    name, group, port, *source = spec
+    if not isinstance(port, int) or isinstance(port, bool):
+        raise ConfigError(f"line {name}: port {port!r} is not an integer (1-65535)")
+    return Line(name, group, port, source[0] if source else None)
+
+
+class Decoder:
+    """One `struct tw_decoder`: lines as (name, group, port[, source]) tuples or config.Line.
+
+    exchange_midnight_ns is the CLOCK_REALTIME of the exchange day's midnight that ITCH timestamps
+    count from (None: today's local midnight). arbitration_window_ns is how long, with two lines,
+    a hole waits for the other line before it counts as a gap."""
+
+    def __init__(self, lines, exchange_midnight_ns: int | None = None,
+                 arbitration_window_ns: int = DEFAULT_ARBITRATION_WINDOW_NS):
+        self.lines = [_as_line(spec) for spec in lines]
+        validate_lines(self.lines)
+        if not isinstance(arbitration_window_ns, int) or arbitration_window_ns < 0:
+            raise ConfigError(f"arbitration window {arbitration_window_ns!r}: give a whole number "
+                              "of nanoseconds >= 0")
+        if exchange_midnight_ns is None:
+            exchange_midnight_ns = config.exchange_midnight_ns(None)
+        cfg = ffi.new("struct tw_decoder_config *")
+        cfg.n_lines = len(self.lines)
+        for i, line in enumerate(self.lines):
+            cfg.lines[i].group_be = _be32(line.group)
+            cfg.lines[i].port_be = socket.htons(line.port)
+            cfg.lines[i].source_be = _be32(line.source)
+        cfg.exchange_midnight_realtime_ns = exchange_midnight_ns
+        cfg.arbitration_window_ns = arbitration_window_ns
+        err = ffi.new("char[256]")
+        decoder = lib.tw_decoder_new(cfg, err, len(err))
+        if decoder == ffi.NULL:
+            raise ConfigError(ffi.string(err).decode())
+        self._decoder = ffi.gc(decoder, lib.tw_decoder_free)
+        self._clock = ffi.new("struct tw_clock *")
+
+    @property
+    def line_names(self) -> list[str]:
+        return [line.name for line in self.lines]
+
+    def _clock_for(self, now: Clock | tuple[int, int] | None):
+        self._clock.mono_ns, self._clock.real_ns = Clock.now() if now is None else now
+        return self._clock
+
+    def decode_frame(self, frame: bytes, kernel_rx_ns: int = 0, now=None) -> FrameResult:
+        """One Ethernet frame; kernel_rx_ns is its CLOCK_MONOTONIC receive time, 0 if unknown."""
+        return FrameResult(lib.tw_decode_frame(self._decoder, ffi.from_buffer(frame), len(frame),
+                                               kernel_rx_ns, self._clock_for(now)))
+
+    def decode_mold(self, line: int | str, payload: bytes, kernel_rx_ns: int = 0,
+                    now=None) -> FrameResult:
+        """One MoldUDP64 packet (a UDP payload) of a line, given by index (0 is A) or name."""
+        index = self._line_index(line)
+        return FrameResult(lib.tw_decode_mold(self._decoder, index, ffi.from_buffer(payload),
+                                              len(payload), kernel_rx_ns, self._clock_for(now)))
+
+    def tick(self, now=None) -> None:
+        """Let time pass: pending holes older than the arbitration window become gaps."""
+        lib.tw_decoder_tick(self._decoder, self._clock_for(now))
+
+    def flush(self) -> None:
+        """End of run: every pending hole is a gap now."""
+        lib.tw_decoder_flush(self._decoder)
+
+    def stats(self) -> dict:
+        return stats_to_dict(lib.tw_decoder_stats(self._decoder), self.line_names)
+
+    def _line_index(self, line: int | str) -> int:
+        names = self.line_names
+        if isinstance(line, str) and line in names:
+            return names.index(line)
+        if isinstance(line, int) and not isinstance(line, bool) and 0 <= line < len(names):
+            return line
+        raise ValueError(f"line {line!r} is not configured: use an index 0..{len(names) - 1} "
+                         f"or a name in {names}")
+

@@ -1,0 +1,125 @@
+"""`struct tw_stats` as a plain dict, and percentiles from the C histograms.
+
+The one place that turns the decoder's counters and histograms into Python: the Decoder wrapper,
+the Engine, the agent and the benchmarks all read the same shape. Bucket bounds come from the C
+functions (tw_hist_bucket_low/high), so Python and C always agree on them.
+
+Percentiles are conservative: the high bound of the bucket holding the requested rank, clamped to
+the largest value seen. A bucket is at most about 3% wide, so that is the error bound.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+from ._native import ffi, lib
+
+PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
+
+
+def _names(prefix: str, skip: str) -> dict[int, str]:
+    """Constant value -> lower-case name for the header's #defines with this prefix."""
+    return {getattr(lib, name): name[len(prefix):].lower()
+            for name in dir(lib) if name.startswith(prefix) and name != skip}
+
+
+MALFORMED_REASONS = dict(sorted(_names("TW_MAL_", "TW_MAL_REASONS").items()))
+STAGES = dict(sorted(_names("TW_STAGE_", "TW_STAGES").items()))
+BUCKET_BOUNDS = [(lib.tw_hist_bucket_low(i), lib.tw_hist_bucket_high(i))
+                 for i in range(lib.TW_HIST_BUCKETS)]
+
+
+def percentile(buckets: Iterable[Sequence[int]], q: float, max_ns: int | None = None) -> int:
+    """The q-quantile (0 < q <= 1) of [[low_ns, high_ns, count], ...] in ascending order: the high
+    bound of the bucket holding rank ceil(q * total), clamped to max_ns when given. 0 if empty."""
+    if not 0 < q <= 1:
+        raise ValueError(f"quantile {q} is outside (0, 1]: use 0.99 for p99")
+    buckets = [b for b in buckets if b[2] > 0]
+    total = sum(b[2] for b in buckets)
+    if total == 0:
+        return 0
+    rank = max(1, math.ceil(q * total))
+    seen = 0
+    for _low, high, count in buckets:
+        seen += count
+        if seen >= rank:
+            return high if max_ns is None else min(high, max_ns)
+    raise AssertionError("unreachable: rank <= total")
+
+
+def hist_buckets(hist) -> list[list[int]]:
+    """The non-empty buckets of a `struct tw_hist` as [[low_ns, high_ns, count], ...].
+
+    high_ns is clamped to the largest value recorded: that only tightens the bucket holding the
+    maximum, and keeps the open-ended top bucket (high bound 2^64-1) from reaching consumers."""
+    counts = ffi.unpack(hist.buckets, lib.TW_HIST_BUCKETS)
+    return [[BUCKET_BOUNDS[i][0], min(BUCKET_BOUNDS[i][1], hist.max), n]
+            for i, n in enumerate(counts) if n]
+
+
+def summarize(count: int, total_ns: int, min_ns: int, max_ns: int,
+              buckets: list[list[int]]) -> dict:
+    """count/min/max/mean and the percentiles, integers in ns (all 0 when nothing was recorded)."""
+    out = {"count": count, "min": min_ns if count else 0, "max": max_ns if count else 0,
+           "mean": round(total_ns / count) if count else 0}
+    for name, q in PERCENTILES.items():
+        out[name] = percentile(buckets, q, max_ns) if count else 0
+    return out
+
+
+def _merge(per_line: list[tuple[object, list[list[int]]]]) -> dict:
+    """One summary over several lines' histograms of the same stage."""
+    filled = [(h, b) for h, b in per_line if h.count]
+    merged: dict[int, list[int]] = {}
+    for _, buckets in filled:
+        for low, high, n in buckets:
+            bucket = merged.setdefault(low, [low, high, 0])
+            bucket[1] = max(bucket[1], high)  # each line clamps to its own maximum
+            bucket[2] += n
+    return summarize(sum(h.count for h, _ in filled), sum(h.sum for h, _ in filled),
+                     min((h.min for h, _ in filled), default=0),
+                     max((h.max for h, _ in filled), default=0),
+                     [merged[low] for low in sorted(merged)])
+
+
+def latency_to_dict(stats, line_names: Sequence[str]) -> dict:
+    out = {}
+    for stage, stage_name in STAGES.items():
+        per_line = [(stats.hist[stage][i], hist_buckets(stats.hist[stage][i]))
+                    for i in range(len(line_names))]
+        entry = _merge(per_line)
+        entry["lines"] = {
+            name: {**summarize(h.count, h.sum, h.min, h.max, buckets), "buckets": buckets}
+            for name, (h, buckets) in zip(line_names, per_line)}
+        out[stage_name] = entry
+    return out
+
+
+def stats_to_dict(stats, line_names: Sequence[str]) -> dict:
+    """A `struct tw_stats` (cffi) as a plain dict; line_names name the configured lines in order
+    (index 0 is line A). Zero counts are left out of messages_by_type but kept everywhere else."""
+    by_type = ffi.unpack(stats.messages_by_type, 128)
+    return {
+        "frames": stats.frames,
+        "packets": stats.packets,
+        "bytes": stats.bytes,
+        "messages": stats.messages,
+        "messages_by_type": {chr(t): n for t, n in enumerate(by_type) if n},
+        "gaps": stats.gaps,
+        "missing": stats.missing,
+        "recovered": stats.recovered,
+        "duplicates": stats.duplicates,
+        "heartbeats": stats.heartbeats,
+        "end_of_session": stats.end_of_session,
+        "malformed": stats.malformed,
+        "malformed_by_reason": {name: stats.malformed_by_reason[reason]
+                                for reason, name in MALFORMED_REASONS.items()},
+        "unmatched": stats.unmatched,
+        "sessions_replaced": stats.sessions_replaced,
+        "holes_overflow": stats.holes_overflow,
+        "last_packet_mono_ns": stats.last_packet_mono_ns,
+        "lines": {name: {"packets": stats.line_packets[i],
+                         "first_messages": stats.line_first_messages[i]}
+                  for i, name in enumerate(line_names)},
+        "latency": latency_to_dict(stats, line_names),
+    }

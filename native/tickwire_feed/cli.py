@@ -1,0 +1,146 @@
+"""tickwire-feed: the exchange side of tickwire's tests, benchmarks and demos.
+
+    tickwire-feed publish --line A=239.1.1.1:26477 [--line B=239.1.1.2:26477] --messages 100000 ...
+    tickwire-feed replay --to 239.1.1.1:26477 [--renumber] capture.pcap ...
+
+The run's summary (the ground truth a receiver is checked against) is printed as JSON on stdout
+and written to --summary-json if given. Bad options exit with status 2 and a message naming the
+problem; a failure while sending exits with 1. SIGTERM and SIGINT end a publish run cleanly
+between chunks (the end-of-session packet and the summary still go out).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+
+from .clock import ClockError
+from .market import MixError
+from .net import EndpointError
+from .pcap import CaptureError
+from .publish import ConfigError, PublishConfig, SendError, publish
+from .replay import ReplayConfig, replay
+from .schedule import ScheduleError
+
+_BAD_INPUT = (ConfigError, EndpointError, MixError, ScheduleError, ClockError, CaptureError)
+
+
+def _line(text: str) -> tuple[str, str]:
+    name, sep, endpoint = text.partition("=")
+    if not sep or name not in ("A", "B"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not A=GROUP:PORT or B=GROUP:PORT")
+    return name, endpoint
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickwire-feed", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    pub = commands.add_parser("publish", help="send a generated ITCH 5.0 feed over MoldUDP64")
+    pub.add_argument("--line", action="append", type=_line, required=True, metavar="A=GROUP:PORT",
+                     help="a feed line; line A is required, line B optional")
+    out = pub.add_mutually_exclusive_group()
+    out.add_argument("--iface", help="send multicast out of this interface")
+    out.add_argument("--source-ip", help="send from this local address (its interface)")
+    amount = pub.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--messages", type=int, metavar="N", help="send N messages")
+    amount.add_argument("--duration", type=float, metavar="S", help="send for S seconds")
+    pub.add_argument("--rate", type=float, metavar="MSGS_PER_S", help="pace to this message rate")
+    pub.add_argument("--per-packet", type=int, default=1, metavar="K", help="messages per packet")
+    pub.add_argument("--mix", default="default",
+                     help="message types: default, adds, or TYPE=WEIGHT,... (e.g. A=60,D=40)")
+    pub.add_argument("--loss-a", type=float, default=0.0, metavar="PCT")
+    pub.add_argument("--loss-b", type=float, default=0.0, metavar="PCT")
+    pub.add_argument("--gap-every", type=int, default=0, metavar="N",
+                     help="skip sequence numbers after every N-th data packet")
+    pub.add_argument("--gap-size", type=int, default=1, metavar="M", help="numbers skipped per gap")
+    pub.add_argument("--duplicate-every", type=int, default=0, metavar="N")
+    pub.add_argument("--reorder-every", type=int, default=0, metavar="N")
+    pub.add_argument("--malformed-every", type=int, default=0, metavar="N",
+                     help="make every N-th message malformed")
+    pub.add_argument("--heartbeat-every-s", type=float, metavar="S")
+    pub.add_argument("--end-session", action="store_true", help="finish with an end-of-session packet")
+    pub.add_argument("--session", default="TICKWIRE", help="MoldUDP64 session (up to 10 characters)")
+    pub.add_argument("--start-seq", type=int, default=1, metavar="N")
+    pub.add_argument("--seed", type=int, default=1, metavar="N")
+    pub.add_argument("--ttl", type=int, default=1, metavar="N")
+    pub.add_argument("--multicast-loop", action="store_true",
+                     help="let local sockets receive the feed (off by default)")
+    pub.add_argument("--exchange-tz", metavar="ZONE",
+                     help="time zone whose midnight ITCH timestamps count from (default: local)")
+    pub.add_argument("--summary-json", metavar="PATH")
+
+    rep = commands.add_parser("replay", help="send the MoldUDP64 payloads of pcap/pcapng files")
+    rep.add_argument("--to", required=True, metavar="GROUP:PORT")
+    out = rep.add_mutually_exclusive_group()
+    out.add_argument("--iface")
+    out.add_argument("--source-ip")
+    rep.add_argument("--rate", type=float, metavar="PKTS_PER_S")
+    rep.add_argument("--ttl", type=int, default=1, metavar="N")
+    rep.add_argument("--multicast-loop", action="store_true")
+    rep.add_argument("--summary-json", metavar="PATH")
+    rep.add_argument("--renumber", action="store_true",
+                     help="rewrite MoldUDP64 sessions/sequence numbers into one gap-free session")
+    rep.add_argument("--session", default="REPLAY", help="session name with --renumber")
+    rep.add_argument("--start-seq", type=int, default=1, metavar="N", help="first number with --renumber")
+    rep.add_argument("files", nargs="+", metavar="FILE.pcap")
+    return parser
+
+
+def _publish_config(parser: argparse.ArgumentParser, args) -> PublishConfig:
+    lines = dict(args.line)
+    if len(lines) != len(args.line):
+        parser.error("each of --line A and --line B may be given once")
+    if "A" not in lines:
+        parser.error("--line A=GROUP:PORT is required (line B is optional)")
+    return PublishConfig(
+        lines=[lines[name] for name in ("A", "B") if name in lines],
+        iface=args.iface, source_ip=args.source_ip, messages=args.messages,
+        duration_s=args.duration, rate=args.rate, per_packet=args.per_packet, mix=args.mix,
+        loss_a=args.loss_a, loss_b=args.loss_b, gap_every=args.gap_every,
+        gap_size=args.gap_size, duplicate_every=args.duplicate_every,
+        reorder_every=args.reorder_every, malformed_every=args.malformed_every,
+        heartbeat_every_s=args.heartbeat_every_s, end_session=args.end_session,
+        session=args.session, start_seq=args.start_seq, seed=args.seed, ttl=args.ttl,
+        multicast_loop=args.multicast_loop, exchange_tz=args.exchange_tz,
+        summary_json=args.summary_json)
+
+
+def _stop_on_signals() -> callable:
+    stopping = []
+
+    def handler(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return lambda: bool(stopping)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "publish":
+            summary = publish(_publish_config(parser, args), should_stop=_stop_on_signals())
+        else:
+            summary = replay(ReplayConfig(
+                to=args.to, files=args.files, iface=args.iface, source_ip=args.source_ip,
+                rate=args.rate, ttl=args.ttl, multicast_loop=args.multicast_loop,
+                summary_json=args.summary_json, renumber=args.renumber, session=args.session,
+                start_seq=args.start_seq))
+    except _BAD_INPUT as exc:
+        parser.error(str(exc))
+    except FileNotFoundError as exc:
+        parser.error(f"no such file: {exc.filename}")
+    except SendError as exc:
+        print(f"tickwire-feed: error: {exc}", file=sys.stderr)
+        return 1
+    json.dump(summary, sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

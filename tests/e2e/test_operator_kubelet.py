@@ -1,0 +1,148 @@
+"""One full run, with the test playing the kubelet.
+
+A FeedHandler is applied with the official client; the operator (kopf, for real) places it on a
+node whose inventory names the node side of a veth pair; the test then starts what the operator's
+Pod describes (its command, its plan, its environment, with the downward-API fields resolved) as a
+process in the node's network namespace; `tickwire-feed` publishes into the exchange side; the
+agent runs the AF_XDP engine and reports through the emulator; the FeedHandler must reach Ready
+with a rate and a latency in its status.
+
+Everything Kubernetes here lives in the node namespace: the emulator listens on that namespace's
+loopback, the operator and the agent run there, and the test's client calls go through a thread
+that entered it. Root and namespaces are needed: fails instead of skipping when
+TICKWIRE_REQUIRE_NETNS=1 (CI).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import kubernetes.client as k8s
+import pytest
+
+from tests.support.kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml, netns_executor
+from tests.support.netns import VethPair
+
+pytestmark = [pytest.mark.netns, pytest.mark.slow]
+
+GROUP, VERSION, PLURAL = "tickwire.dev", "v1alpha1", "feedhandlers"
+NS = "feeds"
+BIN = pathlib.Path(sys.executable).parent
+
+
+def condition(fh, type_):
+    return next((c for c in ((fh or {}).get("status") or {}).get("conditions") or [] if c["type"] == type_), None)
+
+
+def wait_for(what, check, timeout, logs=()):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(0.2)
+    tails = "".join(f"\n--- {p.name}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{tails}")
+
+
+def kubelet_command(pod: dict, kubeconfig: pathlib.Path) -> tuple[list[str], dict]:
+    """The Pod's one container as a process: its command and env, downward API resolved; the
+    kubeconfig stands in for the service-account token a real kubelet would mount."""
+    container = pod["spec"]["containers"][0]
+    fields = {"spec.nodeName": pod["spec"]["nodeName"], "metadata.name": pod["metadata"]["name"],
+              "metadata.namespace": pod["metadata"]["namespace"]}
+    env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "KUBECONFIG": str(kubeconfig)}
+    for var in container["env"]:
+        env[var["name"]] = var["value"] if "value" in var else fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
+    command = list(container["command"])
+    command[0] = shutil.which(command[0], path=env["PATH"]) or command[0]
+    return command, env
+
+
+def test_apply_place_run_receive_ready(tmp_path):
+    processes: list[subprocess.Popen] = []
+    with VethPair(queues=2) as pair, KubeEmulator.running(netns=pair.node_ns) as kube:
+        client = netns_executor(pair.node_ns)
+        try:
+            kubeconfig = kube.write_kubeconfig(tmp_path)
+            api = kube.api_client()
+            core, custom = k8s.CoreV1Api(api), k8s.CustomObjectsApi(api)
+            call = lambda fn, *args, **kw: client.submit(fn, *args, **kw).result(timeout=30)  # noqa: E731
+            call(k8s.ApiextensionsV1Api(api).create_custom_resource_definition, load_yaml(FEEDHANDLER_CRD))
+            core_id = max(os.sched_getaffinity(0))
+            call(core.create_node, {"apiVersion": "v1", "kind": "Node", "metadata": {
+                "name": "trading-1", "labels": {"tickwire.dev/feed-node": "true"},
+                "annotations": {"tickwire.dev/feed-cores": str(core_id),
+                                "tickwire.dev/feed-nics": f"{pair.node_if}=0-1",
+                                "tickwire.dev/feed-hugepages": "0"}}})
+
+            operator_log = tmp_path / "operator.log"
+            env = dict(os.environ, KUBECONFIG=str(kubeconfig), TICKWIRE_RESYNC_SECONDS="1",
+                       TICKWIRE_HEALTH_SECONDS="1", TICKWIRE_OPERATOR_METRICS_PORT="0")
+            processes.append(pair.popen(pair.node_ns, [
+                sys.executable, "-m", "tickwire_operator", "--standalone", "--liveness", ""],
+                env=env, stdout=open(operator_log, "wb"), stderr=subprocess.STDOUT))
+
+            call(custom.create_namespaced_custom_object, GROUP, VERSION, NS, PLURAL, {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "FeedHandler", "metadata": {"name": "itch-a"},
+                "spec": {"lines": [{"name": "A", "group": "239.7.1.1", "port": 26400}],
+                         "xdpMode": "generic", "statusIntervalSeconds": 1, "staleAfterSeconds": 3,
+                         "latencySLO": {"p99Micros": 1_000_000}}})
+            pod = wait_for("the agent Pod", lambda: kube.get("v1/pods", NS, "itch-a-agent"), 30, [operator_log])
+            plan = json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"])
+            assert (plan["interface"], plan["cores"], plan["queue"]) == (pair.node_if, [core_id], 0)
+
+            # -- the test is the kubelet now --
+            command, agent_env = kubelet_command(pod, kubeconfig)
+            assert command[1:] == ["run", "--plan-env", "TICKWIRE_PLAN"]
+            agent_log = tmp_path / "agent.log"
+            processes.append(pair.popen(pair.node_ns, command, env=agent_env,
+                                        stdout=open(agent_log, "wb"), stderr=subprocess.STDOUT))
+            logs = [operator_log, agent_log]
+            wait_for("EngineReady", lambda: (condition(kube.get(f"{GROUP}/{VERSION}/{PLURAL}", NS, "itch-a"),
+                                                       "EngineReady") or {}).get("status") == "True", 60, logs)
+
+            feed = pair.popen(pair.exchange_ns, [
+                str(BIN / "tickwire-feed"), "publish", "--iface", pair.exchange_if,
+                "--line", "A=239.7.1.1:26400", "--duration", "90", "--rate", "20000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            processes.append(feed)
+
+            def ready():
+                fh = kube.get(f"{GROUP}/{VERSION}/{PLURAL}", NS, "itch-a")
+                return fh if (condition(fh, "Ready") or {}).get("status") == "True" else None
+
+            fh = wait_for("Ready=True", ready, 60, logs)
+            snapshot = fh["status"]["snapshot"]
+            assert snapshot["rate"] > 0 and snapshot["messages"] > 0
+            assert snapshot["latency"]["p99Micros"] > 0
+            assert snapshot["xdpMode"] == "generic"
+            assert condition(fh, "Ready")["reason"] == "FeedHealthy"
+            assert condition(fh, "Ready")["observedGeneration"] == fh["metadata"]["generation"]
+            print(f"\nReady: {snapshot['rate']:.0f} msgs/s, p99 {snapshot['latency']['p99Micros']:.1f} us")
+
+            # The feed stops: the agent says Receiving=False and Ready follows with its reason.
+            feed.send_signal(signal.SIGTERM)
+            feed.wait(timeout=20)
+            fh = wait_for("Ready=False after the feed stops",
+                          lambda: (lambda f: f if (condition(f, "Ready") or {}).get("status") == "False" else None)(
+                              kube.get(f"{GROUP}/{VERSION}/{PLURAL}", NS, "itch-a")), 60, logs)
+            assert condition(fh, "Receiving")["status"] == "False"
+            assert condition(fh, "Ready")["reason"] == condition(fh, "Receiving")["reason"]
+        finally:
+            for proc in reversed(processes):  # the agent first: it restores the host on SIGTERM
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait(timeout=10)
+            client.shutdown(wait=True)

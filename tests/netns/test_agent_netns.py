@@ -1,0 +1,250 @@
+"""The agent on a real veth pair: plan -> tuned host -> real AF_XDP engine counting a published
+feed -> /metrics -> the host exactly as before, also after SIGKILL of the engine or of the agent.
+
+Root and network namespaces needed: fails instead of skipping when TICKWIRE_REQUIRE_NETNS=1 (CI).
+Hugepages are global to the machine: every test compares the pool before and after exactly.
+veth has no IRQ of its own, so these plans set no irqAffinity (the IRQ code is unit-tested on
+procfs-shaped files in tests/unit/test_agent_tuning.py).
+"""
+from __future__ import annotations
+
+import contextlib
+
+import os
+import signal
+
+import pytest
+
+from tests.netns.test_agent_harness import (HUGEPAGES, AgentProcess, host_snapshot, igmp_hex, metric,
+                                            metric_sum, plan_for, thread_cpus, wait_for)
+from tests.support.engine_run import publish
+from tests.support.netns import VethPair
+from tickwire_agent.tuning.cpu import parse_cpulist
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture
+def pair():
+    with VethPair(queues=2) as p:
+        yield p
+
+
+@pytest.fixture
+def agents():
+    started: list[AgentProcess] = []
+    yield started
+    for agent in started:
+        agent.kill_all()
+
+
+def start(agents, *args, **kwargs) -> AgentProcess:
+    agent = AgentProcess(*args, **kwargs)
+    agents.append(agent)
+    return agent.start()
+
+
+def test_plan_tunes_the_host_counts_the_feed_and_teardown_restores_everything(pair, tmp_path, agents):
+    before = host_snapshot(pair)
+    plan = plan_for(pair)
+    core = plan["cores"][0]
+    free_at_start = int(open(f"{HUGEPAGES}/free_hugepages").read())
+    agent = start(agents, pair, plan, tmp_path)
+    agent.wait_ready()
+
+    # -- tuning applied, read back from the kernel, not from the agent --
+    during = host_snapshot(pair)
+    assert during["napi_defer_hard_irqs"] == "2" and during["gro_flush_timeout"] == "200000"
+    assert during["xdp_prog"] != 0
+    assert {igmp_hex("239.7.1.1"), igmp_hex("239.7.1.2")} <= set(during["igmp_groups"])
+    # the pool grew by what was missing for the plan's 4 pages, and the engine's UMEM sits on them
+    assert during["nr_hugepages"] == before["nr_hugepages"] + max(0, 4 - free_at_start)
+    assert metric(agent.metrics(), "tickwire_umem_hugepages") == 1
+    engine = agent.engine_pid()
+    assert [core] in [parse_cpulist(c) for c in thread_cpus(engine).values()], \
+        "the engine's poll thread is pinned to its core"
+    assert all(core not in parse_cpulist(c) for c in thread_cpus(agent.proc.pid).values()), \
+        "the agent's threads stay off the dedicated core"
+
+    # -- a published feed is counted exactly --
+    sent = publish(pair, tmp_path, ["--line", "A=239.7.1.1:26400", "--line", "B=239.7.1.2:26400",
+                                    "--messages", "3000", "--per-packet", "3", "--rate", "30000",
+                                    "--gap-every", "100", "--gap-size", "2", "--seed", "4"])
+    wait_for(lambda: metric_sum(agent.metrics(), "tickwire_messages_total") >= sent["messages_sent"],
+             "the metrics to count every message")
+    m = wait_for(lambda: (lambda s: s if metric(s, "tickwire_gaps_total") == sent["expected_gaps"] else None)(
+        agent.metrics()), "the gaps to be counted")
+    assert metric_sum(m, "tickwire_messages_total") == sent["messages_sent"]
+    for letter, n in sent["messages_by_type"].items():
+        assert metric(m, "tickwire_messages_total", type=letter) == n
+    assert metric(m, "tickwire_packets_total", line="A") == sent["packets_sent"]["A"]
+    assert metric(m, "tickwire_packets_total", line="B") == sent["packets_sent"]["B"]
+    assert metric(m, "tickwire_missing_messages_total") == sent["expected_missing"]
+    assert metric(m, "tickwire_duplicate_messages_total") == sent["expected_duplicates"]
+    assert metric_sum(m, "tickwire_malformed_total") == 0
+    hist = "tickwire_exchange_to_engine_latency_seconds"
+    assert metric(m, hist + "_count", line="A") + metric(m, hist + "_count", line="B") == sent["messages_sent"]
+    assert metric(m, "tickwire_xdp_mode", mode="generic") == 1
+    assert metric(m, "tickwire_engine_up") == 1
+    assert "GapFree=False (RecentGap)" in wait_for(lambda: "GapFree=False" in agent.output and agent.output,
+                                                   "GapFree to turn False")
+
+    # -- teardown restores every setting exactly --
+    assert agent.stop() == 0
+    assert host_snapshot(pair) == before
+    assert not (agent.state_dir / "journal.jsonl").exists()
+    # napi_defer_hard_irqs, gro_flush_timeout, the XDP program, and the pool if it had to grow
+    changed = 3 + (during["nr_hugepages"] != before["nr_hugepages"])
+    assert f"restored {changed} of {changed} host setting(s)" in agent.output
+
+
+def test_a_sigkilled_engine_is_cleaned_up_and_restarted_and_teardown_is_still_exact(pair, tmp_path, agents):
+    before = host_snapshot(pair)
+    agent = start(agents, pair, plan_for(pair), tmp_path)
+    agent.wait_ready()
+    first = agent.engine_pid()
+    os.kill(first, signal.SIGKILL)
+    wait_for(lambda: agent.engine_pid() not in (None, first), "a new engine")
+    wait_for(lambda: metric(agent.metrics(), "tickwire_engine_restarts_total") == 1, "the restart to be counted")
+    assert "engine killed by SIGKILL" in agent.output
+    assert "EngineReady=False (Crashed)" in agent.output
+    wait_for(lambda: agent.output.count("EngineReady=True") == 2, "the engine to be ready again")
+    assert host_snapshot(pair)["xdp_prog"] != 0            # the new engine's program
+    assert agent.stop() == 0
+    assert host_snapshot(pair) == before
+
+
+def test_a_sigkilled_agent_is_undone_by_the_next_one(pair, tmp_path, agents):
+    before = host_snapshot(pair)
+    first = start(agents, pair, plan_for(pair), tmp_path)
+    first.wait_ready()
+    orphan = first.engine_pid()
+    first.stop(signal.SIGKILL)
+    left = host_snapshot(pair)
+    assert left != before, "a SIGKILLed agent leaves its tuning behind"
+    assert (first.state_dir / "journal.jsonl").exists()
+
+    second = start(agents, pair, plan_for(pair), tmp_path, state_dir=first.state_dir)
+    second.wait_ready()
+    assert f"stopped engine {orphan} left running by an earlier agent" in second.output
+    changed = 3 + (left["nr_hugepages"] != before["nr_hugepages"])
+    assert f"restoring {changed} host setting(s) left by an earlier agent" in second.output
+    assert not os.path.exists(f"/proc/{orphan}") or open(f"/proc/{orphan}/stat").read().split()[2] == "Z"
+    assert second.stop() == 0
+    assert host_snapshot(pair) == before
+
+
+def test_drift_is_seen_counted_and_put_back(pair, tmp_path, agents):
+    before = host_snapshot(pair)
+    agent = start(agents, pair, plan_for(pair), tmp_path)
+    agent.wait_ready()
+    knob = f"/sys/class/net/{pair.node_if}/gro_flush_timeout"
+    pair.run(pair.node_ns, "sh", "-c", f"echo 0 > {knob}")
+    wait_for(lambda: metric(agent.metrics(), "tickwire_host_drift_events_total", setting="gro_flush_timeout") == 1,
+             "the drift to be counted")
+    assert host_snapshot(pair)["gro_flush_timeout"] == "200000"
+    assert "Tuned=True (DriftCorrected)" in wait_for(lambda: "DriftCorrected" in agent.output and agent.output,
+                                                    "the Tuned condition to report the drift")
+    assert agent.stop() == 0
+    assert host_snapshot(pair) == before          # the value from before the agent, not the plan's
+
+
+def test_channels_are_raised_for_the_planned_queue_and_restored(pair, tmp_path, agents):
+    pair.run(pair.node_ns, "ethtool", "-L", pair.node_if, "rx", "1")
+    before = host_snapshot(pair)
+    assert before["rx_channels"] == 1
+    agent = start(agents, pair, plan_for(pair, queue=1), tmp_path)
+    agent.wait_ready()
+    assert host_snapshot(pair)["rx_channels"] == 2
+    assert "channels 1 -> 2" in agent.output
+    assert agent.stop() == 0
+    assert host_snapshot(pair) == before
+
+
+@pytest.mark.parametrize("changes, expected", [
+    ({"interface": "nosuchif0"}, "interface: 'nosuchif0' does not exist on this host"),
+    ({"cores": [4095]}, "cores: CPU 4095 is not online here"),
+    ({"queue": 7}, "queue: queue 7 needs 8 RX channels but"),
+])
+def test_a_plan_that_does_not_fit_this_host_changes_nothing(pair, tmp_path, agents, changes, expected):
+    before = host_snapshot(pair)
+    agent = start(agents, pair, plan_for(pair, **changes), tmp_path)
+    assert agent.proc.wait(30) == 2
+    assert expected in agent.output
+    assert host_snapshot(pair) == before
+    assert not (agent.state_dir / "journal.jsonl").exists()
+
+
+def test_the_agent_reports_status_to_the_feedhandler(pair, tmp_path, agents):
+    """The agent in the node namespace patches a FeedHandler's status in the Kubernetes emulator,
+    which listens on that namespace's loopback (started from a thread that joined the namespace,
+    so its sockets live there)."""
+    def operator_did(api):
+        api.create_namespaced_custom_object("tickwire.dev", "v1alpha1", "feeds", "feedhandlers", {
+            "apiVersion": "tickwire.dev/v1alpha1", "kind": "FeedHandler",
+            "metadata": {"name": "nasdaq", "namespace": "feeds"}, "spec": {}})
+        api.patch_namespaced_custom_object_status("tickwire.dev", "v1alpha1", "feeds", "feedhandlers", "nasdaq", {
+            "status": {"conditions": [{"type": "Placed", "status": "True", "reason": "Placed", "message": "n1"}]}})
+
+    with emulator_in_namespace(pair.node_ns, setup=operator_did) as emulator:
+        kubeconfig = emulator.write_kubeconfig(tmp_path)
+        plan = plan_for(pair, feedHandler={"namespace": "feeds", "name": "nasdaq", "generation": 4})
+        agent = start(agents, pair, plan, tmp_path, extra=["--kubeconfig", str(kubeconfig)])
+        agent.wait_ready()
+        publish(pair, tmp_path, ["--line", "A=239.7.1.1:26400", "--messages", "500", "--rate", "20000"])
+
+        def reported():
+            status = (emulator.get("tickwire.dev/v1alpha1/feedhandlers", "feeds", "nasdaq") or {}).get("status", {})
+            return status if status.get("snapshot", {}).get("messages") == 500 else None
+        status = wait_for(reported, "a snapshot with every message")
+        conditions = {c["type"]: c for c in status["conditions"]}
+        assert conditions["Placed"]["message"] == "n1"                        # the operator's, kept
+        assert conditions["EngineReady"]["status"] == "True"
+        assert conditions["Receiving"]["status"] == "True"
+        assert {c["observedGeneration"] for t, c in conditions.items() if t != "Placed"} == {4}
+        assert status["snapshot"]["xdpMode"] == "generic" and status["snapshot"]["latency"]["p99Micros"] > 0
+        assert agent.stop() == 0
+        final = emulator.get("tickwire.dev/v1alpha1/feedhandlers", "feeds", "nasdaq")["status"]
+        engine_ready = {c["type"]: c for c in final["conditions"]}["EngineReady"]
+        assert (engine_ready["status"], engine_ready["reason"]) == ("False", "Stopped")
+
+
+@contextlib.contextmanager
+def emulator_in_namespace(netns: str, setup):
+    """A KubeEmulator whose sockets live in network namespace `netns`; `setup(api)` runs there
+    too (a client's sockets belong to the namespace of the thread that opens them). Read what
+    the agent wrote with `emulator.get`, which needs no socket."""
+    import ctypes
+    import queue
+    import threading
+
+    import kubernetes
+    from tests.support.kube_emulator import KubeEmulator
+
+    handed_over: queue.Queue = queue.Queue()
+    done = threading.Event()
+
+    def serve():
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+            if ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) != 0:   # CLONE_NEWNET, this thread only
+                raise OSError(ctypes.get_errno(), "setns")
+            os.close(fd)
+            with KubeEmulator.running() as emulator:
+                emulator.declare_feedhandlers()
+                setup(kubernetes.client.CustomObjectsApi(emulator.api_client()))
+                handed_over.put(emulator)
+                done.wait(120)
+        except BaseException as e:   # hand the failure to the test instead of dying silently
+            handed_over.put(e)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    got = handed_over.get(timeout=30)
+    if isinstance(got, BaseException):
+        raise got
+    try:
+        yield got
+    finally:
+        done.set()
+        thread.join(30)

@@ -1,0 +1,106 @@
+"""Results shape (bench/report.py) and the plot (bench/plot.py), from made-up trials."""
+import json
+
+import pytest
+
+from bench import histogram, plot, report
+from bench.search import SearchResult, TrialOutcome
+from bench.trial import TrialResult
+
+
+def trial(msgs_per_s, latency_ns, cpu_s=0.5, lost=0, samples=1000):
+    h = histogram.Histogram()
+    for i in range(samples):   # latency_ns, with a tail: the slowest 1% ten times slower
+        h.record(latency_ns * (10 if i >= samples * 0.99 else 1))
+    sent = int(msgs_per_s)
+    return TrialResult(target_pps=msgs_per_s / 4, sent_packets=sent // 4, sent_messages=sent,
+                       pkts_per_s=msgs_per_s / 4, msgs_per_s=msgs_per_s, elapsed_s=1.0,
+                       received_messages=sent - lost, counts_match=not lost, malformed=0, duplicates=0,
+                       receiver_cpu_s=cpu_s, softirq_s={"cpu0": 0.1}, latency_buckets=h.to_dict()["buckets"],
+                       latency_max_ns=h.max)
+
+
+def repeat(best_msgs_per_s, latency_ns, publisher_limited=False):
+    best = trial(best_msgs_per_s, latency_ns)
+    outcome = TrialOutcome(best.target_pps, best.pkts_per_s * (0.5 if publisher_limited else 1), True, best)
+    lossy = trial(best_msgs_per_s * 2, latency_ns, lost=10)
+    search = SearchResult(best=outcome, trials=[outcome, TrialOutcome(lossy.target_pps, lossy.pkts_per_s, False, lossy)],
+                          stopped_by="publisher" if publisher_limited else "precision")
+    return report.Repeat(search, trial(100_000, latency_ns))
+
+
+@pytest.fixture
+def doc():
+    contenders = {
+        "engine": report.summarize("engine", [repeat(2.0e6, 3_000), repeat(2.4e6, 3_000), repeat(1.0e6, 3_000)]),
+        "kernel_c": report.summarize("kernel", [repeat(0.8e6, 8_000)]),
+        "python": report.summarize("python", [repeat(50_000, 60_000, publisher_limited=True)]),
+    }
+    return report.document(contenders, {"latency_rate_msgs_per_s": 100_000, "quick": True})
+
+
+def test_latest_json_has_the_shape_other_tools_read(doc, tmp_path):
+    paths = report.write(doc, str(tmp_path))
+    loaded = json.loads(open(paths["json"]).read())
+    assert set(loaded) >= {"contenders", "setup"}
+    for key in ("engine", "kernel_c", "python"):
+        c = loaded["contenders"][key]
+        for field in ("zero_loss_msgs_per_s", "zero_loss_pkts_per_s", "cpu_s_per_million_msgs"):
+            assert isinstance(c[field], (int, float)) and c[field] > 0
+        assert set(c["latency_ns"]) >= {"p50", "p99", "p999", "max"}
+    assert loaded["setup"]["latency_rate_msgs_per_s"] == 100_000
+
+
+def test_rates_are_medians_and_latency_merges_the_repeats(doc):
+    engine = doc["contenders"]["engine"]
+    assert engine["zero_loss_msgs_per_s"] == 2.0e6            # median of 2.0, 2.4, 1.0
+    assert engine["zero_loss_pkts_per_s"] == 0.5e6
+    assert engine["cpu_s_per_million_msgs"] == pytest.approx(0.5 / 2.0)
+    lat = engine["latency_ns"]
+    assert lat["count"] == 3000
+    assert 3_000 <= lat["p50"] <= 3_000 * 1.04                 # one bucket (~3%) high at most
+    assert lat["p999"] >= 30_000 and lat["max"] == 30_000
+    assert len(engine["repeats"]) == 3 and engine["repeats"][0]["trials"][1]["zero_loss"] is False
+
+
+def test_ratios_and_goals(doc):
+    r = doc["ratios"]
+    assert r["engine_vs_kernel_c_zero_loss_rate"] == 2.5
+    assert r["engine_vs_python_zero_loss_rate"] == 40.0
+    assert r["engine_vs_kernel_c_p99"] == pytest.approx(3_000 / 8_000, rel=0.05)
+    assert all(g["met"] for g in doc["goals"].values())
+    assert doc["contenders"]["python"]["publisher_limited"] is True
+
+
+def test_a_missing_contender_leaves_its_ratios_empty_not_wrong():
+    doc = report.document({"engine": report.summarize("engine", [repeat(1e6, 3_000)])}, {})
+    assert doc["ratios"]["engine_vs_kernel_c_zero_loss_rate"] is None
+    assert doc["goals"]["engine_vs_kernel_c_p99"]["met"] is None
+
+
+def test_markdown_table_names_every_contender_and_the_ratios(doc):
+    text = report.markdown(doc)
+    for label in ("`engine`", "`kernel_c`", "`python` (publisher-limited: at least)", "2,000,000", "2.50"):
+        assert label in text
+
+
+def test_plot_writes_a_png(doc, tmp_path):
+    path = plot.plot(doc, str(tmp_path / "latest.png"))
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_percentile_curve_reaches_the_max_at_the_tail():
+    h = histogram.Histogram()
+    for v in (1_000,) * 99 + (50_000,):
+        h.record(v)
+    xs, ys = plot.percentile_curve(h.to_dict()["buckets"], h.max)
+    assert ys[-1] == 50.0 and xs == sorted(xs) and xs[0] == 1.0
+
+
+def test_a_noisy_machine_is_called_out_in_the_table(doc):
+    doc["setup"]["noise"] = {"before": {"cpu0": 0.99, "cpu1": 0.99}}
+    assert "quiet machine" not in report.markdown(doc)
+    doc["setup"]["noise"]["after"] = {"cpu0": 0.99, "cpu1": 0.6}
+    text = report.markdown(doc)
+    assert "cpu1 60%" in text and "rerun on a quiet machine" in text
