@@ -231,37 +231,48 @@ static void declare_all_pending(struct tw_decoder *d, struct tw_session *s)
 
 /* ---- sessions --------------------------------------------------------------------------------- */
 
-/* The session with this id, or a new one starting at first_seq (we join a session where we first
- * see it: what came before is not a gap). With TW_MAX_SESSIONS in use the least recently used is
- * replaced, its pending holes declared. */
+static struct tw_session *session_find(struct tw_decoder *d, const uint8_t *id)
+{
+    struct tw_session *last = &d->sessions[d->last_session];
+    if (last->in_use && memcmp(last->id, id, MOLD_SESSION_LEN) == 0)
+        return last;
+    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++) {
+        struct tw_session *s = &d->sessions[i];
+        if (s->in_use && memcmp(s->id, id, MOLD_SESSION_LEN) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+/* A free slot, or else the least recently used session, whose pending holes are declared. */
+static struct tw_session *session_slot(struct tw_decoder *d)
+{
+    struct tw_session *lru = &d->sessions[0];
+    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++) {
+        struct tw_session *s = &d->sessions[i];
+        if (!s->in_use)
+            return s;
+        if (s->last_used < lru->last_used)
+            lru = s;
+    }
+    declare_all_pending(d, lru);
+    d->stats.sessions_replaced++;
+    return lru;
+}
+
+/* The session with this id, or a new one that starts at first_seq: we join a session where we
+ * first see it, and what came before is not a gap. */
 static struct tw_session *session_for(struct tw_decoder *d, const uint8_t *id, uint64_t first_seq)
 {
-    struct tw_session *s = &d->sessions[d->last_session];
-    if (!(s->in_use && memcmp(s->id, id, MOLD_SESSION_LEN) == 0)) {
-        struct tw_session *victim = NULL;
-        s = NULL;
-        for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++) {
-            struct tw_session *c = &d->sessions[i];
-            if (c->in_use && memcmp(c->id, id, MOLD_SESSION_LEN) == 0) {
-                s = c;
-                break;
-            }
-            if (victim == NULL || (victim->in_use && (!c->in_use || c->last_used < victim->last_used)))
-                victim = c;
-        }
-        if (s == NULL) {
-            if (victim->in_use) {
-                declare_all_pending(d, victim);
-                d->stats.sessions_replaced++;
-            }
-            memset(victim, 0, sizeof(*victim));
-            victim->in_use = 1;
-            memcpy(victim->id, id, MOLD_SESSION_LEN);
-            victim->next_seq = first_seq;
-            s = victim;
-        }
-        d->last_session = (uint32_t)(s - d->sessions);
+    struct tw_session *s = session_find(d, id);
+    if (s == NULL) {
+        s = session_slot(d);
+        memset(s, 0, sizeof(*s));
+        s->in_use = 1;
+        memcpy(s->id, id, MOLD_SESSION_LEN);
+        s->next_seq = first_seq;
     }
+    d->last_session = (uint32_t)(s - d->sessions);
     s->last_used = ++d->packet_counter;
     return s;
 }

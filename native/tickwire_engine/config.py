@@ -9,6 +9,7 @@ import ipaddress
 import os
 import re
 import socket
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -107,9 +108,32 @@ def exchange_midnight_ns(zone: str | None = None, now: datetime | None = None) -
     except (ZoneInfoNotFoundError, ValueError):
         raise ConfigError(f"exchange time zone '{zone}' is unknown: use an IANA name such as "
                           "America/New_York") from None
-    now = now or datetime.now(tz).astimezone(tz)
-    midnight = datetime.combine(now.date(), dtime(0), tzinfo=now.tzinfo)
+    if tz is None:
+        # Local midnight with its own UTC offset, which differs from now's on a DST change day.
+        today = (now or datetime.now()).astimezone().date()
+        midnight = datetime.combine(today, dtime(0)).astimezone()
+    else:
+        today = (now or datetime.now(tz)).astimezone(tz).date()
+        midnight = datetime.combine(today, dtime(0), tzinfo=tz)
     return int(midnight.timestamp()) * 1_000_000_000
+
+
+def _be32(address: str | None) -> int:
+    """An IPv4 address as the uint32 holding its bytes in network order (0 for None)."""
+    if not address:
+        return 0
+    return struct.unpack("=I", ipaddress.IPv4Address(address).packed)[0]
+
+
+def fill_decoder_config(c_cfg, lines: list["Line"], midnight_ns: int, arbitration_window_ns: int) -> None:
+    """Write a cffi `struct tw_decoder_config`: the one place Python and C meet on it."""
+    c_cfg.n_lines = len(lines)
+    for i, line in enumerate(lines):
+        c_cfg.lines[i].group_be = _be32(line.group)
+        c_cfg.lines[i].port_be = socket.htons(line.port)
+        c_cfg.lines[i].source_be = _be32(line.source)
+    c_cfg.exchange_midnight_realtime_ns = midnight_ns
+    c_cfg.arbitration_window_ns = arbitration_window_ns
 
 
 def _power_of_two(n: int) -> bool:

@@ -11,9 +11,6 @@ passes the time (or lets `now=None` read the clocks), exactly as the engine's po
 from __future__ import annotations
 
 import enum
-import ipaddress
-import socket
-import struct
 import time
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -23,7 +20,7 @@ from . import config
 from .config import ConfigError, Line, validate_lines
 from .stats import stats_to_dict
 
-DEFAULT_ARBITRATION_WINDOW_NS = 2_000_000  # the same default as EngineConfig
+DEFAULT_ARBITRATION_WINDOW_NS = config.EngineConfig.arbitration_window_ns  # one default for both
 
 
 class FrameResult(enum.IntEnum):
@@ -41,13 +38,6 @@ class Clock(NamedTuple):
     @classmethod
     def now(cls) -> "Clock":
         return cls(time.monotonic_ns(), time.time_ns())
-
-
-def _be32(address: str | None) -> int:
-    """An IPv4 address as the uint32 holding its bytes in network order (0 for None)."""
-    if not address:
-        return 0
-    return struct.unpack("=I", ipaddress.IPv4Address(address).packed)[0]
 
 
 def _as_line(spec) -> Line:
@@ -79,13 +69,7 @@ class Decoder:
         if exchange_midnight_ns is None:
             exchange_midnight_ns = config.exchange_midnight_ns(None)
         cfg = ffi.new("struct tw_decoder_config *")
-        cfg.n_lines = len(self.lines)
-        for i, line in enumerate(self.lines):
-            cfg.lines[i].group_be = _be32(line.group)
-            cfg.lines[i].port_be = socket.htons(line.port)
-            cfg.lines[i].source_be = _be32(line.source)
-        cfg.exchange_midnight_realtime_ns = exchange_midnight_ns
-        cfg.arbitration_window_ns = arbitration_window_ns
+        config.fill_decoder_config(cfg, self.lines, exchange_midnight_ns, arbitration_window_ns)
         err = ffi.new("char[256]")
         decoder = lib.tw_decoder_new(cfg, err, len(err))
         if decoder == ffi.NULL:

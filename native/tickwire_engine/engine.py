@@ -6,14 +6,11 @@ snapshot the poll thread publishes under a sequence lock, so they never slow the
 from __future__ import annotations
 
 import errno
-import ipaddress
-import socket
-import struct
 import time
 
 from ._native import ffi, lib
 from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, check_privileges,
-                     exchange_midnight_ns)
+                     exchange_midnight_ns, fill_decoder_config)
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -25,23 +22,6 @@ class EngineError(RuntimeError):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.errno = code
-
-
-def _be32(address: str | None) -> int:
-    if not address:
-        return 0
-    return struct.unpack("=I", ipaddress.IPv4Address(address).packed)[0]
-
-
-def fill_decoder_config(c_cfg, config: EngineConfig) -> None:
-    """Write lines, midnight reference and arbitration window into a `struct tw_decoder_config`."""
-    c_cfg.n_lines = len(config.lines)
-    for i, line in enumerate(config.lines):
-        c_cfg.lines[i].group_be = _be32(line.group)
-        c_cfg.lines[i].port_be = socket.htons(line.port)
-        c_cfg.lines[i].source_be = _be32(line.source)
-    c_cfg.exchange_midnight_realtime_ns = exchange_midnight_ns(config.exchange_tz)
-    c_cfg.arbitration_window_ns = config.arbitration_window_ns
 
 
 def _c_config(config: EngineConfig):
@@ -60,7 +40,8 @@ def _c_config(config: EngineConfig):
     c.busy_poll_usec = config.busy_poll_usec
     c.busy_poll_budget = config.busy_poll_budget
     c.bpf_object = config.bpf_object.encode()
-    fill_decoder_config(c.decoder, config)
+    fill_decoder_config(c.decoder, config.lines, exchange_midnight_ns(config.exchange_tz),
+                        config.arbitration_window_ns)
     return c
 
 
