@@ -7,6 +7,7 @@ engine cannot use, 3 when the kernel refused something (XDP attach, socket, priv
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import signal
@@ -17,6 +18,9 @@ import time
 from .config import ConfigError, EngineConfig, Line, PrivilegeError
 
 EXIT_OK, EXIT_CONFIG, EXIT_KERNEL = 0, 2, 3
+# Refusals that no retry will change: the interface or driver cannot do what was asked
+# (zero-copy, native XDP), or another program owns the interface. A supervisor must not loop.
+_PERMANENT_ERRNOS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EEXIST, errno.ENODEV, errno.EINVAL}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +102,16 @@ def summary_line(stats: dict) -> str:
             f"{lat['p99'] / 1e3:.1f} us  kern->eng p99 {k2e['p99'] / 1e3:.1f} us")
 
 
+def keep_off_core(core: int | None) -> None:
+    """The poll thread owns its core: move this (main) thread, which wakes every 50 ms to
+    report, onto the process's other CPUs where there are any."""
+    if core is None:
+        return
+    others = os.sched_getaffinity(0) - {core}
+    if others:
+        os.sched_setaffinity(0, others)
+
+
 def run(args: argparse.Namespace) -> int:
     from .engine import Engine, EngineError  # the native module loads only when needed
 
@@ -133,8 +147,10 @@ def run(args: argparse.Namespace) -> int:
         except (EngineError, ConfigError) as exc:
             print(f"tickwire-engine: cannot start on {config.interface} queue {config.queue}: "
                   f"{exc}", file=sys.stderr)
-            return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_KERNEL
+            permanent = isinstance(exc, ConfigError) or exc.errno in _PERMANENT_ERRNOS
+            return EXIT_CONFIG if permanent else EXIT_KERNEL
         info = engine.info
+        keep_off_core(info["core"])
         if not args.quiet:
             print(f"tickwire-engine: {config.interface} queue {config.queue}, XDP "
                   f"{info['xdp_mode']}, {'zero-copy' if info['zero_copy'] else 'copy mode'}, "

@@ -47,29 +47,37 @@ def build_parser() -> argparse.ArgumentParser:
     amount.add_argument("--messages", type=int, metavar="N", help="send N messages")
     amount.add_argument("--duration", type=float, metavar="S", help="send for S seconds")
     pub.add_argument("--rate", type=float, metavar="MSGS_PER_S", help="pace to this message rate")
-    pub.add_argument("--per-packet", type=int, default=1, metavar="K", help="messages per packet")
+    pub.add_argument("--per-packet", type=int, default=1, metavar="K",
+                     help="messages per packet (fewer when K would not fit a 1500-byte MTU)")
     pub.add_argument("--mix", default="default",
                      help="message types: default, adds, or TYPE=WEIGHT,... (e.g. A=60,D=40)")
-    pub.add_argument("--loss-a", type=float, default=0.0, metavar="PCT")
-    pub.add_argument("--loss-b", type=float, default=0.0, metavar="PCT")
+    pub.add_argument("--loss-a", type=float, default=0.0, metavar="PCT",
+                     help="drop this percentage of data packets on line A (seeded)")
+    pub.add_argument("--loss-b", type=float, default=0.0, metavar="PCT",
+                     help="the same for line B, independently of A")
     pub.add_argument("--gap-every", type=int, default=0, metavar="N",
                      help="skip sequence numbers after every N-th data packet")
     pub.add_argument("--gap-size", type=int, default=1, metavar="M", help="numbers skipped per gap")
-    pub.add_argument("--duplicate-every", type=int, default=0, metavar="N")
-    pub.add_argument("--reorder-every", type=int, default=0, metavar="N")
+    pub.add_argument("--duplicate-every", type=int, default=0, metavar="N",
+                     help="send every N-th data packet twice")
+    pub.add_argument("--reorder-every", type=int, default=0, metavar="N",
+                     help="swap every N-th data packet with the next one (N >= 2)")
     pub.add_argument("--malformed-every", type=int, default=0, metavar="N",
                      help="make every N-th message malformed")
-    pub.add_argument("--heartbeat-every-s", type=float, metavar="S")
+    pub.add_argument("--heartbeat-every-s", type=float, metavar="S",
+                     help="send MoldUDP64 heartbeats this often, and one after the data")
     pub.add_argument("--end-session", action="store_true", help="finish with an end-of-session packet")
     pub.add_argument("--session", default="TICKWIRE", help="MoldUDP64 session (up to 10 characters)")
-    pub.add_argument("--start-seq", type=int, default=1, metavar="N")
-    pub.add_argument("--seed", type=int, default=1, metavar="N")
-    pub.add_argument("--ttl", type=int, default=1, metavar="N")
+    pub.add_argument("--start-seq", type=int, default=1, metavar="N", help="first sequence number")
+    pub.add_argument("--seed", type=int, default=1, metavar="N",
+                     help="seed of contents, mix and losses (same seed, same packets)")
+    pub.add_argument("--ttl", type=int, default=1, metavar="N", help="multicast TTL")
     pub.add_argument("--multicast-loop", action="store_true",
                      help="let local sockets receive the feed (off by default)")
     pub.add_argument("--exchange-tz", metavar="ZONE",
                      help="time zone whose midnight ITCH timestamps count from (default: local)")
-    pub.add_argument("--summary-json", metavar="PATH")
+    pub.add_argument("--summary-json", metavar="PATH",
+                     help="also write the summary (the receiver's ground truth) here")
 
     rep = commands.add_parser("replay", help="send the MoldUDP64 payloads of pcap/pcapng files")
     rep.add_argument("--to", required=True, metavar="GROUP:PORT")

@@ -10,6 +10,7 @@ means the sender put a packet holding it on that line's socket):
 first_seq         the first sequence number of the run (--start-seq).
 last_seq          the highest sequence number assigned: the end of the last data packet sent,
                   whether or not a line carried it. Injected gaps lie inside [first_seq, last_seq].
+next_seq          last_seq + 1: where a run continuing this session starts (--start-seq).
 messages_scheduled  messages that got a sequence number (every data packet sent, lost or not).
 messages_sent     unique sequence numbers delivered on at least one line (malformed ones too).
 messages_by_type  {type letter: unique well-formed messages delivered}, over the same set.
@@ -141,6 +142,7 @@ class Ledger:
         return {
             "first_seq": self.first_seq,
             "last_seq": self.first_seq + len(flags) - 1,
+            "next_seq": self.first_seq + len(flags),
             "messages_scheduled": scheduled,
             "messages_sent": delivered,
             "messages_by_type": dict(sorted(by_type.items())),

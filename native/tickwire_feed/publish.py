@@ -274,6 +274,15 @@ class _Heartbeats:
 
 def _run_facts(config: PublishConfig, midnight_ns: int, started_real_ns: int, elapsed_ns: int,
                summary: dict, sender: _Sender) -> dict:
+    """The run's own facts, beside the ledger's counts:
+
+    exchange_midnight_realtime_ns  what ITCH timestamps count from (a receiver's decoder config)
+    started_realtime_ns            CLOCK_REALTIME when the first packet was due
+    elapsed_s                      from the first packet to the end-of-session packet
+    achieved_rate_msgs_per_s       messages scheduled (lost ones included) per second
+    achieved_rate_pkts_per_s       data packets put on all lines together per second
+    pacing_slid_s                  time the pacer gave up catching up on (see pacing.py)
+    """
     seconds = elapsed_ns / 1e9
     packets = sum(summary["packets_sent"].values())
     return {

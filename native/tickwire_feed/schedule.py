@@ -7,13 +7,13 @@ chunk never splits a reordered pair, so a run stopped between chunks leaves no h
 
 Data packets are numbered k = 1, 2, 3, ... in sequence-number order. Per option:
 
-- per_packet K: each data packet carries K messages (the last one may carry fewer).
+- per_packet K: a data packet carries K messages, fewer when the next one would push its payload
+  past MAX_PAYLOAD_BYTES (so it never needs IP fragmentation), and the last one may carry fewer.
 - gap_every N, gap_size M: after every N-th data packet, M sequence numbers are skipped on every
   line (never sent anywhere). A gap is only placed before a following data packet, never at the
   end, so every injected gap is visible to a receiver.
 - loss A/B (percent): each line drops each data packet independently with that probability,
-  drawn from its own seeded generator (changing line B's loss never changes line A's pattern;
-  a line with 0% loss draws nothing and delivers every packet).
+  drawn from its own seeded generator (changing line B's loss never changes line A's pattern).
 - duplicate_every N: every N-th data packet is sent a second time right after the first, on the
   lines that carried the first, with the same bytes (same timestamps).
 - reorder_every N (N >= 2): every N-th data packet swaps places with the one after it (on every
@@ -28,10 +28,13 @@ import random
 from dataclasses import dataclass
 
 from . import moldudp64
-from .itch import TIMESTAMP_OFFSET
+from .itch import FORMATS, TIMESTAMP_OFFSET
 from .market import Market, Mix, malformed_message
 
 MALFORMED_TYPE = 0  # the type recorded for a malformed message in Transmission.types
+MAX_PAYLOAD_BYTES = 1500 - 20 - 8  # a 1500-byte MTU less the IPv4 and UDP headers
+MAX_PER_PACKET = 1000
+LENGTHS_BY_BYTE = {fmt.type[0]: fmt.length for fmt in FORMATS.values()}
 
 
 class ScheduleError(ValueError):
@@ -61,8 +64,8 @@ class ScheduleConfig:
                 raise ScheduleError(message)
 
         need(self.messages is None or self.messages >= 1, f"--messages must be >= 1, got {self.messages}")
-        need(1 <= self.per_packet <= 200,
-             f"--per-packet must be 1..200 (one packet must fit a 1500-byte MTU), got {self.per_packet}")
+        need(1 <= self.per_packet <= MAX_PER_PACKET,
+             f"--per-packet must be 1..{MAX_PER_PACKET}, got {self.per_packet}")
         need(self.lines in (1, 2), f"a feed has 1 or 2 lines, got {self.lines}")
         for name, pct in (("--loss-a", self.loss_a), ("--loss-b", self.loss_b)):
             need(0.0 <= pct <= 100.0, f"{name} is a percentage 0..100, got {pct}")
@@ -136,6 +139,7 @@ class Schedule:
         self.messages_planned = 0
         self.data_packets = 0
         self._pending_gap = 0
+        self._carried_type = 0   # a drawn type that did not fit the previous packet
 
     @property
     def exhausted(self) -> bool:
@@ -176,10 +180,16 @@ class Schedule:
         draw, rng, message_of = self.mix.draw, self._mix_rng, self.market.message
         malformed_every = cfg.malformed_every
         messages, types, stamps = [], bytearray(), []
-        offset = moldudp64.HEADER_LENGTH + 2 + TIMESTAMP_OFFSET
+        size = moldudp64.HEADER_LENGTH
         for _ in range(count):
+            # The type is drawn before its message is made, so one that does not fit waits for
+            # the next packet without having touched the market's book.
+            type_byte = self._carried_type or draw(rng)
+            if messages and size + 2 + LENGTHS_BY_BYTE[type_byte] > MAX_PAYLOAD_BYTES:
+                self._carried_type = type_byte
+                break
+            self._carried_type = 0
             self.messages_planned += 1
-            type_byte = draw(rng)
             message = message_of(type_byte)
             if malformed_every and self.messages_planned % malformed_every == 0:
                 kind = (self.messages_planned // malformed_every - 1) % 2
@@ -187,8 +197,9 @@ class Schedule:
                 type_byte = MALFORMED_TYPE
             messages.append(message)
             types.append(type_byte)
-            stamps.append(offset)
-            offset += 2 + len(message)
+            stamps.append(size + 2 + TIMESTAMP_OFFSET)
+            size += 2 + len(message)
+        count = len(messages)
 
         self.data_packets += 1
         gap_before = self._pending_gap

@@ -354,8 +354,8 @@ def test_two_replicas_with_peering_only_one_acts(cluster, operator):
     c.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {
         "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "tickwire-operator"}})
     c.add_node("node-a", cores="0-9", nics="eth1=0-9")
-    low = operator(extra=("--peering", "tickwire-operator", "--priority", "100"))
-    high = operator(extra=("--peering", "tickwire-operator", "--priority", "200"))
+    low = operator(extra=("--peering", "tickwire-operator", "--priority", "100", "-v"))
+    high = operator(extra=("--peering", "tickwire-operator", "--priority", "200", "-v"))
     wait_for("the low-priority replica to step back",
              lambda: "Pausing operations in favour of" in open(low.log_path, errors="replace").read(),
              timeout=60, op=low)

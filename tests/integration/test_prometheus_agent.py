@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.netns.test_agent_harness import AgentProcess, metric_sum, plan_for, wait_for
+from tests.support.agent_run import AgentProcess, metric_sum, plan_for, wait_for
 from tests.support.engine_run import publish
 from tests.support.netns import VethPair
 from tickwire_agent.metrics import LATENCY_BOUNDS_S

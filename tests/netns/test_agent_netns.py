@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from tests.netns.test_agent_harness import (HUGEPAGES, AgentProcess, host_snapshot, igmp_hex, metric,
+from tests.support.agent_run import (HUGEPAGES, AgentProcess, host_snapshot, igmp_hex, metric,
                                             metric_sum, plan_for, thread_cpus, wait_for)
 from tests.support.engine_run import publish
 from tests.support.netns import VethPair
@@ -132,6 +132,51 @@ def test_a_sigkilled_agent_is_undone_by_the_next_one(pair, tmp_path, agents):
     assert not os.path.exists(f"/proc/{orphan}") or open(f"/proc/{orphan}/stat").read().split()[2] == "Z"
     assert second.stop() == 0
     assert host_snapshot(pair) == before
+
+
+def test_restore_command_undoes_a_sigkilled_agent(pair, tmp_path, agents):
+    import subprocess
+    import sys
+    before = host_snapshot(pair)
+    agent = start(agents, pair, plan_for(pair), tmp_path)
+    agent.wait_ready()
+    orphan = agent.engine_pid()
+    agent.stop(signal.SIGKILL)
+    assert host_snapshot(pair) != before
+    out = pair.run(pair.node_ns, sys.executable, "-m", "tickwire_agent", "restore",
+                   "--state-dir", str(agent.state_dir)).stdout
+    assert f"stopped engine {orphan}" in out and "napi_defer_hard_irqs: back to 0" in out
+    assert host_snapshot(pair) == before
+    again = subprocess.run([sys.executable, "-m", "tickwire_agent", "restore", "--state-dir", str(agent.state_dir)],
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to restore" in again.stdout
+
+
+def test_an_engine_the_kernel_refuses_is_retried_and_the_host_still_restored(pair, tmp_path, agents):
+    before = host_snapshot(pair)
+    agent = start(agents, pair, plan_for(pair, zeroCopy="required"), tmp_path)   # veth cannot do zero-copy
+    wait_for(lambda: "EngineReady=False (KernelRefused)" in agent.output, "the refusal to be reported")
+    wait_for(lambda: metric(agent.metrics(), "tickwire_engine_restarts_total") >= 1, "a retry")
+    assert "was refused by the kernel (exit 3)" in agent.output
+    assert agent.stop() == 0
+    assert host_snapshot(pair) == before
+
+
+def test_ssm_lines_join_their_source_and_the_feed_still_arrives(pair, tmp_path, agents):
+    lines = [{"name": "A", "group": "232.7.1.1", "port": 26400, "source": pair.exchange_ip}]
+    agent = start(agents, pair, plan_for(pair, lines=lines), tmp_path)
+    agent.wait_ready()
+    # /proc/net/mcfilter: "Idx Device MCA SRC INC EXC", addresses as big-endian hex; the device
+    # name is cut to 6 characters there, so match the interface by index.
+    index = pair.run(pair.node_ns, "cat", f"/sys/class/net/{pair.node_if}/ifindex").stdout.strip()
+    source_hex = "0x" + bytes(int(o) for o in pair.exchange_ip.split(".")).hex()
+    rows = [r.split() for r in pair.run(pair.node_ns, "cat", "/proc/net/mcfilter").stdout.splitlines()[1:]]
+    assert [index, "0xe8070101", source_hex] in [[r[0], r[2], r[3]] for r in rows], rows
+    sent = publish(pair, tmp_path, ["--line", "A=232.7.1.1:26400", "--messages", "200", "--rate", "20000"])
+    wait_for(lambda: metric_sum(agent.metrics(), "tickwire_messages_total") == sent["messages_sent"],
+             "the SSM feed to be counted")
+    assert agent.stop() == 0
+    assert "0xe8070101" not in pair.run(pair.node_ns, "cat", "/proc/net/mcfilter").stdout   # left with the agent
 
 
 def test_drift_is_seen_counted_and_put_back(pair, tmp_path, agents):

@@ -130,6 +130,8 @@ def test_kernel_membership_tables_parse(tmp_path):
           "\t\t\t\t010000E0     1 0:00000000\t\t0\n")
     write(root, "proc/net/mcfilter",
           "Idx Device        MCA        SRC    INC    EXC\n"
-          "  5   twn1 0xe8010101 0xc6120001     1      0\n")
+          "  5 twn123 0xe8010101 0xc6120001     1      0\n"      # the kernel cuts names to 6
+          "  6 twn123 0xe8010102 0xc6120001     1      0\n")    # another interface, same cut name
+    write(root, "sys/class/net/twn1234/ifindex", "5\n")
     assert multicast.kernel_groups("twn1", root) == {"239.1.1.1", "224.0.0.1"}
-    assert multicast.kernel_sources("twn1", root) == {("232.1.1.1", "198.18.0.1")}
+    assert multicast.kernel_sources("twn1234", root) == {("232.1.1.1", "198.18.0.1")}

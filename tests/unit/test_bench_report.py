@@ -104,3 +104,11 @@ def test_a_noisy_machine_is_called_out_in_the_table(doc):
     doc["setup"]["noise"]["after"] = {"cpu0": 0.99, "cpu1": 0.6}
     text = report.markdown(doc)
     assert "cpu1 60%" in text and "rerun on a quiet machine" in text
+
+
+def test_a_contender_that_lost_messages_in_the_latency_trial_is_flagged():
+    lossy = repeat(1e6, 3_000)
+    lossy.latency.received_messages -= 7
+    doc = report.document({"python": report.summarize("python", [lossy])}, {})
+    assert doc["contenders"]["python"]["latency_lost_messages"] == 7
+    assert "`python` could not keep up" in report.markdown(doc)

@@ -102,7 +102,8 @@ def test_plain_feed_is_contiguous_and_gap_free():
     assert_summary_matches(summary, brute_force(sent, config))
     seqs = [moldudp64.decode_packet(bytes(t.payload)).sequence for t in sent]
     assert seqs == list(range(500, 1500, 3))
-    assert summary["last_seq"] == 1499 and summary["messages_sent"] == 1000
+    assert summary["last_seq"] == 1499 and summary["next_seq"] == 1500
+    assert summary["messages_sent"] == 1000
     assert summary["expected_gaps"] == summary["missing_injected"] == 0
     assert sum(summary["messages_by_type"].values()) == 1000
 
@@ -218,3 +219,14 @@ def test_adds_mix_sends_only_add_orders():
 def test_bad_plans_are_refused_with_the_option_named(kwargs, problem):
     with pytest.raises(ScheduleError, match=problem):
         Schedule(ScheduleConfig(messages=10, **kwargs))
+
+
+def test_big_packets_are_cut_to_fit_one_mtu_without_losing_a_message():
+    config = ScheduleConfig(messages=5000, per_packet=200, lines=2, loss_a=3, gap_every=4,
+                            malformed_every=33)
+    sent, summary = run_plan(config)
+    assert_summary_matches(summary, brute_force(sent, config))
+    sizes = [len(t.payload) for t in sent]
+    counts = [t.count for t in sent]
+    assert max(sizes) <= 1472 and min(counts[:-1]) > 20  # full packets, all within one MTU
+    assert summary["messages_scheduled"] == 5000

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..journal import Journal
 from ..plan import Plan
-from . import cpu, hugepages, nic
+from . import cpu, hugepages, multicast, nic
 from .multicast import Memberships
 from .settings import Setting
 
@@ -133,7 +133,13 @@ class HostTuner:
             what = f"{line.group} from {line.source}" if line.source else line.group
             try:
                 self.memberships.join(line.group, line.source)
+                joined = (multicast.kernel_sources(self.plan.interface, self.root) if line.source
+                          else multicast.kernel_groups(self.plan.interface, self.root))
             except OSError as e:
                 report.problems.append(f"multicast: cannot join {what} on {self.plan.interface} ({e.strerror})")
+                continue
+            if ((line.group, line.source) if line.source else line.group) not in joined:
+                report.problems.append(f"multicast: joined {what}, but the kernel does not list it for "
+                                       f"{self.plan.interface}")
             else:
                 report.notes.append(f"joined {what} on {self.plan.interface} (line {line.name})")

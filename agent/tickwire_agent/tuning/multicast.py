@@ -76,14 +76,22 @@ def kernel_groups(ifname: str, root: str = "/") -> set[str]:
 
 
 def kernel_sources(ifname: str, root: str = "/") -> set[tuple[str, str]]:
-    """(group, source) pairs of SSM joins on `ifname` (/proc/net/mcfilter, this netns)."""
+    """(group, source) pairs of SSM joins on `ifname` (/proc/net/mcfilter, this netns).
+
+    That table cuts device names to 6 characters, so rows are matched by interface index."""
     pairs = set()
+    index = str(ifindex(ifname, root))
     with open(f"{root.rstrip('/')}/proc/net/mcfilter", encoding="ascii") as f:
         for line in f.read().splitlines()[1:]:
             fields = line.split()
-            if len(fields) >= 4 and fields[1] == ifname:
+            if len(fields) >= 4 and fields[0] == index:
                 # printed with ntohl(): big-endian value
                 group = socket.inet_ntoa(int(fields[2], 16).to_bytes(4, "big"))
                 source = socket.inet_ntoa(int(fields[3], 16).to_bytes(4, "big"))
                 pairs.add((group, source))
     return pairs
+
+
+def ifindex(ifname: str, root: str = "/") -> int:
+    with open(f"{root.rstrip('/')}/sys/class/net/{ifname}/ifindex", encoding="ascii") as f:
+        return int(f.read())
