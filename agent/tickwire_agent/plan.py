@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
+from tickwire_engine.config import EngineConfig
+
 API_VERSION = "tickwire.dev/plan-v1"
 
 MULTICAST = ipaddress.ip_network("224.0.0.0/4")
@@ -228,6 +230,10 @@ def _fix_for(kind: str, error: jsonschema.ValidationError) -> str:
 
 # ---- pass 2: what a schema cannot say ---------------------------------------------------------
 
+# The engine's UMEM with its default frames; hugepages below this leave it on normal pages.
+UMEM_BYTES = EngineConfig.frame_count * EngineConfig.frame_size
+UMEM_HUGEPAGES = -(-UMEM_BYTES // (2 << 20))
+
 def semantic_problems(doc: dict) -> list[Problem]:
     problems: list[Problem] = []
     seen_names: dict[str, int] = {}
@@ -259,6 +265,12 @@ def semantic_problems(doc: dict) -> list[Problem]:
             problems.append(Problem(f"{where}", f"carries the same group and port as lines[{seen_flows[flow]}]",
                                     "lines A and B must be distinct flows (different group or port)"))
         seen_flows.setdefault(flow, i)
+
+    pages = doc.get("hugepages", {}).get("count", 0)
+    if 0 < pages < UMEM_HUGEPAGES:
+        problems.append(Problem("hugepages.count", f"{pages} page(s) cannot hold the engine's UMEM "
+                                f"({UMEM_BYTES >> 20} MiB = {UMEM_HUGEPAGES} pages of 2 MiB)",
+                                f"ask for at least {UMEM_HUGEPAGES}, or 0 to run on normal pages"))
 
     zone = doc.get("exchangeTimezone")
     if zone is not None:

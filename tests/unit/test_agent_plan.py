@@ -128,3 +128,17 @@ def test_cli_refuses_a_bad_plan_with_exit_2_and_changes_nothing(tmp_path):
         assert out.returncode == 2
         assert "lines[0].group: 10.0.0.1 is not a multicast group" in out.stderr
     assert not state.exists()
+
+
+def test_too_few_hugepages_for_the_umem_is_refused():
+    from tickwire_agent.example import EXAMPLE as EXAMPLE_PLAN
+    from tickwire_agent.plan import PlanError, from_document
+    import copy
+
+    doc = copy.deepcopy(EXAMPLE_PLAN)
+    doc["hugepages"]["count"] = 2
+    with pytest.raises(PlanError) as err:
+        from_document(doc)
+    assert "hugepages.count" in str(err.value) and "at least 4" in str(err.value)
+    doc["hugepages"]["count"] = 0
+    from_document(doc)
