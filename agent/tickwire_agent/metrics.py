@@ -139,16 +139,18 @@ class EngineCollector(Collector):
         family = HistogramMetricFamily(f"tickwire_{stage}_latency_seconds", help_text, labels=["feed", "line"])
         lines = ((stats.get("latency") or {}).get(stage) or {}).get("lines") or {}
         for line, hist in sorted(lines.items()):
-            buckets, total_s = prometheus_buckets(hist.get("buckets", []))
-            family.add_metric([self.view.feed, line], buckets, total_s)
+            buckets, approx_sum_s = prometheus_buckets(hist.get("buckets", []))
+            exact_sum_ns = hist.get("sum")
+            family.add_metric([self.view.feed, line], buckets,
+                              approx_sum_s if exact_sum_ns is None else exact_sum_ns / 1e9)
         return family
 
 
 def prometheus_buckets(engine_buckets: list, bounds: tuple[float, ...] = LATENCY_BOUNDS_S):
     """[[low_ns, high_ns, count], ...] -> ([(le, cumulative count)..., ('+Inf', n)], sum in seconds).
 
-    The sum uses each bucket's midpoint: the engine's buckets are narrow enough (<= 3%) that this
-    is within the histogram's own precision.
+    The sum uses each bucket's midpoint (within the buckets' 3%); the collector prefers the
+    engine's exact sum where the stats carry one.
     """
     per_bound = [0] * len(bounds)
     overflow = 0

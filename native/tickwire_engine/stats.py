@@ -59,9 +59,9 @@ def hist_buckets(hist) -> list[list[int]]:
 
 def summarize(count: int, total_ns: int, min_ns: int, max_ns: int,
               buckets: list[list[int]]) -> dict:
-    """count/min/max/mean and the percentiles, integers in ns (all 0 when nothing was recorded)."""
-    out = {"count": count, "min": min_ns if count else 0, "max": max_ns if count else 0,
-           "mean": round(total_ns / count) if count else 0}
+    """count/sum/min/max/mean and the percentiles, integers in ns (all 0 when nothing was recorded)."""
+    out = {"count": count, "sum": total_ns, "min": min_ns if count else 0,
+           "max": max_ns if count else 0, "mean": round(total_ns / count) if count else 0}
     for name, q in PERCENTILES.items():
         out[name] = percentile(buckets, q, max_ns) if count else 0
     return out

@@ -11,6 +11,7 @@ between chunks (the end-of-session packet and the summary still go out).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -115,15 +116,18 @@ def _publish_config(parser: argparse.ArgumentParser, args) -> PublishConfig:
         summary_json=args.summary_json)
 
 
-def _stop_on_signals() -> callable:
+@contextlib.contextmanager
+def _stopped_by_signals():
+    """SIGTERM and SIGINT end the run between chunks instead of killing it (so the end of
+    session and the summary still go out); the previous handlers come back afterwards."""
     stopping = []
-
-    def handler(signum, _frame):
-        stopping.append(signum)
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return lambda: bool(stopping)
+    previous = {sig: signal.signal(sig, lambda signum, _frame: stopping.append(signum))
+                for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield lambda: bool(stopping)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,7 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "publish":
-            summary = publish(_publish_config(parser, args), should_stop=_stop_on_signals())
+            config = _publish_config(parser, args)
+            with _stopped_by_signals() as should_stop:
+                summary = publish(config, should_stop=should_stop)
         else:
             summary = replay(ReplayConfig(
                 to=args.to, files=args.files, iface=args.iface, source_ip=args.source_ip,

@@ -9,11 +9,9 @@ Ledger, whose summary (see ledger.py for the definitions) is the ground truth fo
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -146,16 +144,11 @@ def _publish(config: PublishConfig, schedule_config: ScheduleConfig, should_stop
 
 def _plan_and_send(config: PublishConfig, schedule_config: ScheduleConfig, should_stop, sock,
                    midnight_ns: int) -> dict:
-    # A plan of known, moderate size (a message count, or a paced duration) is built before the
-    # clock starts so that the send loop runs at full speed; its bookkeeping is done after the
-    # loop for the same reason. A paced duration run plans what the rate allows and stops at
-    # its deadline wherever it has got to.
-    planned = config.messages
-    if planned is None and config.rate is not None:
-        planned = math.ceil(config.rate * config.duration_s)
-    prebuilt = planned is not None and planned <= PREBUILD_LIMIT_MESSAGES
-    if prebuilt:
-        schedule_config = dataclasses.replace(schedule_config, messages=planned)
+    # A plan of known, moderate size (--messages) is built before the clock starts so that the
+    # send loop runs at full speed; its bookkeeping is done after the loop for the same reason.
+    # Duration runs (often long and slow) plan chunk by chunk as they go: for the highest rates,
+    # give a message count.
+    prebuilt = config.messages is not None and config.messages <= PREBUILD_LIMIT_MESSAGES
     schedule = Schedule(schedule_config)
     ledger = Ledger(config.start_seq, len(config.endpoints))
     next_chunk = functools.partial(schedule.next_chunk, _chunk_packets(config))

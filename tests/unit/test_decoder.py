@@ -535,7 +535,7 @@ def test_stats_shape():
         "itch_unknown_type", "itch_bad_length"]
     assert list(stats["latency"]) == ["kernel_to_engine", "exchange_to_engine"]
     for entry in stats["latency"].values():
-        assert set(entry) == {"count", "min", "max", "mean", "p50", "p90", "p99", "p999", "lines"}
+        assert set(entry) == {"count", "sum", "min", "max", "mean", "p50", "p90", "p99", "p999", "lines"}
         assert set(entry["lines"]) == {"A", "B"}
     assert set(one_line().stats()["lines"]) == {"A"}
 

@@ -178,10 +178,7 @@ def test_two_lines_with_every_fault_arrive_exactly_as_summarised():
         assert received_ns <= after_ns
 
 
-@pytest.mark.parametrize("rate, per_packet", [
-    (20_000, 2),   # paced: planned ahead, stopped at the deadline wherever it got to
-    (None, 20),    # unpaced: planned chunk by chunk while sending
-])
+@pytest.mark.parametrize("rate, per_packet", [(20_000, 2), (None, 20)])
 def test_duration_run_records_only_what_it_sent(rate, per_packet):
     lines = [endpoint(0)]
     config = PublishConfig(lines=lines, source_ip="127.0.0.1", multicast_loop=True,
@@ -374,3 +371,12 @@ def test_publish_through_iface_between_namespaces(tmp_path):
     summary = json.loads(summary_path.read_text())
     assert summary["gaps_injected"] > 0 and summary["covered_by_other_line"] > 0
     assert_received_as_summarised(summary, tally(received))
+
+
+def test_in_process_cli_leaves_signal_handlers_as_it_found_them(capsys):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    group, port = endpoint(0)
+    assert main(["publish", "--line", f"A={group}:{port}", "--source-ip", "127.0.0.1",
+                 "--messages", "5"]) == 0
+    assert json.loads(capsys.readouterr().out)["messages_sent"] == 5
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -113,5 +113,5 @@ def test_percentile_edge_cases():
 
 
 def test_summarize_empty_is_all_zero():
-    assert summarize(0, 0, 0, 0, []) == {"count": 0, "min": 0, "max": 0, "mean": 0, "p50": 0,
+    assert summarize(0, 0, 0, 0, []) == {"count": 0, "sum": 0, "min": 0, "max": 0, "mean": 0, "p50": 0,
                                          "p90": 0, "p99": 0, "p999": 0}
