@@ -2,8 +2,9 @@
 
     summary = publish(PublishConfig(lines=[("239.1.1.1", 26477)], messages=10_000, rate=50_000))
 
-The plan (schedule.py) is built in chunks ahead of the send loop; the loop only stamps ITCH
-timestamps into prebuilt packets, paces and calls sendto(). What was sent is recorded in a
+The plan (schedule.py) comes in chunks of prebuilt packets, all made before the send loop starts
+for a message count, each made just ahead of its turn for a duration; the loop only stamps ITCH
+timestamps into the packets, paces and calls sendto(). What was sent is recorded in a
 Ledger, whose summary (see ledger.py for the definitions) is the ground truth for a receiver.
 """
 from __future__ import annotations
