@@ -226,6 +226,11 @@ class Agent:
             if deadline is not None and now >= deadline:
                 break
             if self.supervisor.state is State.FAILED:
+                # Say why where people look (the log, the FeedHandler's status) before leaving.
+                failed = conditions.evaluate(self._observation(now))
+                self._say_condition_changes(failed)
+                if self.reporter is not None:
+                    self.reporter.maybe_report(failed, self._stats, force=True)
                 self._say(f"giving up: {self.supervisor.last_exit.description}")
                 break
             self._observe(now)

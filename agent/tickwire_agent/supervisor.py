@@ -102,7 +102,8 @@ class Supervisor:
                 proc.kill()
         if self._thread is not None:
             self._thread.join()
-        self.state = State.STOPPED
+        if self.state is not State.FAILED:   # a failure stays visible to whoever asks after
+            self.state = State.STOPPED
         return self.last_exit
 
     def _write_pid(self, pid: int | None) -> None:

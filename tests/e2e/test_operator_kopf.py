@@ -354,14 +354,16 @@ def test_two_replicas_with_peering_only_one_acts(cluster, operator):
     c.custom.create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", {
         "apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": "tickwire-operator"}})
     c.add_node("node-a", cores="0-9", nics="eth1=0-9")
-    low = operator(extra=("--peering", "tickwire-operator", "--priority", "100", "-v"))
-    high = operator(extra=("--peering", "tickwire-operator", "--priority", "200", "-v"))
-    wait_for("the low-priority replica to step back",
-             lambda: "Pausing operations in favour of" in open(low.log_path, errors="replace").read(),
-             timeout=60, op=low)
+    high = operator(extra=("--peering", "tickwire-operator", "--priority", "200"))
+    peers = lambda: (c.kube.get("kopf.dev/v1/clusterkopfpeerings", None, "tickwire-operator") or {}).get("status") or {}  # noqa: E731
+    wait_for("the first replica's keep-alive", lambda: len(peers()) == 1, op=high)
+    low = operator(extra=("--peering", "tickwire-operator", "--priority", "100"))
+    wait_for("both replicas in the peering", lambda: len(peers()) == 2, op=low)
+    assert sorted(p["priority"] for p in peers().values()) == [100, 200]
     for i in range(8):
         c.apply(f"fh-{i}")
     wait_for("8 placed", lambda: sum(placed(f) for f in c.fhs()) == 8, op=high)
     assert_no_double_allocation(c.fhs(), c.pods())
-    assert "placed feeds/" in open(high.log_path, errors="replace").read()
+    assert low.proc.poll() is None and _live(low), "the standby replica must stay up"
+    assert open(high.log_path, errors="replace").read().count("placed feeds/") == 8
     assert "placed feeds/" not in open(low.log_path, errors="replace").read()

@@ -115,14 +115,17 @@ def test_apply_place_run_receive_ready(tmp_path):
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
             processes.append(feed)
 
-            def ready():
+            def ready_with_numbers():
                 fh = kube.get(f"{GROUP}/{VERSION}/{PLURAL}", NS, "itch-a")
-                return fh if (condition(fh, "Ready") or {}).get("status") == "True" else None
+                snap = ((fh or {}).get("status") or {}).get("snapshot") or {}
+                numbers = snap.get("rate", 0) > 0 and (snap.get("latency") or {}).get("p99Micros", 0) > 0
+                return fh if numbers and (condition(fh, "Ready") or {}).get("status") == "True" else None
 
-            fh = wait_for("Ready=True", ready, 60, logs)
+            # Ready, and a snapshot with a message rate and a latency (one snapshot may show a rate
+            # of 0 when the publisher was descheduled for a whole interval on a busy machine).
+            fh = wait_for("Ready=True with a rate and a p99", ready_with_numbers, 60, logs)
             snapshot = fh["status"]["snapshot"]
-            assert snapshot["rate"] > 0 and snapshot["messages"] > 0
-            assert snapshot["latency"]["p99Micros"] > 0
+            assert snapshot["messages"] > 0
             assert snapshot["xdpMode"] == "generic"
             assert condition(fh, "Ready")["reason"] == "FeedHealthy"
             assert condition(fh, "Ready")["observedGeneration"] == fh["metadata"]["generation"]

@@ -56,6 +56,10 @@ def test_crd_has_printer_columns_short_name_and_status_subresource():
     assert "Age" in columns
 
 
+def test_the_crd_itself_passes_kubernetes_validate_strict():
+    kubernetes_validate.validate(crd(), kubernetes_validate.latest_version(), strict=True)
+
+
 def test_every_cel_rule_has_a_python_twin():
     assert crd_rule_messages() == set(SPEC_RULES) | set(ROOT_RULES)
 
