@@ -31,8 +31,6 @@ HEALTH_SECONDS = float(os.environ.get("TICKWIRE_HEALTH_SECONDS", "5"))
 FINALIZER = "tickwire.dev/release-allocation"
 FH = (GROUP, VERSION, PLURAL)
 
-log = logging.getLogger("tickwire.operator")
-
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:

@@ -1,10 +1,9 @@
 """Choosing a node, NIC queue, cores and hugepages for a FeedHandler, never giving one out twice.
 
 Pure functions over plain data: the caller passes the node inventories and every allocation
-already made (the ledger), gets back an Allocation or NoFit with the reason per node. The truth
-lives in the API server (each FeedHandler's status.placement, and each agent Pod's plan while it
-runs); `Ledger` is only the operator's view of it plus the decisions it has made but not yet seen
-come back through the watch.
+already held, gets back an Allocation or NoFit with the reason per node. The truth lives in the
+API server (each FeedHandler's status.placement, and each agent Pod's plan while it runs); the
+`Ledger` only remembers the decisions this process made that the watch has not shown back yet.
 """
 from __future__ import annotations
 
@@ -57,26 +56,15 @@ class NoFit(Exception):
 
 @dataclass
 class Ledger:
-    """Who holds what. Keys are owners (a FeedHandler's uid, or "pod:<uid>" for a running Pod).
-
-    `observed` mirrors what the API server says; `claimed` holds this process's own decisions,
-    which win over a stale observation of the same owner until it is released.
-    """
-    observed: dict[str, Allocation] = field(default_factory=dict)
+    """The decisions this process made, by FeedHandler uid. They outrank a stale observation of
+    the same FeedHandler (the watch shows our own status write a moment later) until released."""
     claimed: dict[str, Allocation] = field(default_factory=dict)
-
-    def holdings(self, *, excluding: Iterable[str] = ()) -> dict[str, Allocation]:
-        skip = set(excluding)
-        merged = {k: v for k, v in self.observed.items() if k not in skip}
-        merged.update({k: v for k, v in self.claimed.items() if k not in skip})
-        return merged
 
     def claim(self, owner: str, allocation: Allocation) -> None:
         self.claimed[owner] = allocation
 
     def release(self, owner: str) -> None:
         self.claimed.pop(owner, None)
-        self.observed.pop(owner, None)
 
 
 def used_on(node: str, holdings: Iterable[Allocation]) -> tuple[set[int], set[tuple[str, int]], int]:

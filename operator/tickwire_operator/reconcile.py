@@ -70,6 +70,16 @@ class Holding:
     since: str
 
 
+KEEP = object()  # leave status.placement as it is
+
+
+def _placed(allocation: Allocation, generation: int) -> dict:
+    return conditions.condition(
+        "Placed", True, "Placed",
+        f"node {allocation.node}, {allocation.interface} queue {allocation.queue}, "
+        f"cores {allocation.as_status()['coreList']}, {allocation.hugepages} hugepages", generation)
+
+
 def _status_patch(fresh: Mapping[str, Any], *, generation: int, updates: list[dict],
                   placement: Any, pod_exists: bool, stale_after: float) -> dict | None:
     """The operator's part of status for the fresh body; None when nothing would change."""
@@ -87,8 +97,6 @@ def _status_patch(fresh: Mapping[str, Any], *, generation: int, updates: list[di
              if new.get(key) != status.get(key)}
     return patch or None
 
-
-KEEP = object()  # leave status.placement as it is
 
 
 class Reconciler:
@@ -179,12 +187,7 @@ class Reconciler:
                     return "nofit"
                 self.ledger.claim(uid, allocation)
                 try:
-                    placed = conditions.condition(
-                        "Placed", True, "Placed",
-                        f"node {allocation.node}, {allocation.interface} queue {allocation.queue}, "
-                        f"cores {allocation.as_status()['coreList']}, {allocation.hugepages} hugepages",
-                        generation)
-                    fresh = await self._write(body, generation, [placed],
+                    fresh = await self._write(body, generation, [_placed(allocation, generation)],
                                               {**allocation.as_status(), "pod": pod_name(name)},
                                               pod is not None, stale_after)
                 except BaseException:
@@ -219,13 +222,10 @@ class Reconciler:
         else:
             plan_generation = pod.plan_generation
 
-        placed = conditions.condition(
-            "Placed", True, "Placed",
-            f"node {allocation.node}, {allocation.interface} queue {allocation.queue}, "
-            f"cores {allocation.as_status()['coreList']}, {allocation.hugepages} hugepages", generation)
         placement = {**allocation.as_status(), "pod": pod_name(name), "planHash": wanted_hash,
                      "planGeneration": plan_generation}
-        fresh = await self._write(body, generation, [placed], placement, True, stale_after)
+        fresh = await self._write(body, generation, [_placed(allocation, generation)], placement, True,
+                                  stale_after)
         return "gone" if fresh is None else "placed"
 
     async def _write(self, body, generation, updates, placement, pod_exists, stale_after):
