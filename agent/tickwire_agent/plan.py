@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from tickwire_engine.config import EngineConfig
+from tickwire_engine.config import EngineConfig, Line  # the engine's own line type
 
 API_VERSION = "tickwire.dev/plan-v1"
 
@@ -60,20 +60,6 @@ class FeedHandlerRef:
     name: str
     generation: int
     uid: str | None = None
-
-
-@dataclass(frozen=True)
-class Line:
-    name: str
-    group: str
-    port: int
-    source: str | None = None
-
-    @property
-    def engine_arg(self) -> str:
-        """`A=GROUP:PORT[@SOURCE]`, the engine CLI's --line syntax."""
-        text = f"{self.name}={self.group}:{self.port}"
-        return f"{text}@{self.source}" if self.source else text
 
 
 @dataclass(frozen=True)

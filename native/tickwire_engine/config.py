@@ -61,6 +61,12 @@ class Line:
         line.validate()
         return line
 
+    @property
+    def engine_arg(self) -> str:
+        """`A=GROUP:PORT[@SOURCE]`: the inverse of `parse`, the CLI's --line syntax."""
+        text = f"{self.name}={self.group}:{self.port}"
+        return f"{text}@{self.source}" if self.source else text
+
     def validate(self) -> None:
         if self.name not in LINE_NAMES:
             raise ConfigError(f"line name '{self.name}': must be A or B")
