@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential pkg-config clang llvm libclang-rt-14-dev   # engine, XDP program, fuzzer (libFuzzer + ASan/UBSan)
   libxdp-dev libbpf-dev xdp-tools bpftool                    # AF_XDP sockets and XDP loading
-  iproute2 ethtool iputils-ping tcpdump procps                # namespaces, veth, checks
+  iproute2 ethtool iputils-ping tcpdump procps util-linux     # namespaces, veth, checks, setpriv
   prometheus                                                  # the real Prometheus of the integration test
   python3-venv python3-dev
 )

@@ -1,8 +1,10 @@
 """`tickwire-engine run`: the engine as a process. Other parts (the agent, tests, benchmarks) drive
 this interface, so keep its flags and the stats JSON keys stable.
 
-Exit status: 0 after a clean stop (duration over, SIGINT or SIGTERM), 2 for a configuration the
-engine cannot use, 3 when the kernel refused something (XDP attach, socket, privileges).
+Exit status: 0 after a clean stop (duration over, SIGINT or SIGTERM); 2 when no retry can help (a
+configuration the engine cannot use, a missing capability, a driver that cannot do what was asked,
+another program on the interface); 3 when the kernel refused something that may pass later
+(EBUSY, ENOMEM, ...).
 """
 from __future__ import annotations
 
@@ -131,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     except PrivilegeError as exc:
         print(f"tickwire-engine: {exc}", file=sys.stderr)
-        return EXIT_KERNEL
+        return EXIT_CONFIG
 
     meter = RateMeter()
 

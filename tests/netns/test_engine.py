@@ -265,6 +265,16 @@ def test_a_stale_program_of_ours_is_replaced_but_never_someone_elses(pair, tmp_p
     assert "someone_else" in xdp_attached(pair)
 
 
+def test_a_missing_capability_is_named(pair):
+    # setpriv drops CAP_NET_ADMIN from the bounding set, so even root runs the engine without it.
+    result = pair.run(pair.node_ns, "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
+                      ENGINE, "run", "--iface", pair.node_if, "--line", LINE_A, "--duration", "1",
+                      check=False)
+    assert result.returncode == 2
+    assert "lacks CAP_NET_ADMIN" in result.stderr
+    assert xdp_attached(pair) == ""
+
+
 @pytest.mark.parametrize("args, message", [
     (["--iface", "nosuchif0", "--line", LINE_A], "unknown interface 'nosuchif0'"),
     (["--iface", "{node}", "--queue", "7", "--line", LINE_A], "queue 7 is out of range"),
