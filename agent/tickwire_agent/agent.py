@@ -193,7 +193,7 @@ class Agent:
                 "--hugepages" if self.tuning and self.tuning.hugepages else "--no-hugepages",
                 "--busy-poll", "on" if p.busy_poll.enabled else "off",
                 "--busy-poll-usec", str(p.busy_poll.usec), "--busy-poll-budget", str(p.busy_poll.budget),
-                "--quiet"]
+                "--rt-priority", str(p.busy_poll.rt_priority), "--quiet"]
         if p.exchange_timezone:
             cmd += ["--exchange-tz", p.exchange_timezone]
         return cmd

@@ -75,6 +75,7 @@ class BusyPoll:
     budget: int = 64
     napi_defer_hard_irqs: int | None = None
     gro_flush_timeout_ns: int | None = None
+    rt_priority: int = 0
 
 
 @dataclass(frozen=True)
@@ -297,7 +298,8 @@ def _build(doc: dict) -> Plan:
         busy_poll=BusyPoll(enabled=bp.get("enabled", True), usec=bp.get("usec", 50),
                            budget=bp.get("budget", 64),
                            napi_defer_hard_irqs=bp.get("napiDeferHardIrqs"),
-                           gro_flush_timeout_ns=bp.get("groFlushTimeoutNs")),
+                           gro_flush_timeout_ns=bp.get("groFlushTimeoutNs"),
+                           rt_priority=bp.get("rtPriority", 0)),
         irq_affinity=tuple(doc.get("irqAffinity", ())),
         latency_slo_p99_micros=doc.get("latencySLO", {}).get("p99Micros"),
         stale_after_seconds=doc.get("staleAfterSeconds", 5.0),

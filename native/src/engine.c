@@ -69,6 +69,7 @@ struct tw_engine {
 	int thread_started;
 	atomic_int stop;
 
+	int kick_when_idle;                 /* busy poll: recvfrom() on an empty ring drives NAPI */
 	struct tw_loop_stats loop;          /* poll thread's own counters */
 	/* Published copy for readers, guarded by `seq` (odd while the poll thread writes it). */
 	atomic_uint_fast64_t seq;
@@ -424,6 +425,16 @@ static inline uint64_t frame_kernel_time(struct tw_engine *e, uint8_t *pkt, uint
 	return meta->rx_ns;
 }
 
+/* A spinning thread tells the CPU so: less power, and a sibling hyperthread keeps its share. */
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
 static void kick_kernel(struct tw_engine *e)
 {
 	recvfrom(xsk_socket__fd(e->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
@@ -456,8 +467,13 @@ static void *poll_loop(void *arg)
 				dirty = 0;
 			}
 			if (e->cfg.busy_poll) {
-				if (e->info.busy_poll_applied || xsk_ring_prod__needs_wakeup(&e->fill))
+				/* recvfrom() busy-polls the socket's NAPI context; in generic mode the
+				 * frames come from the sender's softirq and there is none to drive, so
+				 * the thread just spins on the ring. */
+				if (e->kick_when_idle || xsk_ring_prod__needs_wakeup(&e->fill))
 					kick_kernel(e);
+				else
+					cpu_relax();
 			} else {
 				e->loop.wakeups++;
 				poll(&pfd, 1, IDLE_WAIT_MS);
@@ -522,6 +538,9 @@ static int check_config(const struct tw_engine_config *c, char *err, size_t errl
 			    c->batch_size);
 	if (c->xdp_mode < TW_XDP_AUTO || c->xdp_mode > TW_XDP_GENERIC)
 		return fail(err, errlen, EINVAL, "unknown XDP mode %d", c->xdp_mode);
+	if (c->rt_priority < 0 || c->rt_priority > 99)
+		return fail(err, errlen, EINVAL, "rt_priority must be 0 (off) or 1-99, not %d",
+			    c->rt_priority);
 	if (c->zero_copy < TW_ZC_AUTO || c->zero_copy > TW_ZC_OFF)
 		return fail(err, errlen, EINVAL, "unknown zero-copy setting %d", c->zero_copy);
 	return 0;
@@ -576,6 +595,27 @@ static void pin_thread(struct tw_engine *e)
 	}
 }
 
+/* A spinning poll thread under the normal scheduler shares its core with whatever else wakes up
+ * there; SCHED_FIFO makes it the core's owner (the kernel's RT throttling still leaves others a
+ * sliver). Needs CAP_SYS_NICE; without it the thread runs on, normally scheduled, and says so. */
+static void make_realtime(struct tw_engine *e)
+{
+	struct sched_param param = { .sched_priority = e->cfg.rt_priority };
+	char why[128];
+	int ret;
+
+	if (e->cfg.rt_priority <= 0)
+		return;
+	ret = pthread_setschedparam(e->thread, SCHED_FIFO, &param);
+	if (ret == 0) {
+		e->info.rt_priority = e->cfg.rt_priority;
+		return;
+	}
+	snprintf(why, sizeof(why), "SCHED_FIFO %d refused (%s): normal scheduling",
+		 e->cfg.rt_priority, strerror(ret));
+	note_fallback(e, why);
+}
+
 int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 {
 	int ret;
@@ -598,6 +638,7 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 		return ret;
 	}
 	apply_busy_poll(e);
+	e->kick_when_idle = e->info.busy_poll_applied && e->info.xdp_mode == TW_XDP_NATIVE;
 
 	atomic_store(&e->stop, 0);
 	publish(e);
@@ -609,6 +650,7 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 	e->thread_started = 1;
 	pthread_setname_np(e->thread, "tw-poll");
 	pin_thread(e);
+	make_realtime(e);
 	return 0;
 }
 

@@ -167,6 +167,7 @@ struct tw_engine_config {
     int32_t busy_poll;          /* 1: spin on the RX ring (SO_PREFER_BUSY_POLL); 0: wait in poll() */
     int32_t busy_poll_usec;     /* SO_BUSY_POLL, 0 to leave alone */
     int32_t busy_poll_budget;   /* SO_BUSY_POLL_BUDGET, 0 to leave alone */
+    int32_t rt_priority;        /* SCHED_FIFO priority for the poll thread (1-99), 0: normal */
     char bpf_object[512];       /* path of steer.bpf.o */
     struct tw_decoder_config decoder;
 };
@@ -179,6 +180,7 @@ struct tw_engine_info {
     int32_t metadata;           /* 1 once a frame carried XDP receive-time metadata */
     int32_t busy_poll_applied;  /* 1 if the kernel accepted the busy-poll socket options */
     int32_t core;               /* CPU the poll thread runs on, or -1 */
+    int32_t rt_priority;        /* SCHED_FIFO priority it got, or 0 */
     uint32_t prog_id;           /* id of the attached XDP program */
     uint64_t umem_bytes;
     char fallback[256];         /* what was asked but not granted, and why, or "" */

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--busy-poll-usec", type=int, default=0, help="SO_BUSY_POLL (0: leave alone)")
     run.add_argument("--busy-poll-budget", type=int, default=0,
                      help="SO_BUSY_POLL_BUDGET (0: leave alone)")
+    run.add_argument("--rt-priority", type=int, default=0, metavar="1-99",
+                     help="run the poll thread SCHED_FIFO at this priority (needs CAP_SYS_NICE); "
+                          "with --busy-poll on it then owns its core. 0: normal scheduling")
     run.add_argument("--batch-size", type=int, default=64, help="descriptors per poll")
     run.add_argument("--exchange-tz", metavar="ZONE",
                      help="IANA zone of the exchange's midnight (default: local)")
@@ -61,7 +64,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         interface=args.iface, queue=args.queue, lines=[Line.parse(s) for s in args.line],
         xdp_mode=args.mode, zero_copy=args.zero_copy, core=args.core, hugepages=args.hugepages,
         busy_poll=args.busy_poll == "on", busy_poll_usec=args.busy_poll_usec,
-        busy_poll_budget=args.busy_poll_budget, batch_size=args.batch_size,
+        busy_poll_budget=args.busy_poll_budget, rt_priority=args.rt_priority,
+        batch_size=args.batch_size,
         exchange_tz=args.exchange_tz)
 
 
@@ -158,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{info['xdp_mode']}, {'zero-copy' if info['zero_copy'] else 'copy mode'}, "
                   f"{'hugepages' if info['hugepages'] else '4 KiB pages'}, poll thread on "
                   f"{'CPU ' + str(info['core']) if info['core'] is not None else 'any CPU'}"
+                  f"{', SCHED_FIFO ' + str(info['rt_priority']) if info['rt_priority'] else ''}"
                   + (f" ({info['fallback']})" if info["fallback"] else ""), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         next_print = time.monotonic() + 1.0

@@ -158,6 +158,7 @@ class EngineConfig:
     busy_poll: bool = True
     busy_poll_usec: int = 0
     busy_poll_budget: int = 0
+    rt_priority: int = 0
     frame_count: int = 4096
     frame_size: int = 2048
     ring_size: int = 2048
@@ -174,6 +175,9 @@ class EngineConfig:
             raise ConfigError(f"XDP mode '{self.xdp_mode}': use one of {', '.join(XDP_MODES)}")
         if self.zero_copy not in ZERO_COPY:
             raise ConfigError(f"zero-copy '{self.zero_copy}': use one of {', '.join(ZERO_COPY)}")
+        if not 0 <= self.rt_priority <= 99:
+            raise ConfigError(f"real-time priority {self.rt_priority}: use 1-99 (SCHED_FIFO) or 0 "
+                              "for normal scheduling")
         if self.frame_size not in (2048, 4096):
             raise ConfigError(f"frame size {self.frame_size}: use 2048 or 4096")
         if not _power_of_two(self.ring_size):

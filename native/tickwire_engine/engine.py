@@ -39,6 +39,7 @@ def _c_config(config: EngineConfig):
     c.busy_poll = int(config.busy_poll)
     c.busy_poll_usec = config.busy_poll_usec
     c.busy_poll_budget = config.busy_poll_budget
+    c.rt_priority = config.rt_priority
     c.bpf_object = config.bpf_object.encode()
     fill_decoder_config(c.decoder, config.lines, exchange_midnight_ns(config.exchange_tz),
                         config.arbitration_window_ns)
@@ -118,6 +119,7 @@ class Engine:
             "busy_poll": bool(self.config.busy_poll),
             "busy_poll_applied": bool(i.busy_poll_applied),
             "core": None if i.core < 0 else i.core,
+            "rt_priority": i.rt_priority,
             "prog_id": i.prog_id,
             "umem_bytes": i.umem_bytes,
             "fallback": ffi.string(i.fallback).decode(errors="replace"),

@@ -265,6 +265,20 @@ def test_a_stale_program_of_ours_is_replaced_but_never_someone_elses(pair, tmp_p
     assert "someone_else" in xdp_attached(pair)
 
 
+def test_the_poll_thread_can_own_its_core_with_sched_fifo(pair, tmp_path):
+    core = max(os.sched_getaffinity(0))
+    with engine_running(pair, [LINE_A], tmp_path,
+                        ["--core", str(core), "--busy-poll", "on", "--rt-priority", "10"]) as engine:
+        sent = publish(pair, tmp_path, ["--line", LINE_A, "--messages", "2000", "--seed", "8"])
+        stats = engine.settle(messages=sent["messages_sent"])
+        threads = subprocess.run(["ps", "-L", "-o", "comm=,rtprio=,psr=", "-p", str(engine.proc.pid)],
+                                 capture_output=True, text=True, check=True).stdout.split("\n")
+    poll = [t.split() for t in threads if t.startswith("tw-poll")]
+    assert poll == [["tw-poll", "10", str(core)]]
+    assert stats["rt_priority"] == 10 and stats["core"] == core
+    assert stats["messages"] == 2000
+
+
 def test_a_missing_capability_is_named(pair):
     # setpriv drops CAP_NET_ADMIN from the bounding set, so even root runs the engine without it.
     result = pair.run(pair.node_ns, "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
