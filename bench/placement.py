@@ -6,12 +6,15 @@ On two cores the placement decides the result, so nothing is left to the schedul
                   the transmitting CPU, so with RPS off the kernel's receive work (the UDP/IP
                   stack for kernel sockets, generic XDP and the copy into the UMEM for the
                   engine, the veth NAPI poll in native mode) lands here too;
-  receiver CPU    the contender (engine poll thread and its process, the C receiver, the Python
-                  receiver), alone.
+  receiver CPU    the contender (the engine's poll thread, the C receiver, the Python receiver),
+                  alone; the engine's main thread, which only reports, runs on the publisher CPU,
+                  as it would on a housekeeping core in production.
 
-RPS is switched off and threaded NAPI off on the node's veth (written, then read back), so the
-softirq stays on the publisher's CPU for every contender. `--rps-cpu` moves it elsewhere for
-experiments; the setup records whichever was used.
+RPS is switched off on the node's veth (written, then read back), so the softirq stays on the
+publisher's CPU for every contender. `--rps-cpu` moves the backlog softirq (kernel sockets and
+generic XDP) elsewhere; native XDP on veth polls its NAPI on the transmitting CPU whatever RPS
+says, and threaded NAPI cannot be switched on before XDP gives the veth a NAPI. The setup records
+what was used.
 """
 from __future__ import annotations
 
@@ -47,7 +50,7 @@ def apply(pair: VethPair, publisher_cpu: int, receiver_cpu: int, rps_cpu: int | 
     rps_path = f"{sysfs}/queues/rx-0/rps_cpus"
     if not _write(pair, rps_path, cpu_mask(rps_cpu)):
         raise RuntimeError(f"cannot set {rps_path} (needs root and sysfs in the node namespace)")
-    threaded_ok = _write(pair, f"{sysfs}/threaded", "0")
+    threaded_ok = _write(pair, f"{sysfs}/threaded", "0")   # a veth without XDP has no NAPI: may fail
     rps = _read(pair, rps_path) or "?"
     softirq_cpu = publisher_cpu if int(rps.replace(",", "") or "0", 16) == 0 else rps_cpu
     return {
@@ -56,14 +59,17 @@ def apply(pair: VethPair, publisher_cpu: int, receiver_cpu: int, rps_cpu: int | 
         "receiver_cpu": receiver_cpu,
         "rx_softirq_cpu": softirq_cpu,
         "rps_cpus": rps,
-        "threaded_napi": _read(pair, f"{sysfs}/threaded") if threaded_ok else "not supported",
+        "threaded_napi": _read(pair, f"{sysfs}/threaded") if threaded_ok else "off (no NAPI before XDP)",
         "busy_poll_sysctls": {name: _read(pair, f"/proc/sys/net/core/{name}")
                               for name in ("busy_poll", "busy_read")},
         "irqs": "none: a veth has no hardware interrupts; its receive work runs as softirq",
         "how": (f"publisher pinned to CPU {publisher_cpu}; each receiver's process pinned to CPU "
-                f"{receiver_cpu} (taskset; the engine's poll thread also --core {receiver_cpu}); "
+                f"{receiver_cpu} (taskset), except the engine's main thread, which only writes stats "
+                f"every 0.1 s: its poll thread has CPU {receiver_cpu} (--core), the main thread CPU "
+                f"{publisher_cpu}; "
                 f"RPS {'off' if rps_cpu is None else 'to CPU ' + str(rps_cpu)} and threaded NAPI "
-                f"off on the node veth, so the veth's receive softirq runs on CPU {softirq_cpu}"),
+                f"off on the node veth, so the veth's receive softirq runs on CPU {softirq_cpu} (native "
+                f"XDP: the veth's NAPI poll runs on the transmitting CPU {publisher_cpu})"),
     }
 
 

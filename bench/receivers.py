@@ -51,8 +51,18 @@ class Feed:
     group: str
     port: int
     midnight_ns: int
-    cpu: int
+    cpu: int                     # the receiver's core
+    housekeeping_cpu: int        # where the engine's reporting thread may run (not `cpu`)
     busy_poll_usec: int = 50
+
+
+def cpu_list(contender: Contender, feed: Feed) -> str:
+    """taskset's CPU list. The engine pins its poll thread to `cpu` itself and moves its main
+    thread (which wakes every 50 ms to write stats) off that core, as it does in production; the
+    single-threaded contenders get the receiver's core only."""
+    if contender.kind == "engine":
+        return f"{feed.housekeeping_cpu},{feed.cpu}"
+    return str(feed.cpu)
 
 
 def command(contender: Contender, feed: Feed, stats_path: str, kernel_rx: str) -> list[str]:
@@ -61,7 +71,7 @@ def command(contender: Contender, feed: Feed, stats_path: str, kernel_rx: str) -
                 "--mode", contender.xdp_mode, "--core", str(feed.cpu),
                 "--busy-poll", "on" if contender.busy_poll else "off",
                 *(["--busy-poll-usec", str(feed.busy_poll_usec)] if contender.busy_poll else []),
-                "--exchange-tz", "UTC", "--stats-json", stats_path, "--stats-interval", "0.05",
+                "--exchange-tz", "UTC", "--stats-json", stats_path, "--stats-interval", "0.1",
                 "--quiet"]
     common = ["--iface", feed.iface, "--group", feed.group, "--port", str(feed.port),
               "--midnight-ns", str(feed.midnight_ns), "--stats-json", stats_path]
@@ -77,12 +87,12 @@ class ReceiverError(RuntimeError):
 
 
 class Receiver:
-    """One contender running in the node namespace, pinned to its CPU with taskset."""
+    """One contender running in the node namespace, pinned with taskset (see cpu_list)."""
 
     def __init__(self, pair: VethPair, contender: Contender, feed: Feed, stats_path: str, kernel_rx: str):
         self.contender = contender
         self.stats_path = stats_path
-        cmd = ["taskset", "-c", str(feed.cpu), *command(contender, feed, stats_path, kernel_rx)]
+        cmd = ["taskset", "-c", cpu_list(contender, feed), *command(contender, feed, stats_path, kernel_rx)]
         if os.path.exists(stats_path):
             os.unlink(stats_path)   # a stale file would look like "ready" before the signal handler is
         self._stderr = open(stats_path + ".stderr", "w+")

@@ -120,7 +120,7 @@ class Bench:
         self.publisher = Publisher(pair, binaries["publisher"], template_path, self.address,
                                    self.midnight_ns, args.publisher_cpu)
         self.feed = Feed(pair.node_if, self.address.group, self.address.port, self.midnight_ns,
-                         args.receiver_cpu)
+                         cpu=args.receiver_cpu, housekeeping_cpu=args.publisher_cpu)
         self.repeats: dict[str, list[report.Repeat]] = {k: [] for k in args.contender_keys}
         self.errors: dict[str, str] = {}
 
@@ -128,7 +128,8 @@ class Bench:
         t = run_trial(self.publisher, receiver, rate_pps, seconds)
         log(f"  {receiver.contender.key:<20} {t.pkts_per_s:>10,.0f} pkts/s {t.msgs_per_s:>11,.0f} msgs/s"
             f"  lost {t.lost_messages:>7,}  cpu {t.receiver_cpu_s:5.2f} s"
-            f"  {'ok' if t.zero_loss else 'LOSS'}")
+            f"  {'ok' if t.zero_loss else 'LOSS'}"
+            + "".join(f"  {k} {v:,}" for k, v in t.drops.items()))
         return t
 
     def round(self, key: str) -> report.Repeat:

@@ -65,6 +65,25 @@ def softirq_seconds() -> dict[str, float]:
     return out
 
 
+def kernel_drop_counters(pair: VethPair) -> dict[str, int]:
+    """Where the kernel dropped packets in the node namespace: the veth's receive queue and the
+    UDP sockets' buffers (/proc/net/snmp)."""
+    out = pair.run(pair.node_ns, "sh", "-c", f"cat /sys/class/net/{pair.node_if}/statistics/rx_dropped; "
+                   "grep '^Udp:' /proc/net/snmp").stdout.split("\n")
+    counters = {"veth_rx_dropped": int(out[0])}
+    udp = [line.split()[1:] for line in out[1:3]]
+    if len(udp) == 2:
+        named = dict(zip(udp[0], map(int, udp[1])))
+        counters["udp_rcvbuf_errors"] = named.get("RcvbufErrors", 0)
+        counters["udp_in_errors"] = named.get("InErrors", 0)
+    return counters
+
+
+def _ring_counters(stats: dict) -> dict[str, int]:
+    """The engine's AF_XDP ring counters (XDP_STATISTICS), when the receiver has them."""
+    return {f"xsk_{k}": v for k, v in (stats.get("ring") or {}).items() if isinstance(v, int)}
+
+
 @dataclass
 class TrialResult:
     target_pps: float
@@ -81,6 +100,7 @@ class TrialResult:
     softirq_s: dict[str, float]
     latency_buckets: list[list[int]] = field(repr=False)
     latency_max_ns: int = 0    # cumulative max if it grew in this trial, else the top bucket's bound
+    drops: dict[str, int] = field(default_factory=dict)  # where packets were dropped, nonzero only
 
     @property
     def lost_messages(self) -> int:
@@ -129,10 +149,15 @@ def by_type_delta(after: dict, before: dict) -> dict[str, int]:
 def run_trial(publisher: Publisher, receiver: Receiver, rate_pps: float, seconds: float) -> TrialResult:
     packets = max(1, round(rate_pps * seconds))
     before = receiver.snapshot()
+    kernel0 = kernel_drop_counters(publisher.pair)
     soft0, cpu0 = softirq_seconds(), receiver.cpu_ns()
     sent = publisher.send(rate_pps, packets)
     cpu1, soft1 = receiver.cpu_ns(), softirq_seconds()
     after = _settle(receiver, before, sent["messages"])
+    kernel1 = kernel_drop_counters(publisher.pair)
+    drops = {k: kernel1[k] - kernel0.get(k, 0) for k in kernel1}
+    ring0 = _ring_counters(before)
+    drops.update({k: v - ring0.get(k, 0) for k, v in _ring_counters(after).items()})
 
     lat_before, lat_after = _latency(before), _latency(after)
     buckets = histogram.subtract(lat_after["buckets"], lat_before["buckets"])
@@ -149,4 +174,4 @@ def run_trial(publisher: Publisher, receiver: Receiver, rate_pps: float, seconds
         duplicates=after["duplicates"] - before["duplicates"],
         receiver_cpu_s=(cpu1 - cpu0) / 1e9,
         softirq_s={cpu: round(soft1[cpu] - soft0.get(cpu, 0), 3) for cpu in soft1},
-        latency_buckets=buckets, latency_max_ns=top)
+        latency_buckets=buckets, latency_max_ns=top, drops={k: v for k, v in drops.items() if v})

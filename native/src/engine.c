@@ -45,6 +45,9 @@
 #define TW_PROG_NAME "tw_steer"
 #define HUGEPAGE_SIZE (2u << 20)
 #define PUBLISH_INTERVAL_NS 2000000ull   /* stats copy for readers at least every 2 ms */
+/* Going idle publishes too (readers see final counts promptly), but not more often than this:
+ * the copy is ~33 KB, and at high rates the ring empties between almost every pair of batches. */
+#define IDLE_PUBLISH_NS 200000ull
 #define IDLE_WAIT_MS 50                  /* poll() timeout in wait mode: bounds stop latency */
 #define BUSY_RETRY_NS 2000000000ull      /* EBUSY on socket create: the kernel frees an old one */
 
@@ -458,7 +461,7 @@ static void *poll_loop(void *arg)
 		if (n == 0) {
 			e->loop.empty_polls++;
 			now.mono_ns = mono_ns();
-			if (dirty) {
+			if (dirty && now.mono_ns - last_publish >= IDLE_PUBLISH_NS) {
 				/* Idle: let holes age into gaps and show readers the final counts. */
 				now.real_ns = real_ns();
 				tw_decoder_tick(e->decoder, &now);

@@ -51,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="SO_BUSY_POLL_BUDGET (0: leave alone)")
     run.add_argument("--rt-priority", type=int, default=0, metavar="1-99",
                      help="run the poll thread SCHED_FIFO at this priority (needs CAP_SYS_NICE); "
-                          "with --busy-poll on it then owns its core. 0: normal scheduling")
+                          "with --busy-poll on it then owns its core, but unless the host sets "
+                          "kernel.sched_rt_runtime_us=-1 the kernel pauses it 50 ms every second "
+                          "(RT throttling). 0: normal scheduling")
     run.add_argument("--batch-size", type=int, default=64, help="descriptors per poll")
     run.add_argument("--exchange-tz", metavar="ZONE",
                      help="IANA zone of the exchange's midnight (default: local)")

@@ -51,7 +51,7 @@ def test_latest_json_has_the_shape_other_tools_read(doc, tmp_path):
     assert loaded["setup"]["latency_rate_msgs_per_s"] == 100_000
 
 
-def test_rates_are_medians_and_latency_merges_the_repeats(doc):
+def test_rates_and_latencies_are_medians_of_the_repeats(doc):
     engine = doc["contenders"]["engine"]
     assert engine["zero_loss_msgs_per_s"] == 2.0e6            # median of 2.0, 2.4, 1.0
     assert engine["zero_loss_pkts_per_s"] == 0.5e6
@@ -131,3 +131,17 @@ def test_rate_goals_know_a_publisher_limited_rate_is_only_a_bound(engine_capped,
     goal = report.document(contenders, {})["goals"]["engine_vs_kernel_c_zero_loss_rate"]
     assert goal["met"] is met
     assert bool(goal["note"]) == (met is None)
+
+
+def test_publisher_limited_follows_the_repeat_that_gives_the_median():
+    capped_high = [repeat(1e6, 3_000), repeat(2e6, 3_000), repeat(3e6, 3_000, publisher_limited=True)]
+    assert report.summarize("e", capped_high)["publisher_limited"] is False
+    capped_middle = [repeat(1e6, 3_000), repeat(2e6, 3_000, publisher_limited=True), repeat(3e6, 3_000)]
+    assert report.summarize("e", capped_middle)["publisher_limited"] is True
+
+
+def test_one_noisy_repeat_does_not_set_the_latency():
+    repeats = [repeat(1e6, 3_000), repeat(1e6, 2_000_000), repeat(1e6, 3_100)]
+    summary = report.summarize("e", repeats)
+    assert summary["latency_ns"]["p99"] <= 31_000 * 1.04
+    assert summary["latency_buckets"] == repeats[2].latency.latency_buckets   # the median-p99 repeat
