@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "kernel.sched_rt_runtime_us=-1 the kernel pauses it 50 ms every second "
                           "(RT throttling). 0: normal scheduling")
     run.add_argument("--batch-size", type=int, default=64, help="descriptors per poll")
+    run.add_argument("--ring-size", type=int, default=EngineConfig.ring_size,
+                     help="entries of each AF_XDP ring (power of two): the burst the engine absorbs "
+                          "while it is off the CPU")
+    run.add_argument("--frame-count", type=int, default=EngineConfig.frame_count,
+                     help="UMEM frames of 2 KiB (at least --ring-size)")
     run.add_argument("--exchange-tz", metavar="ZONE",
                      help="IANA zone of the exchange's midnight (default: local)")
     run.add_argument("--quiet", action="store_true", help="no per-second summary")
@@ -67,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         xdp_mode=args.mode, zero_copy=args.zero_copy, core=args.core, hugepages=args.hugepages,
         busy_poll=args.busy_poll == "on", busy_poll_usec=args.busy_poll_usec,
         busy_poll_budget=args.busy_poll_budget, rt_priority=args.rt_priority,
-        batch_size=args.batch_size,
+        batch_size=args.batch_size, ring_size=args.ring_size, frame_count=args.frame_count,
         exchange_tz=args.exchange_tz)
 
 
