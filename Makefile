@@ -17,6 +17,9 @@ native: setup
 demo: setup
 	$(PY) -m tickwire_demo
 
+demo-operator: setup
+	$(PY) -m tickwire_demo.operator_demo
+
 test: setup fuzz
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
 

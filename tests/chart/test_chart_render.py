@@ -43,6 +43,8 @@ NON_DEFAULT_VALUES = {
         "podAnnotations": {"example.com/team": "market-data"},
         "podLabels": {"team": "market-data"},
         "extraEnv": [{"name": "TICKWIRE_PLACEMENT_POLICY", "value": "spread"}],
+        "replicas": 3,
+        "peering": {"name": "feeds-operator", "installCRD": False},
     },
     "agent": {
         "image": {"repository": "registry.example/tickwire/agent", "tag": "0.1.0-rc1"},
@@ -57,7 +59,9 @@ NON_DEFAULT_VALUES = {
                       "folder": "Market data"},
     },
 }
-VALUE_SETS = {"default": {}, "non-default": NON_DEFAULT_VALUES}
+# Two replicas with everything else at its default: kopf peering, with the chart installing its CRD.
+PEERING_VALUES = {"operator": {"replicas": 2}}
+VALUE_SETS = {"default": {}, "non-default": NON_DEFAULT_VALUES, "peering": PEERING_VALUES}
 
 
 def render(values: dict, namespace: str = "tickwire-system") -> list[dict]:
@@ -112,6 +116,8 @@ def test_every_manifest_passes_kubernetes_validate_strict(rendered, kube_version
     for manifest in manifests:
         if manifest["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # no bundled schema: see test_service_monitor_has_what_prometheus_operator_needs
+        if manifest["apiVersion"].startswith("kopf.dev/"):
+            continue  # no bundled schema: see test_peering_object_is_valid_for_the_peering_crd
         try:
             kubernetes_validate.validate(clean(manifest), kube_version, strict=True)
         except kubernetes_validate.ValidationError as error:
@@ -130,7 +136,7 @@ def test_validation_would_catch_a_wrong_field():
 
 
 def test_operator_runs_unprivileged(rendered):
-    _, manifests = rendered
+    values_name, manifests = rendered
     deployment = one(manifests, "Deployment", "-operator")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -143,9 +149,10 @@ def test_operator_runs_unprivileged(rendered):
     assert security["allowPrivilegeEscalation"] is False
     assert security["privileged"] is False
     assert security["capabilities"] == {"drop": ["ALL"]}
-    assert deployment["spec"]["replicas"] == 1
+    replicas = VALUE_SETS[values_name].get("operator", {}).get("replicas", 1)
+    assert deployment["spec"]["replicas"] == replicas
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
-    assert "--standalone" in container["args"]
+    assert ("--standalone" in container["args"]) == (replicas == 1)
     assert any(a.startswith("--liveness=http://0.0.0.0:") and a.endswith("/healthz") for a in container["args"])
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
@@ -176,7 +183,7 @@ def rules_of(manifests: list[dict], suffix: str) -> set[tuple[str, str, str]]:
 
 
 def test_operator_rbac_is_exactly_what_it_uses(rendered):
-    _, manifests = rendered
+    name, manifests = rendered
     granted = rules_of(manifests, "-operator")
     wanted = (
         {("tickwire.dev", "feedhandlers", v) for v in ("get", "list", "watch", "patch")}
@@ -186,6 +193,8 @@ def test_operator_rbac_is_exactly_what_it_uses(rendered):
         | {("", "events", "create")}
         | {("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("list", "watch")}
     )
+    if name != "default":  # several replicas: kopf peering
+        wanted |= {("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")}
     assert granted == wanted, f"extra: {granted - wanted}, missing: {wanted - granted}"
     assert not any("*" in rule for rule in granted)
 
@@ -197,7 +206,7 @@ def test_agent_rbac_is_namespaced_and_minimal(rendered):
     # Granted per namespace only: no ClusterRoleBinding ever names the agent.
     for binding in by_kind(manifests, "ClusterRoleBinding"):
         assert all(s["name"] != "tickwire-agent" and s["name"] != "feed-agent" for s in binding["subjects"])
-    expected = ["tickwire-system"] if name == "default" else ["feeds-equities", "feeds-options"]
+    expected = ["feeds-equities", "feeds-options"] if name == "non-default" else ["tickwire-system"]
     accounts = sorted(sa["metadata"]["namespace"] for sa in by_kind(manifests, "ServiceAccount")
                       if sa["metadata"]["name"] in ("tickwire-agent", "feed-agent"))
     bindings = sorted(rb["metadata"]["namespace"] for rb in by_kind(manifests, "RoleBinding"))
@@ -222,7 +231,8 @@ def test_crd_upgrade_hook_can_only_touch_the_chart_crds():
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["/crd-upgrade/feedhandler.yaml"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert not [m for m in render(NON_DEFAULT_VALUES) if m["metadata"]["annotations"].get("helm.sh/hook")]
+    assert not [m for m in render(NON_DEFAULT_VALUES)
+                if m["metadata"]["annotations"].get("helm.sh/hook") and m["metadata"]["name"].endswith("-crd-upgrade")]
 
 
 def test_service_monitors_have_what_prometheus_operator_needs():
