@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import time
 import kubernetes.client as k8s
 import pytest
 
+from tickwire_demo.kubelet import container_process
 from tests.support.kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml, netns_executor
 from tests.support.netns import VethPair
 
@@ -50,20 +50,6 @@ def wait_for(what, check, timeout, logs=()):
         time.sleep(0.2)
     tails = "".join(f"\n--- {p.name}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{tails}")
-
-
-def kubelet_command(pod: dict, kubeconfig: pathlib.Path) -> tuple[list[str], dict]:
-    """The Pod's one container as a process: its command and env, downward API resolved; the
-    kubeconfig stands in for the service-account token a real kubelet would mount."""
-    container = pod["spec"]["containers"][0]
-    fields = {"spec.nodeName": pod["spec"]["nodeName"], "metadata.name": pod["metadata"]["name"],
-              "metadata.namespace": pod["metadata"]["namespace"]}
-    env = {"PATH": f"{BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}", "KUBECONFIG": str(kubeconfig)}
-    for var in container["env"]:
-        env[var["name"]] = var["value"] if "value" in var else fields[var["valueFrom"]["fieldRef"]["fieldPath"]]
-    command = list(container["command"])
-    command[0] = shutil.which(command[0], path=env["PATH"]) or command[0]
-    return command, env
 
 
 def test_apply_place_run_receive_ready(tmp_path):
@@ -100,7 +86,7 @@ def test_apply_place_run_receive_ready(tmp_path):
             assert (plan["interface"], plan["cores"], plan["queue"]) == (pair.node_if, [core_id], 0)
 
             # -- the test is the kubelet now --
-            command, agent_env = kubelet_command(pod, kubeconfig)
+            command, agent_env = container_process(pod, kubeconfig, BIN)
             assert command[1:] == ["run", "--plan-env", "TICKWIRE_PLAN"]
             agent_log = tmp_path / "agent.log"
             processes.append(pair.popen(pair.node_ns, command, env=agent_env,
