@@ -1,8 +1,9 @@
 """The contenders as processes in the node namespace, all read through one interface.
 
-Each contender writes the same stats JSON (the keys `tickwire-engine run` writes): the engine on
-its own every --stats-interval, the C and Python receivers when sent SIGUSR1. `snapshot()` returns
-a snapshot taken after the call began, whichever way it is produced; `cpu_ns()` is the process's
+Each contender writes the same stats JSON (the keys `tickwire-engine run` writes) when sent
+SIGUSR1, the engine included: no contender has a timer of its own waking up during a trial (the
+engine's used to, on the publisher's CPU, and it showed in the engine's p99). `snapshot()` returns
+a snapshot taken after the call began; `cpu_ns()` is the process's
 CPU time (all threads) from /proc, so every contender is charged the same way.
 """
 from __future__ import annotations
@@ -28,10 +29,6 @@ class Contender:
     kind: str                    # "engine", "kernel_c" or "python"
     xdp_mode: str = "generic"    # engine only
     busy_poll: bool = True       # engine: spin on the ring (SO_PREFER_BUSY_POLL) or sleep in poll()
-
-    @property
-    def snapshots_on_signal(self) -> bool:
-        return self.kind != "engine"
 
 
 CONTENDERS = {c.key: c for c in (
@@ -71,8 +68,7 @@ def command(contender: Contender, feed: Feed, stats_path: str, kernel_rx: str) -
                 "--mode", contender.xdp_mode, "--core", str(feed.cpu),
                 "--busy-poll", "on" if contender.busy_poll else "off",
                 *(["--busy-poll-usec", str(feed.busy_poll_usec)] if contender.busy_poll else []),
-                "--exchange-tz", "UTC", "--stats-json", stats_path, "--stats-interval", "0.1",
-                "--quiet"]
+                "--exchange-tz", "UTC", "--stats-json", stats_path, "--quiet"]
     common = ["--iface", feed.iface, "--group", feed.group, "--port", str(feed.port),
               "--midnight-ns", str(feed.midnight_ns), "--stats-json", stats_path]
     if contender.kind == "kernel_c":
@@ -121,8 +117,7 @@ class Receiver:
 
     def snapshot(self, timeout: float = 5.0) -> dict:
         asked = time.time()
-        if self.contender.snapshots_on_signal:
-            self.proc.send_signal(signal.SIGUSR1)
+        self.proc.send_signal(signal.SIGUSR1)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()

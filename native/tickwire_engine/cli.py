@@ -39,7 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--zero-copy", choices=["auto", "required", "off"], default="auto")
     run.add_argument("--core", type=int, help="CPU to pin the poll thread to")
     run.add_argument("--duration", type=float, help="seconds to run (default: until a signal)")
-    run.add_argument("--stats-json", metavar="PATH", help="write stats as JSON here at exit")
+    run.add_argument("--stats-json", metavar="PATH",
+                     help="write stats as JSON here once started, at exit, and whenever SIGUSR1 "
+                          "arrives")
     run.add_argument("--stats-interval", type=float, metavar="SECONDS",
                      help="also replace --stats-json atomically this often while running")
     run.add_argument("--hugepages", action=argparse.BooleanOptionalAction, default=False,
@@ -129,12 +131,19 @@ def run(args: argparse.Namespace) -> int:
     from .engine import Engine, EngineError  # the native module loads only when needed
 
     stop = {"signal": None}
+    dump_requested = {"pending": False}
 
     def on_signal(signum, _frame):
         stop["signal"] = signum
 
+    def on_dump(_signum, _frame):
+        dump_requested["pending"] = True
+
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    # SIGUSR1: write --stats-json now. Lets a reader take a snapshot exactly when it wants one
+    # instead of the engine's housekeeping thread waking on a timer.
+    signal.signal(signal.SIGUSR1, on_dump)
 
     try:
         config = config_from_args(args)
@@ -164,6 +173,8 @@ def run(args: argparse.Namespace) -> int:
             return EXIT_CONFIG if permanent else EXIT_KERNEL
         info = engine.info
         keep_off_core(info["core"])
+        if args.stats_json:   # the first write also tells a supervisor the engine is up
+            write_json_atomically(args.stats_json, snapshot())
         if not args.quiet:
             print(f"tickwire-engine: {config.interface} queue {config.queue}, XDP "
                   f"{info['xdp_mode']}, {'zero-copy' if info['zero_copy'] else 'copy mode'}, "
@@ -179,11 +190,13 @@ def run(args: argparse.Namespace) -> int:
             now = time.monotonic()
             if now >= next_print:
                 next_print += 1.0
-                stats = snapshot()
                 if not args.quiet:
-                    print(summary_line(stats), flush=True)
-            if args.stats_json and args.stats_interval and now >= next_write:
-                next_write = now + args.stats_interval
+                    print(summary_line(snapshot()), flush=True)
+            due = args.stats_interval and now >= next_write
+            if args.stats_json and (due or dump_requested["pending"]):
+                dump_requested["pending"] = False
+                if due:
+                    next_write = now + args.stats_interval
                 write_json_atomically(args.stats_json, snapshot())
         engine.stop()
         final = snapshot()

@@ -13,6 +13,7 @@ import socket
 import struct
 import subprocess
 import textwrap
+import time
 
 import pytest
 
@@ -277,6 +278,35 @@ def test_the_poll_thread_can_own_its_core_with_sched_fifo(pair, tmp_path):
     assert poll == [["tw-poll", "10", str(core)]]
     assert stats["rt_priority"] == 10 and stats["core"] == core
     assert stats["messages"] == 2000
+
+
+def test_sigusr1_writes_a_snapshot_on_demand(pair, tmp_path):
+    stats_path = tmp_path / "on-demand.json"
+    proc = pair.popen(pair.node_ns, [ENGINE, "run", "--iface", pair.node_if, "--mode", "generic",
+                                     "--line", LINE_A, "--stats-json", str(stats_path), "--quiet"],
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):                   # bounded: the first write says the engine is up
+            if stats_path.exists():
+                break
+            time.sleep(0.05)
+        assert json.loads(stats_path.read_text())["messages"] == 0
+        sent = publish(pair, tmp_path, ["--line", LINE_A, "--messages", "300", "--seed", "9"])
+        time.sleep(0.3)
+        assert json.loads(stats_path.read_text())["messages"] == 0   # no interval: not rewritten
+        stats = {}
+        for _ in range(100):
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.05)
+            if stats_path.exists():
+                stats = json.loads(stats_path.read_text())
+                if stats["messages"] == sent["messages_sent"]:
+                    break
+        assert stats["messages"] == 300 and stats["running"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
 
 
 def test_a_missing_capability_is_named(pair):
