@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 
 from .localnet import VethPair, netns_available
 from .plot import plot_percentiles
+from .processes import stop
 from .view import CLEAR, final_summary, render
 
 BIN = os.path.dirname(sys.executable)
@@ -55,17 +55,6 @@ def read_json(path: str) -> dict | None:
             return json.load(f)
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-
-
-def stop_process(proc: subprocess.Popen | None, timeout: float = 15.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=5)
 
 
 def wait_for(path: str, proc: subprocess.Popen, log: str, timeout: float) -> dict:
@@ -126,7 +115,7 @@ def run_demo(args: argparse.Namespace) -> int:
                     last_print = elapsed
                     print(render(stats, elapsed, FEED_NAME).splitlines()[2], flush=True)
             time.sleep(1.0)  # the last packets, and the arbitration window, settle
-            stop_process(agent)
+            stop(agent)
             final = read_json(os.path.join(state_dir, "stats.json"))
             sent = read_json(feed_summary) or {}
             if final is None:
@@ -144,8 +133,8 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"\n  latency plot: {plot}\n  agent log:    {agent_log_path}")
             return 0
         finally:
-            stop_process(feed)
-            stop_process(agent)
+            stop(feed)
+            stop(agent)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -46,6 +46,7 @@ from .kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml, netns_execu
 from .kubelet import container_process
 from .localnet import VethPair, netns_available
 from .printer_columns import format_table, layout
+from .processes import stop
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "feedhandler-ab.yaml"
@@ -219,18 +220,6 @@ class TablePrinter:
 
 
 # ---- processes ---------------------------------------------------------------------------------
-
-def stop(proc: subprocess.Popen | None, timeout: float = 20.0) -> None:
-    """SIGTERM (the agent restores the host on it), then SIGKILL if it will not go."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
-
 
 def tail(path: pathlib.Path, lines: int = 15) -> str:
     if not path.exists():

@@ -5,7 +5,6 @@ with, exactly. Needs root: fails instead of skipping when TICKWIRE_REQUIRE_NETNS
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import signal
@@ -19,12 +18,12 @@ import pytest
 
 from tests.support.engine_run import ENGINE, FEED, EngineProcess, engine_running, publish, xdp_attached
 from tests.support.netns import VethPair
+from tests.support.testdata import capture_files
 
 pytestmark = pytest.mark.netns
 
 GROUP_A, GROUP_B, PORT = "239.77.1.1", "239.77.1.2", 26477
 LINE_A, LINE_B = f"A={GROUP_A}:{PORT}", f"B={GROUP_B}:{PORT}"
-TESTDATA = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "testdata", "itch50")
 
 
 @pytest.fixture
@@ -338,7 +337,7 @@ def test_bad_configurations_are_refused_with_a_clear_message(pair, args, message
 
 
 def test_real_captures_decode_with_zero_malformed(pair, tmp_path):
-    captures = sorted(glob.glob(os.path.join(TESTDATA, "*", "*.pcap")))
+    captures = capture_files()
     if not captures:
         pytest.skip("../shared/testdata/itch50 is absent (real captures are never committed)")
     with engine_running(pair, [LINE_A], tmp_path) as engine:

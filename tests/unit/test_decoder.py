@@ -15,13 +15,14 @@ from tests.support import frames as F
 from tickwire_engine._native import ffi, lib
 from tickwire_engine.config import ConfigError
 from tickwire_engine.decoder import Decoder, FrameResult
+from tests.support.testdata import CAPTURES_DIR
 
 A_GROUP, A_PORT = "239.1.1.1", 5000
 B_GROUP, B_PORT = "239.1.1.2", 5001
 WINDOW = 1_000_000
 MIDNIGHT = 1_700_000_000 * 10**9
 T0 = (5 * 10**9, MIDNIGHT + 10 * 3600 * 10**9)
-CAPTURES = "/work/shared/testdata/itch50"
+CAPTURES = CAPTURES_DIR
 
 DATA, UNMATCHED, MALFORMED = FrameResult.DATA, FrameResult.UNMATCHED, FrameResult.MALFORMED
 

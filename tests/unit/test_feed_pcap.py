@@ -1,6 +1,5 @@
 """The capture reader of tickwire-feed on the real NASDAQ ITCH 5.0 captures in the shared test data,
 and on pcapng / other pcap variants built here from those same frames."""
-import glob
 import os
 import struct
 
@@ -9,9 +8,10 @@ import pytest
 from tickwire_feed import moldudp64
 from tickwire_feed.itch import LENGTHS
 from tickwire_feed.pcap import CaptureError, CaptureStats, datagram_from_frame, frames, udp_datagrams
+from tests.support.testdata import CAPTURES_DIR, capture_files
 
-TESTDATA = "/work/shared/testdata/itch50"
-CAPTURES = sorted(glob.glob(os.path.join(TESTDATA, "**", "*.pcap"), recursive=True))
+TESTDATA = CAPTURES_DIR
+CAPTURES = capture_files()
 PRODUCTION = os.path.join(TESTDATA, "production-2023", "Multiple.Packets.pcap")
 
 needs_captures = pytest.mark.skipif(not CAPTURES, reason=f"shared test data absent ({TESTDATA})")

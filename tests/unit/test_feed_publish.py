@@ -29,6 +29,7 @@ from tickwire_feed.pacing import MAX_LAG_NS, Pacer
 from tickwire_feed.publish import PublishConfig, publish
 from tickwire_feed.replay import ReplayConfig, replay
 from tests.support.netns import VethPair
+from tests.support.testdata import CAPTURES_DIR, capture_files
 
 SO_RCVBUFFORCE = 33  # <asm-generic/socket.h>; the socket module does not export it
 _ports = itertools.count(20000 + (os.getpid() % 2000) * 10)
@@ -232,10 +233,10 @@ def test_sigterm_ends_a_long_run_cleanly(tmp_path):
     assert_received_as_summarised(summary, tally(receiver.packets))
 
 
-CAPTURES = sorted(__import__("glob").glob("/work/shared/testdata/itch50/**/*.pcap", recursive=True))
+CAPTURES = capture_files()
 
 
-@pytest.mark.skipif(not CAPTURES, reason="shared test data absent (/work/shared/testdata/itch50)")
+@pytest.mark.skipif(not CAPTURES, reason=f"shared test data absent ({CAPTURES_DIR})")
 def test_replay_resends_captured_payloads_unchanged():
     from tickwire_feed.pcap import udp_datagrams
 

@@ -8,8 +8,9 @@ import pytest
 from tests.support import frames as F
 from tickwire_engine._native import lib
 from tickwire_engine.decoder import Decoder, FrameResult
+from tests.support.testdata import CAPTURES_DIR
 
-CAPTURES = "/work/shared/testdata/itch50"
+CAPTURES = CAPTURES_DIR
 
 
 def test_every_itch50_type_has_its_spec_length():
