@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ok, why = netns_available()
     if not ok:
-        print(f"tickwire demo: {why}; run it as root (sudo make demo)", file=sys.stderr)
+        print(f"tickwire demo: {why}; run it as root (make demo)", file=sys.stderr)
         return 2
     try:
         return run_demo(args)
