@@ -7,6 +7,8 @@ contender's stats JSON carries, to get one trial's latencies out of cumulative c
 """
 from __future__ import annotations
 
+from tickwire_engine.buckets import merge, subtract  # noqa: F401  (the runner's bucket arithmetic)
+
 LINEAR_LIMIT = 64   # values below this have a bucket each
 SUB_BUCKETS = 32    # buckets per power of two above it
 BUCKETS = 1024
@@ -55,21 +57,3 @@ class Histogram:
     def to_dict(self) -> dict:
         return {"count": self.count, "sum": self.sum, "min": self.min, "max": self.max,
                 "buckets": [[bucket_low(i), bucket_high(i), n] for i, n in sorted(self.counts.items())]}
-
-
-def subtract(after: list[list[int]], before: list[list[int]]) -> list[list[int]]:
-    """Buckets recorded between two cumulative snapshots (same layout), in ascending order."""
-    earlier = {low: n for low, _high, n in before}
-    delta = [[low, high, n - earlier.get(low, 0)] for low, high, n in after]
-    if any(n < 0 for _, _, n in delta) or set(earlier) - {low for low, _, _ in after}:
-        raise ValueError("the 'after' histogram is not a later snapshot of the 'before' one")
-    return [b for b in delta if b[2] > 0]
-
-
-def merge(*bucket_lists: list[list[int]]) -> list[list[int]]:
-    """One bucket list holding the counts of all the given ones."""
-    merged: dict[int, list[int]] = {}
-    for buckets in bucket_lists:
-        for low, high, n in buckets:
-            merged.setdefault(low, [low, high, 0])[2] += n
-    return [merged[low] for low in sorted(merged)]

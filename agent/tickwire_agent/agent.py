@@ -26,6 +26,7 @@ from . import conditions, preflight
 from .conditions import Condition, Observation
 from .drift import DriftChecker
 from .journal import Journal, RestoreResult
+from .latency_window import LatencyWindow
 from .metrics import AgentView, start_server
 from .plan import Plan
 from .statedir import StateDir
@@ -93,6 +94,7 @@ class Agent:
         self._last_gap_at: float | None = None
         self._last_conditions: dict[str, tuple[str, str]] = {}
         self._stats: dict | None = None
+        self.latency_window = LatencyWindow()
         self._owns_xdp = False
 
     # ---- the whole life ------------------------------------------------------------------------
@@ -250,6 +252,9 @@ class Agent:
 
     def _observe(self, now: float) -> None:
         stats = read_stats(self.state.stats_path)
+        self.latency_window.observe(now, stats)
+        if stats is not None:
+            stats["recent_latency"] = self.latency_window.summary()   # read by status and SLO
         self._stats = stats
         self.view.stats = stats
         self.view.engine_up = self.supervisor.pid is not None

@@ -119,15 +119,24 @@ def _latency(o: Observation) -> Condition:
         return Condition("LatencySLOMet", "True", "NoObjective", "the plan sets no latency objective")
     if o.stats is None:
         return Condition("LatencySLOMet", "Unknown", "EngineNotReady", "no engine stats yet")
-    stage = (o.stats.get("latency") or {}).get("exchange_to_engine") or {}
+    stage, span = recent_latency(o.stats)
     if not stage.get("count"):
         return Condition("LatencySLOMet", "Unknown", "NoSamples", "no exchange-to-engine latency measured yet")
     p99_us = stage["p99"] / 1e3
     if p99_us <= slo:
         return Condition("LatencySLOMet", "True", "WithinObjective",
-                         f"exchange-to-engine p99 {p99_us:.1f} us <= {slo:g} us")
+                         f"exchange-to-engine p99 {p99_us:.1f} us <= {slo:g} us {span}")
     return Condition("LatencySLOMet", "False", "ObjectiveMissed",
-                     f"exchange-to-engine p99 {p99_us:.1f} us > {slo:g} us")
+                     f"exchange-to-engine p99 {p99_us:.1f} us > {slo:g} us {span}")
+
+
+def recent_latency(stats: dict) -> tuple[dict, str]:
+    """Exchange-to-engine percentiles over the agent's window where it has samples, else since
+    the engine started; and words saying which."""
+    recent = stats.get("recent_latency") or {}
+    if recent.get("count") and recent.get("seconds"):
+        return recent, f"over the last {recent['seconds']:.0f} s"
+    return (stats.get("latency") or {}).get("exchange_to_engine") or {}, "since the engine started"
 
 
 def rfc3339(when: datetime | None = None) -> str:

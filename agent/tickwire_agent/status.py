@@ -16,7 +16,7 @@ import logging
 import os
 import time
 
-from .conditions import Condition, merge, rfc3339
+from .conditions import Condition, merge, recent_latency, rfc3339
 from .plan import FeedHandlerRef
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,12 @@ CONFLICT_RETRIES = 3
 
 
 def snapshot(stats: dict | None, now: str) -> dict:
-    """status.snapshot from the engine's stats: rates, counts, latency in microseconds."""
+    """status.snapshot from the engine's stats: rates, counts, and latency in microseconds over the
+    agent's window (the last minute) where it has samples."""
     if stats is None:
         return {"updated": now}
     rate = stats.get("rate") or {}
-    latency = (stats.get("latency") or {}).get("exchange_to_engine") or {}
+    latency, _span = recent_latency(stats)
     return {
         "rate": round(float(rate.get("messages_per_s", 0.0)), 1),
         "packetsPerSecond": round(float(rate.get("packets_per_s", 0.0)), 1),

@@ -9,10 +9,10 @@ the largest value seen. A bucket is at most about 3% wide, so that is the error 
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from ._native import ffi, lib
+from .buckets import percentile  # noqa: F401  (part of this module's interface)
 
 PERCENTILES = {"p50": 0.50, "p90": 0.90, "p99": 0.99, "p999": 0.999}
 
@@ -27,24 +27,6 @@ MALFORMED_REASONS = dict(sorted(_names("TW_MAL_", "TW_MAL_REASONS").items()))
 STAGES = dict(sorted(_names("TW_STAGE_", "TW_STAGES").items()))
 BUCKET_BOUNDS = [(lib.tw_hist_bucket_low(i), lib.tw_hist_bucket_high(i))
                  for i in range(lib.TW_HIST_BUCKETS)]
-
-
-def percentile(buckets: Iterable[Sequence[int]], q: float, max_ns: int | None = None) -> int:
-    """The q-quantile (0 < q <= 1) of [[low_ns, high_ns, count], ...] in ascending order: the high
-    bound of the bucket holding rank ceil(q * total), clamped to max_ns when given. 0 if empty."""
-    if not 0 < q <= 1:
-        raise ValueError(f"quantile {q} is outside (0, 1]: use 0.99 for p99")
-    buckets = [b for b in buckets if b[2] > 0]
-    total = sum(b[2] for b in buckets)
-    if total == 0:
-        return 0
-    rank = max(1, math.ceil(q * total))
-    seen = 0
-    for _low, high, count in buckets:
-        seen += count
-        if seen >= rank:
-            return high if max_ns is None else min(high, max_ns)
-    raise AssertionError("unreachable: rank <= total")
 
 
 def hist_buckets(hist) -> list[list[int]]:
