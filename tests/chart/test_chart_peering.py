@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import helm_python as helm
 import jsonschema
@@ -23,6 +22,7 @@ import pytest
 from tests.chart.test_chart_render import CHART, PEERING_VALUES, by_kind, clean, one, render
 from tests.support.kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml
 from tickwire_operator.spec import openapi_to_jsonschema
+from tests.support.waiting import log_tails, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +138,7 @@ def test_notes_say_how_to_see_the_peers():
 # ---- kopf, for real, with what the chart rendered ------------------------------------------------
 
 def wait_for(what, check, timeout, logs):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(0.1)
-    tails = "".join(f"\n--- {p}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}{tails}")
+    return wait_until(what, check, timeout, 0.1, log_tails(logs))
 
 
 @pytest.mark.slow

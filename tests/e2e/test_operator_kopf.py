@@ -22,6 +22,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 
 from tests.support.kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml
+from tests.support.waiting import wait_until
 
 GROUP, VERSION, PLURAL = "tickwire.dev", "v1alpha1", "feedhandlers"
 NS = "feeds"
@@ -65,15 +66,8 @@ class OperatorProcess:
 
 
 def wait_for(what: str, check, timeout: float = 60.0, interval: float = 0.1, op: OperatorProcess | None = None):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    hint = f"\noperator log:\n{op.log_tail()}" if op else ""
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{hint}")
+    return wait_until(what, check, timeout, interval,
+                      (lambda: f"\noperator log:\n{op.log_tail()}") if op else (lambda: ""))
 
 
 class Cluster:

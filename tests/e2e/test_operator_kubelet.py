@@ -20,7 +20,6 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
 
 import kubernetes.client as k8s
 import pytest
@@ -28,6 +27,7 @@ import pytest
 from tickwire_demo.kubelet import container_process
 from tests.support.kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml, netns_executor
 from tests.support.netns import VethPair
+from tests.support.waiting import log_tails, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -41,15 +41,7 @@ def condition(fh, type_):
 
 
 def wait_for(what, check, timeout, logs=()):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.2)
-    tails = "".join(f"\n--- {p.name}:\n{p.read_text(errors='replace')[-3000:]}" for p in logs if p.exists())
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{tails}")
+    return wait_until(what, check, timeout, 0.2, log_tails(logs))
 
 
 def test_apply_place_run_receive_ready(tmp_path):

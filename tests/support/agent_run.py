@@ -18,6 +18,7 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.netns import VethPair
+from tests.support.waiting import wait_until
 
 AGENT = [sys.executable, "-m", "tickwire_agent"]
 HUGEPAGES = "/sys/kernel/mm/hugepages/hugepages-2048kB"
@@ -68,13 +69,7 @@ def igmp_hex(group: str) -> str:
 
 
 def wait_for(predicate, what: str, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_until(what, predicate, timeout, interval)
 
 
 def plan_for(pair: VethPair, **changes) -> dict:

@@ -4,20 +4,15 @@ Nothing here asserts a duration: waits are bounded, assertions are about states 
 import os
 import signal
 import sys
-import time
 
 import pytest
 
 from tickwire_agent.supervisor import State, Supervisor
+from tests.support.waiting import wait_until
 
 
 def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    raise AssertionError("condition not reached within the bound")
+    return wait_until("the supervisor condition", predicate, timeout, interval=0.02)
 
 
 def child(code: str) -> list[str]:
