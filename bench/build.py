@@ -1,6 +1,6 @@
 """Compile the benchmark's C programs (not committed; rebuilt when a source is newer).
 
-kernel_rx links the engine's own decoder (native/src/decode.c, itch.c, hist.c) with the flags the
+kernel_rx links the engine's own decoder (native/src/decode.c, exchange_time.c, itch.c, hist.c) with the flags the
 engine's cffi build uses, so the kernel-socket contender decodes with exactly the engine's code.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ SRC = os.path.join(REPO, "native", "src")
 BENCH = os.path.join(REPO, "bench")
 BUILD_DIR = os.path.join(REPO, "build", "bench")
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
-DECODER = [os.path.join(SRC, name) for name in ("decode.c", "itch.c", "hist.c")]
+DECODER = [os.path.join(SRC, name) for name in ("decode.c", "exchange_time.c", "itch.c", "hist.c")]
 PROGRAMS = {
     "publisher": [os.path.join(BENCH, "publisher.c")],
     "kernel_rx": [os.path.join(BENCH, "kernel_rx.c"), *DECODER],

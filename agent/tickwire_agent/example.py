@@ -21,7 +21,7 @@ EXAMPLE = {
         {"name": "B", "group": "239.1.1.2", "port": 26400, "source": None},
     ],
     "cores": [1],
-    "hugepages": {"count": 4, "numaNode": None},
+    "hugepages": {"count": 8, "numaNode": None},
     "xdpMode": "auto",
     "zeroCopy": "auto",
     "busyPoll": {"enabled": True, "usec": 50, "budget": 64, "napiDeferHardIrqs": 2,

@@ -32,7 +32,7 @@ INCLUDES=(-I"$SRC")
 echo "fuzz: building $OUT/fuzz_decode"
 "$CLANG" -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
   -fno-omit-frame-pointer "${INCLUDES[@]}" \
-  "$HERE/fuzz_decode.c" "$SRC/decode.c" "$SRC/itch.c" "$SRC/hist.c" -o "$OUT/fuzz_decode"
+  "$HERE/fuzz_decode.c" "$SRC/decode.c" "$SRC/exchange_time.c" "$SRC/itch.c" "$SRC/hist.c" -o "$OUT/fuzz_decode"
 
 "$PYTHON" "$HERE/seeds.py" "$OUT/seeds"
 

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "decode_internal.h"
+#include "exchange_time.h"
 #include "tickwire.h"
 
 struct tw_hole {
@@ -43,6 +44,7 @@ struct tw_decoder {
     uint64_t packet_counter;
     uint32_t last_session; /* the previous packet's session: almost always the next one's too */
     struct tw_session sessions[TW_MAX_SESSIONS];
+    struct tw_exchange_day exchange_day; /* the day ITCH timestamps count from (exchange_time.c) */
 };
 
 static const struct tw_clock no_clock = {0, 0};
@@ -84,7 +86,7 @@ static int config_error(const struct tw_decoder_config *cfg, char *err, size_t e
             }
         }
     }
-    return 0;
+    return tw_exchange_config_error(cfg, err, errlen);
 }
 
 struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err, size_t errlen)
@@ -97,6 +99,9 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
         return NULL;
     }
     d->cfg = *cfg;
+    tw_exchange_day_init(&d->exchange_day, &d->cfg);
+    d->stats.exchange_midnight_ns = d->exchange_day.midnight;
+    d->stats.exchange_midnights_left = tw_exchange_midnights_left(&d->exchange_day);
     return d;
 }
 
@@ -308,18 +313,27 @@ static int blocks_fit(const uint8_t *p, uint32_t len, uint32_t count)
     return 1;
 }
 
+/* Real time passed the exchange's next midnight: timestamps count from the new day. One compare
+ * while the day lasts. */
+static void follow_exchange_day(struct tw_decoder *d, const struct tw_clock *now)
+{
+    if (tw_exchange_day_follow(&d->exchange_day, now->real_ns)) {
+        d->stats.exchange_midnight_ns = d->exchange_day.midnight;
+        d->stats.exchange_midnights_left = tw_exchange_midnights_left(&d->exchange_day);
+    }
+}
+
 static void record_exchange_latency(struct tw_decoder *d, uint32_t line, const uint8_t *msg,
                                     const struct tw_clock *now)
 {
-    int64_t midnight = d->cfg.exchange_midnight_realtime_ns;
-    int64_t since_midnight = (int64_t)rd_be48(msg + ITCH_TIMESTAMP_OFFSET); /* < 2^48 */
-    if (midnight > INT64_MAX - since_midnight)
+    uint64_t latency;
+    follow_exchange_day(d, now);
+    if (!tw_exchange_latency(&d->exchange_day, rd_be48(msg + ITCH_TIMESTAMP_OFFSET), now->real_ns,
+                             &latency)) {
+        d->stats.exchange_latency_skipped++; /* clocks disagree, or the day is unknown */
         return;
-    int64_t sent = midnight + since_midnight;
-    if (now->real_ns < sent)
-        return; /* clocks disagree (or the wrong midnight): no meaningful latency */
-    tw_hist_record(&d->stats.hist[TW_STAGE_EXCHANGE_TO_ENGINE][line],
-                   (uint64_t)now->real_ns - (uint64_t)sent);
+    }
+    tw_hist_record(&d->stats.hist[TW_STAGE_EXCHANGE_TO_ENGINE][line], latency);
 }
 
 /* The first copy of a sequence number: check the ITCH message and count it. A malformed one still
@@ -515,6 +529,8 @@ int tw_decode_frame(struct tw_decoder *d, const uint8_t *frame, uint32_t len,
 
 void tw_decoder_tick(struct tw_decoder *d, const struct tw_clock *now)
 {
+    if (now)
+        follow_exchange_day(d, now);
     for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
         if (d->sessions[i].in_use)
             settle_holes(d, &d->sessions[i], now ? now : &no_clock);
@@ -525,4 +541,17 @@ void tw_decoder_flush(struct tw_decoder *d)
     for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
         if (d->sessions[i].in_use)
             declare_all_pending(d, &d->sessions[i]);
+}
+
+int tw_decoder_pending(const struct tw_decoder *d)
+{
+    if (!two_lines(d))
+        return 0; /* with one line every hole is declared when it opens */
+    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++) {
+        const struct tw_session *s = &d->sessions[i];
+        for (uint32_t h = 0; s->in_use && h < s->n_holes; h++)
+            if (!s->holes[h].declared)
+                return 1;
+    }
+    return 0;
 }

@@ -1,7 +1,8 @@
 /* engine.c - the AF_XDP receive engine: UMEM and rings, the XDP steering program, the poll thread.
  *
- * Set-up order matters: the socket exists and sits in the XSKMAP before the program is attached,
- * so no matching frame is ever redirected to a queue without a socket. The program is attached
+ * Set-up order matters: the socket exists, its fill ring is fully stocked and it sits in the XSKMAP
+ * before the program is attached, so no matching frame is ever redirected to a queue without a
+ * socket or to a socket without frames to receive into. The program is attached
  * through a BPF link: the kernel detaches it when the last reference goes, so an engine killed
  * with SIGKILL leaves nothing behind on the interface.
  *
@@ -49,6 +50,11 @@
  * the copy is ~33 KB, and at high rates the ring empties between almost every pair of batches. */
 #define IDLE_PUBLISH_NS 200000ull
 #define IDLE_WAIT_MS 50                  /* poll() timeout in wait mode: bounds stop latency */
+/* Holes age on time, not on traffic: while the ring is empty the decoder is ticked this often, so
+ * a hole opened just before the feed went quiet still becomes a gap after the arbitration window.
+ * In wait mode poll() then sleeps at most HOLE_WAIT_MS while a hole is pending. */
+#define HOLE_TICK_NS 1000000ull
+#define HOLE_WAIT_MS 1
 #define BUSY_RETRY_NS 2000000000ull      /* EBUSY on socket create: the kernel frees an old one */
 
 struct tw_engine {
@@ -153,7 +159,7 @@ static int alloc_umem_area(struct tw_engine *e)
 static int create_umem(struct tw_engine *e, char *err, size_t errlen)
 {
 	struct xsk_umem_config ucfg = {
-		.fill_size = e->cfg.ring_size,
+		.fill_size = e->cfg.frame_count, /* room for every frame: all are stocked at once */
 		.comp_size = e->cfg.ring_size,
 		.frame_size = e->cfg.frame_size,
 		.frame_headroom = 0,
@@ -253,18 +259,30 @@ static void apply_busy_poll(struct tw_engine *e)
 		note_fallback(e, "kernel refused some busy-poll socket options");
 }
 
-static int fill_ring_prime(struct tw_engine *e)
+/* Every UMEM frame goes into the fill ring before the program is attached: the first frames the
+ * kernel redirects find somewhere to land. The poll thread gives each frame back as soon as it has
+ * decoded it, so the fill ring (frame_count entries) can always take it back. */
+static int fill_ring_stock(struct tw_engine *e, char *err, size_t errlen)
 {
-	uint32_t idx, n = e->cfg.ring_size;
+	uint32_t idx, n = e->cfg.frame_count;
 
-	if (n > e->cfg.frame_count)
-		n = e->cfg.frame_count;
 	if (xsk_ring_prod__reserve(&e->fill, n, &idx) != n)
-		return -ENOSPC;
+		return fail(err, errlen, ENOSPC, "cannot stock the fill ring with %u frames", n);
 	for (uint32_t i = 0; i < n; i++)
 		*xsk_ring_prod__fill_addr(&e->fill, idx + i) = (uint64_t)i * e->cfg.frame_size;
 	xsk_ring_prod__submit(&e->fill, n);
+	e->info.fill_stocked = n;
 	return 0;
+}
+
+/* Frames in the fill ring right now. The consumer index is the kernel's, the producer the poll
+ * thread's: read from another thread this is a moment's picture, which is all a gauge needs. */
+static uint32_t fill_ring_stock_now(struct tw_engine *e)
+{
+	uint32_t prod = __atomic_load_n(e->fill.producer, __ATOMIC_ACQUIRE);
+	uint32_t cons = __atomic_load_n(e->fill.consumer, __ATOMIC_ACQUIRE);
+
+	return prod - cons;
 }
 
 static int load_program(struct tw_engine *e, char *err, size_t errlen)
@@ -449,9 +467,10 @@ static void *poll_loop(void *arg)
 	struct tw_engine *e = arg;
 	struct pollfd pfd = { .fd = xsk_socket__fd(e->xsk), .events = POLLIN };
 	uint32_t batch = e->cfg.batch_size;
-	uint64_t last_publish = 0;
+	uint64_t last_publish = 0, last_tick = 0;
 	int dirty = 0;
 	struct tw_clock now;
+	const struct tw_stats *stats = tw_decoder_stats(e->decoder);
 
 	while (!atomic_load_explicit(&e->stop, memory_order_relaxed)) {
 		uint32_t idx_rx = 0, idx_fill = 0;
@@ -461,10 +480,18 @@ static void *poll_loop(void *arg)
 		if (n == 0) {
 			e->loop.empty_polls++;
 			now.mono_ns = mono_ns();
-			if (dirty && now.mono_ns - last_publish >= IDLE_PUBLISH_NS) {
-				/* Idle: let holes age into gaps and show readers the final counts. */
+			if (now.mono_ns - last_tick >= HOLE_TICK_NS) {
+				/* Idle: holes keep ageing into gaps (cheap when there are none). */
+				uint64_t gaps = stats->gaps;
+
 				now.real_ns = real_ns();
 				tw_decoder_tick(e->decoder, &now);
+				last_tick = now.mono_ns;
+				if (stats->gaps != gaps)
+					dirty = 1;
+			}
+			if (dirty && now.mono_ns - last_publish >= IDLE_PUBLISH_NS) {
+				/* Idle: show readers the final counts. */
 				publish(e);
 				last_publish = now.mono_ns;
 				dirty = 0;
@@ -479,7 +506,7 @@ static void *poll_loop(void *arg)
 					cpu_relax();
 			} else {
 				e->loop.wakeups++;
-				poll(&pfd, 1, IDLE_WAIT_MS);
+				poll(&pfd, 1, tw_decoder_pending(e->decoder) ? HOLE_WAIT_MS : IDLE_WAIT_MS);
 			}
 			continue;
 		}
@@ -505,6 +532,7 @@ static void *poll_loop(void *arg)
 		xsk_ring_prod__submit(&e->fill, n);
 		xsk_ring_cons__release(&e->rx, n);
 		tw_decoder_tick(e->decoder, &now);
+		last_tick = now.mono_ns;
 		e->loop.batches++;
 		e->loop.descriptors += n;
 		dirty = 1;
@@ -533,9 +561,11 @@ static int check_config(const struct tw_engine_config *c, char *err, size_t errl
 	if (!c->ring_size || (c->ring_size & (c->ring_size - 1)))
 		return fail(err, errlen, EINVAL, "ring_size must be a power of two, not %u",
 			    c->ring_size);
-	if (c->frame_count < c->ring_size)
-		return fail(err, errlen, EINVAL, "frame_count (%u) must be at least ring_size (%u)",
-			    c->frame_count, c->ring_size);
+	if (c->frame_count & (c->frame_count - 1) || c->frame_count / 2 < c->ring_size)
+		return fail(err, errlen, EINVAL,
+			    "frame_count (%u) must be a power of two and at least twice ring_size "
+			    "(%u): every frame is stocked in the fill ring, which is at least twice "
+			    "the RX ring", c->frame_count, c->ring_size);
 	if (!c->batch_size || c->batch_size > c->ring_size)
 		return fail(err, errlen, EINVAL, "batch_size must be 1..ring_size, not %u",
 			    c->batch_size);
@@ -566,6 +596,8 @@ int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out,
 	e->cfg.bpf_object[sizeof(e->cfg.bpf_object) - 1] = 0;
 	e->link_fd = -1;
 	e->info.core = -1;
+	e->info.rx_ring_size = e->cfg.ring_size;
+	e->info.fill_ring_size = e->cfg.frame_count;
 	e->ifindex = if_nametoindex(e->cfg.ifname);
 	if (!e->ifindex) {
 		free(e);
@@ -629,13 +661,13 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 	if (!ret)
 		ret = create_socket(e, err, errlen);
 	if (!ret)
+		ret = fill_ring_stock(e, err, errlen);
+	if (!ret)
 		ret = load_program(e, err, errlen);
 	if (!ret)
 		ret = clear_stale_program(e, err, errlen);
 	if (!ret)
 		ret = attach_program(e, err, errlen);
-	if (!ret && fill_ring_prime(e))
-		ret = fail(err, errlen, ENOSPC, "cannot prime the fill ring");
 	if (ret) {
 		tw_engine_stop(e);
 		return ret;
@@ -738,5 +770,6 @@ int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out)
 	out->tx_invalid_descs = s.tx_invalid_descs;
 	out->rx_ring_full = s.rx_ring_full;
 	out->rx_fill_ring_empty_descs = s.rx_fill_ring_empty_descs;
+	out->fill_ring_stock = fill_ring_stock_now(e);
 	return 0;
 }

@@ -21,6 +21,9 @@
 #define TW_MAX_LINES 2
 #define TW_MAX_SESSIONS 8
 #define TW_MAX_HOLES 64
+/* Exchange time: how many midnights after the first one a decoder can be given (about 17 months
+ * of days; past the last one no exchange latency is recorded). See exchange_time.c. */
+#define TW_MAX_LATER_MIDNIGHTS 512
 
 /* Log-linear histogram of nanoseconds: values below 64 have their own bucket (1 ns wide);
  * above, each power of two [2^e, 2^(e+1)) is split into 32 equal buckets (about 3% wide):
@@ -79,6 +82,12 @@ struct tw_stats {
     uint64_t line_packets[2];
     uint64_t line_first_messages[2]; /* messages this line delivered first: who wins arbitration */
     uint64_t last_packet_mono_ns;    /* caller's clock at the last packet of a configured line */
+    /* exchange time (exchange_time.c) */
+    int64_t exchange_midnight_ns;     /* the midnight ITCH timestamps count from now (CLOCK_REALTIME) */
+    uint64_t exchange_midnights_left; /* later midnights still ahead (2^64-1: the day never changes;
+                                         0: past the last one, no exchange latency is recorded) */
+    uint64_t exchange_latency_skipped; /* messages without an exchange latency: stamped in our
+                                          future (clocks disagree) or past the midnights given */
     struct tw_hist hist[2][2];        /* [stage][line] */
 };
 
@@ -94,6 +103,11 @@ struct tw_decoder_config {
     int64_t exchange_midnight_realtime_ns;    /* CLOCK_REALTIME of the exchange day's midnight */
     uint64_t arbitration_window_ns;           /* with two lines: how long a hole may wait for the
                                                  other line before it counts as a gap */
+    /* exchange time (exchange_time.c): the exchange's midnights after the first, rising. The day
+     * moves on when real time reaches the next one; past the last, the day is unknown. 0 of them:
+     * the day never changes (a replay of one day's capture). */
+    uint32_t n_later_midnights;               /* 0..TW_MAX_LATER_MIDNIGHTS */
+    int64_t later_midnights_ns[512];
 };
 
 /* The caller's clocks for a batch: read once per batch, never per packet. */
@@ -133,6 +147,9 @@ int tw_decode_mold(struct tw_decoder *d, uint32_t line, const uint8_t *payload, 
 void tw_decoder_tick(struct tw_decoder *d, const struct tw_clock *now);
 /* Declare every pending hole a gap now (end of run). */
 void tw_decoder_flush(struct tw_decoder *d);
+/* 1 while a hole waits for a line to fill it (time alone will turn it into a gap: keep ticking),
+ * else 0. Cheap enough to ask whenever the caller is idle. */
+int tw_decoder_pending(const struct tw_decoder *d);
 
 /* The fixed length of an ITCH 5.0 message type, or 0 for an unknown type. */
 uint32_t tw_itch_length(uint8_t type);
@@ -159,9 +176,13 @@ struct tw_engine_config {
     int32_t xdp_mode;           /* TW_XDP_* */
     int32_t zero_copy;          /* TW_ZC_* */
     int32_t core;               /* CPU to pin the poll thread to, or -1 */
-    uint32_t frame_count;       /* UMEM frames (power of two) */
+    /* Rings (libxdp's convention): every UMEM frame is stocked in the fill ring before the XDP
+     * program is attached, so the fill ring has frame_count entries, at least twice the RX ring.
+     * What the kernel can deliver while the poll thread is off the CPU is bounded by the RX ring:
+     * 4096 entries hold a 4 ms stall at 1 M packets/s. */
+    uint32_t frame_count;       /* UMEM frames = fill ring entries (power of two, >= 2 * ring_size) */
     uint32_t frame_size;        /* 2048 or 4096 */
-    uint32_t ring_size;         /* fill/completion/RX/TX ring entries (power of two) */
+    uint32_t ring_size;         /* RX ring entries (TX and completion too; power of two) */
     uint32_t batch_size;        /* descriptors taken per poll */
     int32_t hugepages;          /* 1: back the UMEM with 2 MiB hugepages, fall back to 4 KiB pages */
     int32_t busy_poll;          /* 1: spin on the RX ring (SO_PREFER_BUSY_POLL); 0: wait in poll() */
@@ -182,6 +203,10 @@ struct tw_engine_info {
     int32_t core;               /* CPU the poll thread runs on, or -1 */
     int32_t rt_priority;        /* SCHED_FIFO priority it got, or 0 */
     uint32_t prog_id;           /* id of the attached XDP program */
+    uint32_t rx_ring_size;      /* RX ring entries */
+    uint32_t fill_ring_size;    /* fill ring entries */
+    uint32_t fill_stocked;      /* frames in the fill ring when the XDP program was attached */
+    uint32_t pad0;
     uint64_t umem_bytes;
     char fallback[256];         /* what was asked but not granted, and why, or "" */
 };
@@ -193,6 +218,8 @@ struct tw_ring_stats {
     uint64_t rx_ring_full;
     uint64_t rx_fill_ring_empty_descs;
     uint64_t tx_invalid_descs;
+    uint64_t fill_ring_stock;   /* frames in the fill ring now: the kernel can receive this many
+                                   (as far as the RX ring has room) before the poll thread runs */
 };
 
 /* Poll-loop counters, written by the poll thread. */

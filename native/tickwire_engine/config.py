@@ -11,12 +11,21 @@ import re
 import socket
 import struct
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime
+from datetime import datetime, time as dtime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
 ZERO_COPY = {"auto": 0, "required": 1, "off": 2}
 LINE_NAMES = ("A", "B")
+
+# The zone each protocol's exchange stamps its timestamps in: ITCH timestamps count nanoseconds
+# from the exchange's local midnight, so this decides every exchange-to-engine latency.
+PROTOCOL = "moldudp64-itch50"
+EXCHANGE_TIMEZONES = {"moldudp64-itch50": "America/New_York"}   # NASDAQ
+LOCAL_ZONE = "local"     # explicit opt-in to the node's own zone (a private feed stamped in it)
+# Midnights after the first one given to the decoder (tickwire.h: TW_MAX_LATER_MIDNIGHTS): more than
+# a year of days. An engine running past the last one stops recording exchange latency and says so.
+LATER_MIDNIGHTS = 512
 
 # Linux capability bits (include/uapi/linux/capability.h) the engine needs, and why.
 CAPABILITIES = {
@@ -104,24 +113,55 @@ def validate_lines(lines: list[Line]) -> None:
                           "A/B lines arrive on different (group, port) flows")
 
 
+def exchange_zone(zone: str | None = None, protocol: str = PROTOCOL):
+    """The tzinfo of an exchange zone: an IANA name, "local" for the node's own zone (None from
+    here on), or None/"" for the protocol's exchange (America/New_York for NASDAQ ITCH)."""
+    if not zone:
+        zone = EXCHANGE_TIMEZONES[protocol]
+    if zone == LOCAL_ZONE:
+        return None
+    try:
+        return ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"exchange time zone '{zone}' is unknown: use an IANA name such as "
+                          f"America/New_York, or '{LOCAL_ZONE}' for this node's zone") from None
+
+
+def _midnight_of(day, tz) -> int:
+    """CLOCK_REALTIME ns of the midnight that starts `day` in tz (None: the local zone). The UTC
+    offset is the midnight's own, which differs from the day's noon on a DST change day."""
+    if tz is None:
+        midnight = datetime.combine(day, dtime(0)).astimezone()
+    else:
+        midnight = datetime.combine(day, dtime(0), tzinfo=tz)
+    return int(midnight.timestamp()) * 1_000_000_000
+
+
+def _today(tz, now: datetime | None):
+    if tz is None:
+        return (now or datetime.now()).astimezone().date()
+    return (now or datetime.now(tz)).astimezone(tz).date()
+
+
 def exchange_midnight_ns(zone: str | None = None, now: datetime | None = None) -> int:
-    """CLOCK_REALTIME nanoseconds of today's midnight in `zone` (the local zone when None).
+    """CLOCK_REALTIME nanoseconds of today's midnight in `zone` (see exchange_zone for None).
 
     ITCH timestamps count nanoseconds from the exchange's midnight, so this is the reference
     the exchange-to-engine latency is measured against."""
-    try:
-        tz = ZoneInfo(zone) if zone else None
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigError(f"exchange time zone '{zone}' is unknown: use an IANA name such as "
-                          "America/New_York") from None
-    if tz is None:
-        # Local midnight with its own UTC offset, which differs from now's on a DST change day.
-        today = (now or datetime.now()).astimezone().date()
-        midnight = datetime.combine(today, dtime(0)).astimezone()
-    else:
-        today = (now or datetime.now(tz)).astimezone(tz).date()
-        midnight = datetime.combine(today, dtime(0), tzinfo=tz)
-    return int(midnight.timestamp()) * 1_000_000_000
+    tz = exchange_zone(zone)
+    return _midnight_of(_today(tz, now), tz)
+
+
+def exchange_midnights_ns(zone: str | None = None, now: datetime | None = None,
+                          later: int = LATER_MIDNIGHTS) -> list[int]:
+    """Yesterday's midnight in `zone`, then today's and the `later - 1` after it (CLOCK_REALTIME
+    ns, rising): the days the decoder follows as real time passes. Each is computed from the
+    zone's rules, so a spring-forward day is 23 hours long and a fall-back day 25. Yesterday comes
+    first so that a message stamped just before midnight and read just after it still finds its
+    day."""
+    tz = exchange_zone(zone)
+    yesterday = _today(tz, now) - timedelta(days=1)
+    return [_midnight_of(yesterday + timedelta(days=i), tz) for i in range(later + 1)]
 
 
 def _be32(address: str | None) -> int:
@@ -131,14 +171,33 @@ def _be32(address: str | None) -> int:
     return struct.unpack("=I", ipaddress.IPv4Address(address).packed)[0]
 
 
-def fill_decoder_config(c_cfg, lines: list["Line"], midnight_ns: int, arbitration_window_ns: int) -> None:
-    """Write a cffi `struct tw_decoder_config`: the one place Python and C meet on it."""
+def check_midnights(midnights_ns) -> list[int]:
+    """The decoder's midnight table as a list, or ConfigError naming what is wrong with it."""
+    table = list(midnights_ns)
+    if not 1 <= len(table) <= LATER_MIDNIGHTS + 1:
+        raise ConfigError(f"exchange midnights: {len(table)} given; give 1 to "
+                          f"{LATER_MIDNIGHTS + 1} (the first, then the ones after it)")
+    for i, (before, after) in enumerate(zip(table, table[1:])):
+        if not isinstance(after, int) or after <= before:
+            raise ConfigError(f"exchange midnights[{i + 1}] = {after!r} is not after "
+                              f"midnights[{i}] = {before!r}: give them in rising order")
+    return table
+
+
+def fill_decoder_config(c_cfg, lines: list["Line"], midnights_ns, arbitration_window_ns: int) -> None:
+    """Write a cffi `struct tw_decoder_config`: the one place Python and C meet on it.
+
+    midnights_ns: the exchange's midnights, rising (exchange_midnights_ns()); a single one (an int
+    or a list of one) fixes the day for good, as a replay of one day's capture wants."""
+    table = check_midnights([midnights_ns] if isinstance(midnights_ns, int) else midnights_ns)
     c_cfg.n_lines = len(lines)
     for i, line in enumerate(lines):
         c_cfg.lines[i].group_be = _be32(line.group)
         c_cfg.lines[i].port_be = socket.htons(line.port)
         c_cfg.lines[i].source_be = _be32(line.source)
-    c_cfg.exchange_midnight_realtime_ns = midnight_ns
+    c_cfg.exchange_midnight_realtime_ns = table[0]
+    c_cfg.n_later_midnights = len(table) - 1
+    c_cfg.later_midnights_ns[0:len(table) - 1] = table[1:]
     c_cfg.arbitration_window_ns = arbitration_window_ns
 
 
@@ -159,11 +218,19 @@ class EngineConfig:
     busy_poll_usec: int = 0
     busy_poll_budget: int = 0
     rt_priority: int = 0
-    frame_count: int = 4096
+    # Rings, libxdp's convention: every frame is stocked in the fill ring before the XDP program is
+    # attached (fill ring = frame_count entries, at least twice the RX ring). While the poll thread
+    # is off the CPU the kernel can deliver up to ring_size frames: 4096 hold a 4 ms stall at
+    # 1 M packets/s (the engine's only losses under noise were ring-full drops).
+    frame_count: int = 8192
     frame_size: int = 2048
-    ring_size: int = 2048
+    ring_size: int = 4096
     batch_size: int = 64
+    # IANA zone of the exchange's midnight; None: the feed's exchange (America/New_York for NASDAQ
+    # ITCH), "local": this node's zone.
     exchange_tz: str | None = None
+    # The midnights themselves, rising (tests, replays); None: computed from exchange_tz at start.
+    exchange_midnights: list[int] | None = None
     arbitration_window_ns: int = 2_000_000
     bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
                                                                   "steer.bpf.o"))
@@ -180,13 +247,7 @@ class EngineConfig:
                               "for normal scheduling")
         if self.frame_size not in (2048, 4096):
             raise ConfigError(f"frame size {self.frame_size}: use 2048 or 4096")
-        if not _power_of_two(self.ring_size):
-            raise ConfigError(f"ring size {self.ring_size}: must be a power of two")
-        if self.frame_count < self.ring_size:
-            raise ConfigError(f"frame count {self.frame_count} is below the ring size "
-                              f"{self.ring_size}: the fill ring could not be primed")
-        if not 1 <= self.batch_size <= self.ring_size:
-            raise ConfigError(f"batch size {self.batch_size}: must be 1..{self.ring_size}")
+        self._validate_rings()
         if self.core is not None:
             allowed = os.sched_getaffinity(0)
             if self.core not in allowed:
@@ -195,8 +256,34 @@ class EngineConfig:
         if not os.path.exists(self.bpf_object):
             raise ConfigError(f"XDP object {self.bpf_object} is missing: reinstall the package "
                               "(pip install -e .) so clang builds it")
-        exchange_midnight_ns(self.exchange_tz)
+        if self.exchange_midnights is not None:
+            check_midnights(self.exchange_midnights)
+        else:
+            exchange_zone(self.exchange_tz)
         self._validate_interface()
+
+    def midnights(self) -> list[int]:
+        """The exchange midnights the decoder follows: given, or computed now from the zone."""
+        if self.exchange_midnights is not None:
+            return list(self.exchange_midnights)
+        return exchange_midnights_ns(self.exchange_tz)
+
+    def _validate_rings(self) -> None:
+        if not _power_of_two(self.ring_size):
+            raise ConfigError(f"ring_size {self.ring_size} (RX ring entries): must be a power of two, "
+                              f"such as {EngineConfig.ring_size}")
+        if not _power_of_two(self.frame_count) or self.frame_count < 2 * self.ring_size:
+            raise ConfigError(f"frame_count {self.frame_count}: must be a power of two and at least "
+                              f"twice ring_size ({2 * self.ring_size}): every frame is stocked in the "
+                              "fill ring, which is at least twice the RX ring (libxdp's convention)")
+        if not 1 <= self.batch_size <= self.ring_size:
+            raise ConfigError(f"batch_size {self.batch_size}: must be 1..ring_size ({self.ring_size})")
+
+    @property
+    def stall_capacity_frames(self) -> int:
+        """Frames the kernel can deliver while the poll thread is off the CPU: the RX ring's room,
+        as long as the fill ring holds at least as many (it holds twice as many)."""
+        return min(self.ring_size, self.frame_count)
 
     def _validate_interface(self) -> None:
         try:

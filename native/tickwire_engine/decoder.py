@@ -55,21 +55,33 @@ def _as_line(spec) -> Line:
 class Decoder:
     """One `struct tw_decoder`: lines as (name, group, port[, source]) tuples or config.Line.
 
-    exchange_midnight_ns is the CLOCK_REALTIME of the exchange day's midnight that ITCH timestamps
-    count from (None: today's local midnight). arbitration_window_ns is how long, with two lines,
-    a hole waits for the other line before it counts as a gap."""
+    ITCH timestamps count from the exchange's midnight. exchange_midnight_ns fixes that midnight
+    (CLOCK_REALTIME ns) for good: one day, as a replay of a capture wants. exchange_midnights_ns
+    gives the midnights instead, rising, and the decoder moves from one day to the next as the
+    real_ns it is given passes them. With neither, the exchange's zone (exchange_tz, None: the
+    feed's exchange, America/New_York) gives yesterday's midnight and the year's after it.
+    arbitration_window_ns is how long, with two lines, a hole waits for the other line before it
+    counts as a gap."""
 
     def __init__(self, lines, exchange_midnight_ns: int | None = None,
-                 arbitration_window_ns: int = DEFAULT_ARBITRATION_WINDOW_NS):
+                 arbitration_window_ns: int = DEFAULT_ARBITRATION_WINDOW_NS, *,
+                 exchange_midnights_ns: Sequence[int] | None = None, exchange_tz: str | None = None):
         self.lines = [_as_line(spec) for spec in lines]
         validate_lines(self.lines)
         if not isinstance(arbitration_window_ns, int) or arbitration_window_ns < 0:
             raise ConfigError(f"arbitration window {arbitration_window_ns!r}: give a whole number "
                               "of nanoseconds >= 0")
-        if exchange_midnight_ns is None:
-            exchange_midnight_ns = config.exchange_midnight_ns(None)
+        if exchange_midnight_ns is not None and exchange_midnights_ns is not None:
+            raise ConfigError("give exchange_midnight_ns (one fixed day) or exchange_midnights_ns "
+                              "(the days to follow), not both")
+        if exchange_midnight_ns is not None:
+            midnights = [exchange_midnight_ns]
+        elif exchange_midnights_ns is not None:
+            midnights = list(exchange_midnights_ns)
+        else:
+            midnights = config.exchange_midnights_ns(exchange_tz)
         cfg = ffi.new("struct tw_decoder_config *")
-        config.fill_decoder_config(cfg, self.lines, exchange_midnight_ns, arbitration_window_ns)
+        config.fill_decoder_config(cfg, self.lines, midnights, arbitration_window_ns)
         err = ffi.new("char[256]")
         decoder = lib.tw_decoder_new(cfg, err, len(err))
         if decoder == ffi.NULL:
@@ -100,6 +112,10 @@ class Decoder:
     def tick(self, now=None) -> None:
         """Let time pass: pending holes older than the arbitration window become gaps."""
         lib.tw_decoder_tick(self._decoder, self._clock_for(now))
+
+    def pending(self) -> bool:
+        """True while a hole waits for a line: time alone will turn it into a gap."""
+        return bool(lib.tw_decoder_pending(self._decoder))
 
     def flush(self) -> None:
         """End of run: every pending hole is a gap now."""

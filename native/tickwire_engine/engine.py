@@ -10,7 +10,7 @@ import time
 
 from ._native import ffi, lib
 from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, check_privileges,
-                     exchange_midnight_ns, fill_decoder_config)
+                     fill_decoder_config)
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -41,8 +41,7 @@ def _c_config(config: EngineConfig):
     c.busy_poll_budget = config.busy_poll_budget
     c.rt_priority = config.rt_priority
     c.bpf_object = config.bpf_object.encode()
-    fill_decoder_config(c.decoder, config.lines, exchange_midnight_ns(config.exchange_tz),
-                        config.arbitration_window_ns)
+    fill_decoder_config(c.decoder, config.lines, config.midnights(), config.arbitration_window_ns)
     return c
 
 
@@ -122,6 +121,9 @@ class Engine:
             "rt_priority": i.rt_priority,
             "prog_id": i.prog_id,
             "umem_bytes": i.umem_bytes,
+            "rx_ring_size": i.rx_ring_size,
+            "fill_ring_size": i.fill_ring_size,
+            "fill_stocked": i.fill_stocked,
             "fallback": ffi.string(i.fallback).decode(errors="replace"),
         }
 
@@ -131,7 +133,8 @@ class Engine:
         r = self._ring
         return {"rx_dropped": r.rx_dropped, "rx_invalid_descs": r.rx_invalid_descs,
                 "rx_ring_full": r.rx_ring_full,
-                "rx_fill_ring_empty_descs": r.rx_fill_ring_empty_descs}
+                "rx_fill_ring_empty_descs": r.rx_fill_ring_empty_descs,
+                "fill_ring_stock": r.fill_ring_stock}
 
     def stats(self) -> dict:
         """A consistent snapshot: decoder counters, latency, ring and loop counters, info."""

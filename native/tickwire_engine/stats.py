@@ -103,5 +103,14 @@ def stats_to_dict(stats, line_names: Sequence[str]) -> dict:
         "lines": {name: {"packets": stats.line_packets[i],
                          "first_messages": stats.line_first_messages[i]}
                   for i, name in enumerate(line_names)},
+        "exchange_time": exchange_time_to_dict(stats),
         "latency": latency_to_dict(stats, line_names),
     }
+
+
+def exchange_time_to_dict(stats) -> dict:
+    """Which exchange day the decoder counts ITCH timestamps from, and how many days it still knows."""
+    left = stats.exchange_midnights_left
+    return {"midnight_ns": stats.exchange_midnight_ns,
+            "midnights_left": None if left == 2**64 - 1 else left,   # None: the day never changes
+            "latency_skipped": stats.exchange_latency_skipped}

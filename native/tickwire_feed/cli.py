@@ -75,8 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--ttl", type=int, default=1, metavar="N", help="multicast TTL")
     pub.add_argument("--multicast-loop", action="store_true",
                      help="let local sockets receive the feed (off by default)")
-    pub.add_argument("--exchange-tz", metavar="ZONE",
-                     help="time zone whose midnight ITCH timestamps count from (default: local)")
+    pub.add_argument("--exchange-tz", metavar="ZONE", default="America/New_York",
+                     help="time zone whose midnight ITCH timestamps count from (default: NASDAQ's, "
+                          "America/New_York, as the engine expects; 'local': this host's)")
     pub.add_argument("--summary-json", metavar="PATH",
                      help="also write the summary (the receiver's ground truth) here")
 

@@ -68,7 +68,7 @@ class PublishConfig:
     seed: int = 1
     ttl: int = 1
     multicast_loop: bool = False
-    exchange_tz: str | None = None
+    exchange_tz: str | None = "America/New_York"   # NASDAQ stamps New York time (None: local)
     summary_json: str | None = None
     endpoints: list[tuple[str, int]] = field(init=False, default_factory=list)
 

@@ -113,8 +113,8 @@ SPEC_RULES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
         != (_lines(s)[1].get("group"), _lines(s)[1].get("port")),
     "spec.zeroCopy=required needs native XDP: generic (SKB) mode always copies":
         lambda s: not (s.get("zeroCopy") == "required" and s.get("xdpMode") == "generic"),
-    "spec.hugepages must be 0 or at least 4: the engine's UMEM (4096 frames of 2 KiB) fills 4 pages of 2 MiB":
-        lambda s: s.get("hugepages", 0) == 0 or s.get("hugepages", 0) >= 4,
+    "spec.hugepages must be 0 or at least 8: the engine's UMEM (8192 frames of 2 KiB) fills 8 pages of 2 MiB":
+        lambda s: s.get("hugepages", 0) == 0 or s.get("hugepages", 0) >= 8,
 }
 
 ROOT_RULES: dict[str, Callable[[Mapping[str, Any]], bool]] = {

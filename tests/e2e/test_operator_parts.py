@@ -168,8 +168,8 @@ def test_named_node_queue_and_hugepages_are_honoured_or_explained():
     inventories = {n: read_node(node(n, hugepages="10")) for n in ("n1", "n2")}
     got = place(validated_spec(feedhandler(nodeName="n2", interface="eth1", queue=2, hugepages=8)), inventories, [])
     assert (got.node, got.queue, got.hugepages) == ("n2", 2, 8)
-    with pytest.raises(NoFit, match="n2: needs 4 hugepages .2 MiB., 2 free of 10"):
-        place(validated_spec(feedhandler(nodeName="n2", hugepages=4)), inventories, [got])
+    with pytest.raises(NoFit, match="n2: needs 8 hugepages .2 MiB., 2 free of 10"):
+        place(validated_spec(feedhandler(nodeName="n2", hugepages=8)), inventories, [got])
     with pytest.raises(NoFit, match="queue 2 of eth1 is taken"):
         place(validated_spec(feedhandler(nodeName="n2", interface="eth1", queue=2)), inventories, [got])
     with pytest.raises(NoFit, match="has no feed NIC eth9"):
@@ -206,11 +206,11 @@ def _pod(**spec):
 
 
 def test_the_plan_validates_against_the_agent_schema():
-    plan, _ = _pod(hugepages=4, latencySLO={"p99Micros": 20}, busyPoll={"usec": 10},
+    plan, _ = _pod(hugepages=8, latencySLO={"p99Micros": 20}, busyPoll={"usec": 10},
                    lines=[{"name": "A", "group": "239.1.1.1", "port": 1, "source": "10.1.1.1"},
                           {"name": "B", "group": "239.1.1.2", "port": 1}])
     jsonschema.Draft202012Validator(PLAN_SCHEMA, format_checker=jsonschema.FormatChecker()).validate(plan)
-    assert plan["cores"] == [2] and plan["hugepages"]["count"] == 4 and plan["feedHandler"]["generation"] == 1
+    assert plan["cores"] == [2] and plan["hugepages"]["count"] == 8 and plan["feedHandler"]["generation"] == 1
 
 
 @pytest.mark.parametrize("hugepages", [0, 8])

@@ -80,7 +80,7 @@ def plan_for(pair: VethPair, **changes) -> dict:
         "lines": [{"name": "A", "group": "239.7.1.1", "port": 26400},
                   {"name": "B", "group": "239.7.1.2", "port": 26400}],
         "cores": [max(os.sched_getaffinity(0))],
-        "hugepages": {"count": 4},
+        "hugepages": {"count": 8},
         "xdpMode": "generic", "zeroCopy": "auto",
         "busyPoll": {"enabled": False, "napiDeferHardIrqs": 2, "groFlushTimeoutNs": 200000},
         "latencySLO": {"p99Micros": 10000},

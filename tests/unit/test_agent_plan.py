@@ -25,7 +25,7 @@ def test_the_example_is_a_valid_plan_and_round_trips_into_typed_fields():
     assert p.feed == "nasdaq-totalview"
     assert [l.engine_arg for l in p.lines] == ["A=239.1.1.1:26400", "B=239.1.1.2:26400"]
     assert p.engine_core == 1
-    assert p.hugepages == plan.Hugepages(count=4, numa_node=None)
+    assert p.hugepages == plan.Hugepages(count=8, numa_node=None)
     assert p.busy_poll.gro_flush_timeout_ns == 200000
     assert p.feed_handler is None
 
@@ -139,6 +139,6 @@ def test_too_few_hugepages_for_the_umem_is_refused():
     doc["hugepages"]["count"] = 2
     with pytest.raises(PlanError) as err:
         from_document(doc)
-    assert "hugepages.count" in str(err.value) and "at least 4" in str(err.value)
+    assert "hugepages.count" in str(err.value) and "at least 8" in str(err.value)
     doc["hugepages"]["count"] = 0
     from_document(doc)

@@ -8,6 +8,7 @@ import os
 import struct
 import time
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -602,10 +603,13 @@ def test_c_refuses_bad_config_with_a_message():
     assert b"port 0" in ffi.string(err)
 
 
-def test_default_midnight_is_local_midnight_today():
+def test_default_midnight_is_the_exchanges_midnight_today():
+    # NASDAQ stamps New York time, whatever the node's zone (issue 11, defect 4).
+    zone = ZoneInfo("America/New_York")
     dec = Decoder([("A", A_GROUP, A_PORT)])
-    midnight = datetime.combine(date.today(), datetime.min.time()).astimezone()
     now = time.time_ns()
+    midnight = datetime.combine(datetime.fromtimestamp(now / 1e9, zone).date(), datetime.min.time(),
+                                tzinfo=zone)
     send(dec, "A", F.run_of(1, 1, timestamp_ns=0), now=(1, now))
     lat = dec.stats()["latency"]["exchange_to_engine"]
     assert lat["count"] == 1 and lat["max"] == now - int(midnight.timestamp()) * 10**9
