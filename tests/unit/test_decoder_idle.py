@@ -1,0 +1,37 @@
+"""Holes age on time, not on traffic (issue 11, defect 5): what the engine's idle loop relies on.
+
+A hole that only one line has revealed waits for the other line; when the feed then goes quiet,
+only ticks (no packets) can turn it into a gap. tw_decoder_pending() tells an idle caller whether
+it must keep ticking. Clocks are chosen by the test: nothing is read or timed.
+"""
+from tests.support import frames as F
+from tickwire_engine.decoder import Decoder
+
+A, B = ("A", "239.1.1.1", 5000), ("B", "239.1.1.2", 5001)
+WINDOW = 2_000_000
+T0 = 10**12
+
+
+def at(ns: int) -> tuple[int, int]:
+    return (T0 + ns, T0 + ns)
+
+
+def test_a_hole_opened_just_before_the_feed_stops_becomes_a_gap_on_ticks_alone():
+    dec = Decoder([A, B], exchange_midnight_ns=0, arbitration_window_ns=WINDOW)
+    assert not dec.pending()
+    dec.decode_mold("A", F.run_of(1, 10), now=at(0))
+    dec.decode_mold("B", F.run_of(1, 10), now=at(0))
+    dec.decode_mold("A", F.run_of(20, 1), now=at(1000))      # 11..19 lost on A; B falls silent
+    assert dec.pending()
+    dec.tick(now=at(1000 + WINDOW - 1))
+    assert (dec.stats()["gaps"], dec.stats()["missing"]) == (0, 0) and dec.pending()
+    dec.tick(now=at(1000 + WINDOW))
+    assert (dec.stats()["gaps"], dec.stats()["missing"]) == (1, 9)
+    assert not dec.pending()
+
+
+def test_with_one_line_nothing_is_ever_pending():
+    dec = Decoder([A], exchange_midnight_ns=0)
+    dec.decode_mold("A", F.run_of(1, 3), now=at(0))
+    dec.decode_mold("A", F.run_of(10, 1), now=at(0))
+    assert dec.stats()["gaps"] == 1 and not dec.pending()
