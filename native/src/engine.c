@@ -86,6 +86,9 @@ struct tw_engine {
 	struct tw_loop_stats published_loop;
 
 	struct tw_engine_info info;
+	/* The ring counters as the socket closed: what the run lost stays readable after stop. */
+	struct tw_ring_stats final_ring;
+	int have_final_ring;
 };
 
 static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -551,6 +554,8 @@ static void *poll_loop(void *arg)
 
 /* ---- public API ------------------------------------------------------------------------------ */
 
+int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out);
+
 static int check_config(const struct tw_engine_config *c, char *err, size_t errlen)
 {
 	if (!c->ifname[0])
@@ -703,6 +708,7 @@ void tw_engine_stop(struct tw_engine *e)
 		e->link_fd = -1;
 	}
 	if (e->xsk) {
+		e->have_final_ring = tw_engine_ring_stats(e, &e->final_ring) == 0;
 		xsk_socket__delete(e->xsk);
 		e->xsk = NULL;
 	}
@@ -760,6 +766,10 @@ int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out)
 	socklen_t len = sizeof(s);
 
 	memset(out, 0, sizeof(*out));
+	if (!e->xsk && e->have_final_ring) {
+		*out = e->final_ring;
+		return 0;
+	}
 	if (!e->xsk)
 		return -ENOTCONN;
 	memset(&s, 0, sizeof(s));

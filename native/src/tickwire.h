@@ -211,7 +211,8 @@ struct tw_engine_info {
     char fallback[256];         /* what was asked but not granted, and why, or "" */
 };
 
-/* AF_XDP ring counters from getsockopt(XDP_STATISTICS), read off the hot path. */
+/* AF_XDP ring counters from getsockopt(XDP_STATISTICS), read off the hot path; after
+ * tw_engine_stop(), the last ones the socket had. */
 struct tw_ring_stats {
     uint64_t rx_dropped;
     uint64_t rx_invalid_descs;

@@ -279,12 +279,6 @@ class EngineConfig:
         if not 1 <= self.batch_size <= self.ring_size:
             raise ConfigError(f"batch_size {self.batch_size}: must be 1..ring_size ({self.ring_size})")
 
-    @property
-    def stall_capacity_frames(self) -> int:
-        """Frames the kernel can deliver while the poll thread is off the CPU: the RX ring's room,
-        as long as the fill ring holds at least as many (it holds twice as many)."""
-        return min(self.ring_size, self.frame_count)
-
     def _validate_interface(self) -> None:
         try:
             socket.if_nametoindex(self.interface)
