@@ -21,9 +21,10 @@ import time
 import pytest
 
 from tests.support import frames as F
-from tests.support.engine_run import EngineProcess, engine_running
+from tests.support.engine_run import engine_running
 from tests.support.netns import VethPair
 from tests.support.raw_sender import write_frames
+from tests.support.waiting import wait_until
 from tickwire_engine.config import EngineConfig
 
 pytestmark = pytest.mark.netns
@@ -40,8 +41,9 @@ def pair():
         yield p
 
 
-def packets(first_seq: int, count: int) -> list[bytes]:
-    return [F.frame(F.mold(seq, [F.itch("A")]), GROUP, PORT) for seq in range(first_seq, first_seq + count)]
+def packets(first_seq: int, count: int, session: bytes = F.SESSION) -> list[bytes]:
+    return [F.frame(F.mold(seq, [F.itch("A")], session), GROUP, PORT)
+            for seq in range(first_seq, first_seq + count)]
 
 
 def frames_file(tmp_path, frames: list[bytes]) -> str:
@@ -60,36 +62,37 @@ def ring_losses(stats: dict) -> dict:
 
 
 def test_the_fill_ring_holds_every_frame_before_the_program_is_attached(pair, tmp_path):
-    # A feed already flowing (frames from the exchange side back to back) while the engine starts:
-    # the first frame the program redirects must find a frame to land in.
-    flood = pair.popen(pair.exchange_ns, [sys.executable, SENDER, "burst", pair.exchange_if,
-                                          frames_file(tmp_path, packets(1, 60_000))],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A feed already flowing (frames back to back from the exchange side) while the engine starts:
+    # the first frame the program redirects must find a frame to land in. (At full speed on a
+    # shared machine the engine may fall behind and fill its RX ring; that is overload, counted as
+    # rx_ring_full, not the fault this test is about.)
+    flood = pair.popen(pair.exchange_ns, [sys.executable, SENDER, "flood", pair.exchange_if,
+                                          frames_file(tmp_path, packets(1, 1000)), "60"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        engine = EngineProcess(pair, [LINE], tmp_path).start()
-        try:
-            flooded = int(flood.communicate(timeout=120)[0].strip())
+        with engine_running(pair, [LINE], tmp_path) as engine:
             started = engine.stats()
-            # Right after start: a burst of 3000 the engine must count exactly.
-            assert burst(pair, frames_file(tmp_path, packets(100_001, 3000))) == 3000
-            during = engine.settle()
+            wait_until("the flood to reach the engine", lambda: engine.stats()["packets"] > 1000,
+                       timeout=20, interval=0.05)
+            flood.terminate()
+            flood.wait(timeout=10)
+            after_flood = engine.settle()
+            # Then a burst the engine must count exactly, with no loss of any kind (a session of
+            # its own, from sequence number 1: nothing in it is a gap or a duplicate).
+            assert burst(pair, frames_file(tmp_path, packets(1, 3000, b"TWBURST001"))) == 3000
+            engine.settle(messages=after_flood["messages"] + 3000)
             final = engine.stop()
-        finally:
-            engine.kill()
     finally:
         if flood.poll() is None:
             flood.kill()
             flood.wait(timeout=10)
-    assert flooded == 60_000
     assert started["fill_stocked"] == started["fill_ring_size"] == EngineConfig.frame_count
     assert started["rx_ring_size"] == EngineConfig.ring_size
-    assert ring_losses(final) == NO_RING_LOSS
-    # What the flood delivered after the program was attached, plus all 3000 of the burst.
-    assert final["messages"] == during["messages"] and final["packets"] == final["messages"]
-    flood_received = final["messages"] - 3000
-    assert 0 <= flood_received <= 60_000
-    seen_burst = final["lines"]["A"]["packets"] - flood_received
-    assert seen_burst == 3000
+    assert after_flood["packets"] > 1000
+    assert after_flood["ring"]["rx_fill_ring_empty_descs"] == 0
+    assert final["packets"] - after_flood["packets"] == 3000
+    assert final["messages"] - after_flood["messages"] == 3000
+    assert ring_losses(final) == ring_losses(after_flood)
     assert final["ring"]["fill_ring_stock"] == EngineConfig.frame_count   # every frame given back
 
 

@@ -4,6 +4,8 @@ exactly as a NIC's would reach the engine.
 
     raw_sender.py burst IFACE FILE
         send every frame of FILE (4-byte big-endian length, then the frame; repeated) at once
+    raw_sender.py flood IFACE FILE SECONDS
+        send FILE's frames back to back, over and over, until SECONDS pass (or a signal ends it)
     raw_sender.py stamped IFACE FILE SECONDS INTERVAL MIDNIGHT[,MIDNIGHT...]
         send FILE's frames one by one, one every INTERVAL seconds for at most SECONDS, each with
         its ITCH timestamp set at send time to the nanoseconds since the latest MIDNIGHT passed
@@ -53,6 +55,12 @@ def main(argv: list[str]) -> int:
         for frame in frames:
             s.send(frame)
             sent += 1
+    elif mode == "flood":
+        deadline = time.monotonic() + float(argv[3])
+        while time.monotonic() < deadline:
+            for frame in frames:
+                s.send(frame)
+            sent += len(frames)
     elif mode == "stamped":
         seconds, interval = float(argv[3]), float(argv[4])
         midnights = [int(m) for m in argv[5].split(",")]
@@ -66,7 +74,7 @@ def main(argv: list[str]) -> int:
             sent += 1
             time.sleep(interval)
     else:
-        raise SystemExit(f"unknown mode {mode!r}: burst or stamped")
+        raise SystemExit(f"unknown mode {mode!r}: burst, flood or stamped")
     print(sent)
     return 0
 
