@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from . import conditions, preflight
 from .conditions import Condition, Observation
+from .counter_reset import RunTracker
 from .drift import DriftChecker
 from .journal import Journal, RestoreResult
 from .latency_window import LatencyWindow
@@ -91,6 +92,7 @@ class Agent:
         self._server = None
         self._metrics_port: int | None = None
         self._last_gaps = 0
+        self._runs = RunTracker()
         self._last_gap_at: float | None = None
         self._last_conditions: dict[str, tuple[str, str]] = {}
         self._stats: dict | None = None
@@ -259,10 +261,12 @@ class Agent:
         self.view.stats = stats
         self.view.engine_up = self.supervisor.pid is not None
         self.view.engine_restarts = self.supervisor.restarts
-        gaps = stats.get("gaps", 0) if stats else 0
+        if self._runs.observe(stats):
+            self._last_gaps = 0  # a restarted engine counts from zero again
+        gaps = stats.get("gaps", 0) if stats else self._last_gaps
         if gaps > self._last_gaps:
             self._last_gap_at = now
-        self._last_gaps = gaps   # a restarted engine counts from zero again
+        self._last_gaps = gaps
 
     def _observation(self, now: float) -> Observation:
         return Observation(

@@ -2,13 +2,16 @@
 
 The engine's histograms count from its start; a feed that was slow at 09:30 would otherwise
 show that in its p99 all day. The agent keeps the snapshots it reads and subtracts the one from
-a window ago, so status and the LatencySLOMet condition speak about now.
+a window ago, so status and the LatencySLOMet condition speak about now. A restarted engine counts
+from zero again (counter_reset.py): the window then starts over from its first snapshot.
 """
 from __future__ import annotations
 
 from collections import deque
 
 from tickwire_engine.buckets import merge, percentile, subtract
+
+from .counter_reset import RunTracker
 
 STAGE = "exchange_to_engine"
 
@@ -26,6 +29,7 @@ class LatencyWindow:
     def __init__(self, seconds: float = 60.0):
         self.seconds = seconds
         self._snapshots: deque[tuple[float, list[list[int]]]] = deque()
+        self._runs = RunTracker()
 
     def observe(self, now: float, stats: dict | None) -> None:
         """Keep this snapshot; forget those the window no longer needs (one older than the window
@@ -33,8 +37,8 @@ class LatencyWindow:
         if stats is None:
             return
         buckets = _all_lines(stats)
-        if self._snapshots and _count(buckets) < _count(self._snapshots[-1][1]):
-            self._snapshots.clear()          # a restarted engine counts from zero again
+        if self._runs.observe(stats):
+            self._snapshots.clear()          # a new engine run: nothing before it subtracts
         self._snapshots.append((now, buckets))
         while len(self._snapshots) > 1 and self._snapshots[1][0] <= now - self.seconds:
             self._snapshots.popleft()

@@ -6,6 +6,11 @@ nothing is copied per packet and nothing is kept twice. Labels are `feed` and, w
 engine keeps the number per line, `line`; counters broken down by a small fixed set (ITCH
 message type, malformed reason, ring drop reason) carry that as a label too.
 
+Counters stay monotonic across engine restarts: the engine counts from zero when it starts again,
+so the agent carries each finished run's counts and exports the total over every run it has seen
+(counter_reset.RunningTotals). Only an agent restart resets them, which Prometheus's rate() and
+increase() handle as the counter reset it is; `tickwire_engine_restarts_total` counts the others.
+
 Histograms: the engine keeps log-linear buckets about 3% wide; Prometheus wants fixed `le`
 bounds. Each engine bucket is counted under the first bound at or above its *high* edge, so a
 quantile read from these can only overstate the latency, never understate it.
@@ -17,6 +22,8 @@ from collections.abc import Iterable
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from .counter_reset import RunningTotals
 
 # Seconds. Dense below 10 us, where a kernel-bypass feed lives; coarser up to 10 s for the bad days.
 LATENCY_BOUNDS_S = tuple(ns / 1e9 for ns in (
@@ -50,11 +57,21 @@ class AgentView:
 
     def __init__(self, feed: str):
         self.feed = feed
-        self.stats: dict | None = None
+        self._totals = RunningTotals()
+        self._stats: dict | None = None
         self.engine_up = False
         self.engine_restarts = 0
         self.drift_events: dict[str, int] = {}      # setting label -> times found changed
         self.drifted: dict[str, bool] = {}          # setting label -> differs right now
+
+    @property
+    def stats(self) -> dict | None:
+        """The engine's latest stats, with every counter totalled over the engine runs seen."""
+        return self._stats
+
+    @stats.setter
+    def stats(self, latest: dict | None) -> None:
+        self._stats = self._totals.observe(latest)
 
 
 class EngineCollector(Collector):

@@ -54,3 +54,31 @@ def test_status_and_slo_use_the_window_when_it_has_samples():
     # No window yet: the engine's own since-start figures.
     latency, words = recent_latency(stats_with([[*FAST, 1]]))
     assert latency["p99"] == 999_000 and words == "since the engine started"
+
+
+# ---- a restarted engine (issue 11, defect 6) ------------------------------------------------------
+
+def from_engine(pid: int, *line_buckets) -> dict:
+    stats = stats_with(*line_buckets)
+    stats["engine"] = {"pid": pid, "started_at": 1000.0 + pid}
+    return stats
+
+
+def test_a_restart_with_more_samples_but_a_bucket_lower_starts_the_window_over():
+    # The new engine's first snapshot holds more samples in total than the old one's last, but
+    # none in the old one's bucket: subtracting the two used to raise.
+    window = LatencyWindow(seconds=60)
+    window.observe(0.0, stats_with([[*FAST, 10]]))
+    window.observe(5.0, stats_with([[*SLOW, 50]]))
+    summary = window.summary()
+    assert summary["count"] == 50 and summary["p99"] == SLOW[1] and summary["seconds"] is None
+
+
+def test_a_new_engine_identity_starts_the_window_over_even_when_every_count_rose():
+    window = LatencyWindow(seconds=60)
+    window.observe(0.0, from_engine(1, [[*FAST, 10], [*SLOW, 1]]))
+    window.observe(5.0, from_engine(2, [[*FAST, 400], [*SLOW, 30]]))      # a new run, all higher
+    summary = window.summary()
+    assert summary["count"] == 430 and summary["seconds"] is None
+    window.observe(10.0, from_engine(2, [[*FAST, 500], [*SLOW, 30]]))
+    assert window.summary()["count"] == 100 and window.summary()["seconds"] == 5.0
