@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from tickwire_engine.config import EngineConfig, Line  # the engine's own line type
+from tickwire_engine.config import EXCHANGE_TIMEZONES, LOCAL_ZONE, EngineConfig, Line  # the engine's own
 
 API_VERSION = "tickwire.dev/plan-v1"
 
@@ -94,7 +94,7 @@ class Plan:
     irq_affinity: tuple[int, ...] = ()
     latency_slo_p99_micros: float | None = None
     stale_after_seconds: float = 5.0
-    exchange_timezone: str | None = None
+    exchange_timezone: str | None = None    # None: the protocol's exchange zone (the engine's default)
     metrics_address: str = "0.0.0.0"
     metrics_port: int = 9470
     restore_drift: bool = True
@@ -260,12 +260,13 @@ def semantic_problems(doc: dict) -> list[Problem]:
                                 f"ask for at least {UMEM_HUGEPAGES}, or 0 to run on normal pages"))
 
     zone = doc.get("exchangeTimezone")
-    if zone is not None:
+    if zone is not None and zone != LOCAL_ZONE:
         try:
             ZoneInfo(zone)
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(Problem("exchangeTimezone", f"{zone!r} is not a known IANA time zone",
-                                    "use a name such as America/New_York, or null for local midnight"))
+                                    "use a name such as America/New_York, or null for the feed's "
+                                    f"exchange ({EXCHANGE_TIMEZONES[doc['feed']['protocol']]})"))
 
     address = doc.get("metrics", {}).get("address")
     if address is not None:

@@ -57,8 +57,8 @@ def test_plan_tunes_the_host_counts_the_feed_and_teardown_restores_everything(pa
     assert during["napi_defer_hard_irqs"] == "2" and during["gro_flush_timeout"] == "200000"
     assert during["xdp_prog"] != 0
     assert {igmp_hex("239.7.1.1"), igmp_hex("239.7.1.2")} <= set(during["igmp_groups"])
-    # the pool grew by what was missing for the plan's 4 pages, and the engine's UMEM sits on them
-    assert during["nr_hugepages"] == before["nr_hugepages"] + max(0, 4 - free_at_start)
+    # the pool grew by what was missing for the plan's 8 pages, and the engine's UMEM sits on them
+    assert during["nr_hugepages"] == before["nr_hugepages"] + max(0, 8 - free_at_start)
     assert metric(agent.metrics(), "tickwire_umem_hugepages") == 1
     engine = agent.engine_pid()
     assert [core] in [parse_cpulist(c) for c in thread_cpus(engine).values()], \
