@@ -35,7 +35,8 @@ def identity(stats: dict | None):
 
 def cumulative(stats: dict) -> dict[Path, float]:
     """Every cumulative number in an engine stats document, by its path. Histogram buckets are
-    ("latency", stage, "lines", line, "bucket", low_ns, high_ns)."""
+    ("latency", stage, "lines", line, "bucket", low_ns): by their low edge only, because the engine
+    clamps a bucket's high edge to the largest value seen, which moves within a run."""
     flat: dict[Path, float] = {}
     for key in COUNTS:
         if isinstance(stats.get(key), (int, float)):
@@ -57,14 +58,25 @@ def cumulative(stats: dict) -> dict[Path, float]:
             for key in ("count", "sum"):
                 if key in hist:
                     flat[(*base, key)] = hist[key]
-            for low, high, n in hist.get("buckets") or []:
-                flat[(*base, "bucket", low, high)] = n
+            for low, _high, n in hist.get("buckets") or []:
+                flat[(*base, "bucket", low)] = n
     return flat
 
 
+def bucket_highs(stats: dict) -> dict[Path, int]:
+    """The high edge of every histogram bucket in the stats, by the bucket's path."""
+    return {("latency", stage, "lines", line, "bucket", low): high
+            for stage, entry in (stats.get("latency") or {}).items()
+            for line, hist in ((entry or {}).get("lines") or {}).items()
+            for low, high, _n in hist.get("buckets") or []}
+
+
 def went_backwards(before: dict[Path, float], after: dict[Path, float]) -> bool:
-    """Any count lower after than before (one that disappeared counts as 0)."""
-    return any(after.get(path, 0) < n for path, n in before.items())
+    """Any count lower after than before. A count that disappeared counts as 0 (the engine never
+    drops a bucket or a line), unless its whole group did: the ring counters are absent when the
+    socket could not be read, which says nothing about a restart."""
+    groups = {path[0] for path in after}
+    return any(after.get(path, 0) < n for path, n in before.items() if path[0] in groups)
 
 
 class RunTracker:
@@ -99,6 +111,7 @@ class RunningTotals:
     def __init__(self) -> None:
         self._runs = RunTracker()
         self._carried: dict[Path, float] = {}
+        self._highs: dict[Path, int] = {}      # histogram buckets' high edges, widest seen
         self.restarts_seen = 0
 
     def observe(self, stats: dict | None) -> dict | None:
@@ -106,6 +119,8 @@ class RunningTotals:
         if stats is None:
             return None
         finished = self._runs.last
+        for path, high in bucket_highs(stats).items():
+            self._highs[path] = max(high, self._highs.get(path, high))
         if self._runs.observe(stats):
             self.restarts_seen += 1
             for path, n in finished.items():
@@ -114,16 +129,17 @@ class RunningTotals:
             return stats
         current = self._runs.last
         return with_counts(stats, {path: self._carried.get(path, 0) + current.get(path, 0)
-                                   for path in self._carried.keys() | current.keys()})
+                                   for path in self._carried.keys() | current.keys()}, self._highs)
 
 
-def with_counts(stats: dict, counts: dict[Path, float]) -> dict:
-    """A copy of `stats` with the counts at these paths (histogram buckets rebuilt in order)."""
+def with_counts(stats: dict, counts: dict[Path, float], highs: dict[Path, int]) -> dict:
+    """A copy of `stats` with the counts at these paths; histogram buckets are rebuilt in order,
+    each with its high edge from `highs`."""
     out = copy.deepcopy(stats)
     buckets: dict[Path, dict[tuple, float]] = {}
     for path, n in counts.items():
-        if len(path) == 7 and path[4] == "bucket":
-            buckets.setdefault(path[:4], {})[(path[5], path[6])] = n
+        if len(path) == 6 and path[4] == "bucket":
+            buckets.setdefault(path[:4], {})[(path[5], highs[path])] = n
             continue
         node = out
         for key in path[:-1]:

@@ -78,3 +78,23 @@ def test_running_totals_carry_each_finished_run():
     totals.observe(run(2, 20, 0, [], 0))
     third = totals.observe(run(3, 5, 0, [], 0))
     assert third["packets"] == 35 and totals.restarts_seen == 2
+
+
+def test_a_buckets_high_edge_moving_with_the_maximum_is_not_a_restart():
+    # The engine clamps the top bucket's high edge to the largest value seen: it moves in a run.
+    runs, totals = RunTracker(), RunningTotals()
+    for stats in (run(1, 10, 0, [[1000, 1010, 10]], 10_100), run(1, 20, 0, [[1000, 1025, 20]], 20_300)):
+        assert not runs.observe(stats)
+        assert totals.observe(stats) is stats
+    assert totals.restarts_seen == 0
+    carried = totals.observe(run(2, 5, 0, [[1000, 1020, 5], [4000, 4095, 1]], 9_000))
+    assert carried["latency"]["exchange_to_engine"]["lines"]["A"]["buckets"] == [[1000, 1025, 25], [4000, 4095, 1]]
+
+
+def test_ring_counters_missing_from_one_snapshot_are_not_a_restart():
+    runs = RunTracker()
+    runs.observe(run(1, 10, 0, [], 0, ring_full=4))
+    unreadable = run(1, 12, 0, [], 0)
+    unreadable["ring"] = {}
+    del unreadable["engine"]
+    assert not runs.observe(unreadable)
