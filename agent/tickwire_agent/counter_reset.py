@@ -48,6 +48,9 @@ def cumulative(stats: dict) -> dict[Path, float]:
         for key in LINE_COUNTS:
             if key in numbers:
                 flat[("lines", line, key)] = numbers[key]
+    skipped = (stats.get("exchange_time") or {}).get("latency_skipped")
+    if skipped is not None:
+        flat[("exchange_time", "latency_skipped")] = skipped
     ring = stats.get("ring") or {}
     for key in RING_COUNTS:
         if key in ring:

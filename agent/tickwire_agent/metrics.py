@@ -133,6 +133,10 @@ class EngineCollector(Collector):
         for key, reason in RING_DROPS.items():
             drops.add_metric([feed, reason], ring.get(key, 0))
         yield drops
+        skipped = (stats.get("exchange_time") or {}).get("latency_skipped", 0)
+        yield _counter("tickwire_exchange_latency_skipped", "Messages without an exchange-to-engine "
+                       "latency: stamped in the engine's future, or past the exchange midnights it knows",
+                       [feed], skipped)
 
     def _gauges(self, stats: dict):
         feed = [self.view.feed]
@@ -148,6 +152,10 @@ class EngineCollector(Collector):
                      float(bool(stats.get("zero_copy"))))
         yield _gauge("tickwire_umem_hugepages", "1 when the UMEM sits on 2 MiB hugepages", feed,
                      float(bool(stats.get("hugepages"))))
+        left = (stats.get("exchange_time") or {}).get("midnights_left")
+        yield _gauge("tickwire_exchange_midnights_left", "Exchange midnights the engine still knows "
+                     "(0: no exchange latency is recorded any more, restart the engine; NaN: a fixed day)",
+                     feed, math.nan if left is None else left)
         age = stats.get("last_packet_age_s")
         yield _gauge("tickwire_last_packet_age_seconds", "Seconds since the last packet (NaN before the first)",
                      feed, math.nan if age is None else age)

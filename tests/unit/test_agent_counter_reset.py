@@ -98,3 +98,13 @@ def test_ring_counters_missing_from_one_snapshot_are_not_a_restart():
     unreadable["ring"] = {}
     del unreadable["engine"]
     assert not runs.observe(unreadable)
+
+
+def test_the_exchange_day_is_exported():
+    view = AgentView("f")
+    stats = run(1, 10, 0, [], 0)
+    stats["exchange_time"] = {"midnight_ns": 1, "midnights_left": 0, "latency_skipped": 4}
+    view.stats = stats
+    samples = scrape(view)
+    assert value(samples, "tickwire_exchange_midnights_left") == 0
+    assert value(samples, "tickwire_exchange_latency_skipped_total") == 4
