@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 
-from .config import ConfigError, EngineConfig, Line, PrivilegeError
+from .config import EXCHANGE_TIMEZONES, PROTOCOL, ConfigError, EngineConfig, Line, PrivilegeError
 
 EXIT_OK, EXIT_CONFIG, EXIT_KERNEL = 0, 2, 3
 # Refusals that no retry will change: the interface or driver cannot do what was asked
@@ -90,6 +90,12 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         busy_poll_budget=args.busy_poll_budget, rt_priority=args.rt_priority,
         batch_size=args.batch_size, ring_size=args.ring_size, frame_count=args.frame_count,
         exchange_tz=args.exchange_tz, exchange_midnights=args.exchange_midnights)
+
+
+def exchange_zone_name(config: EngineConfig) -> str:
+    if config.exchange_midnights is not None:
+        return f"from {len(config.exchange_midnights)} given midnight(s)"
+    return config.exchange_tz or EXCHANGE_TIMEZONES[PROTOCOL]
 
 
 def write_json_atomically(path: str, document: dict) -> None:
@@ -203,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
                   f"{'hugepages' if info['hugepages'] else '4 KiB pages'}, poll thread on "
                   f"{'CPU ' + str(info['core']) if info['core'] is not None else 'any CPU'}"
                   f"{', SCHED_FIFO ' + str(info['rt_priority']) if info['rt_priority'] else ''}"
+                  f", RX ring {info['rx_ring_size']}, fill ring {info['fill_stocked']} frames, "
+                  f"exchange time {exchange_zone_name(config)}"
                   + (f" ({info['fallback']})" if info["fallback"] else ""), flush=True)
         deadline = time.monotonic() + args.duration if args.duration else None
         next_print = time.monotonic() + 1.0
