@@ -206,7 +206,6 @@ struct tw_engine_info {
     uint32_t rx_ring_size;      /* RX ring entries */
     uint32_t fill_ring_size;    /* fill ring entries */
     uint32_t fill_stocked;      /* frames in the fill ring when the XDP program was attached */
-    uint32_t pad0;
     uint64_t umem_bytes;
     char fallback[256];         /* what was asked but not granted, and why, or "" */
 };

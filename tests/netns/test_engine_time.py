@@ -101,6 +101,7 @@ def test_a_hole_before_the_feed_stops_becomes_a_gap_while_the_engine_runs(pair, 
         stats = wait_until("the pending hole to be declared a gap", lambda: (
             (s := engine.stats())["gaps"] == 1 and s), timeout=SLACK_S, interval=0.05)
         waited = time.monotonic() - started
+        print(f"hole declared after {waited * 1e3:.0f} ms ({busy_poll})")
         assert engine.proc.poll() is None           # still running: no flush did this
         final = engine.stop()
     assert (stats["gaps"], stats["missing"], stats["messages"], stats["duplicates"]) == (1, 9, 11, 10)
