@@ -10,7 +10,7 @@ import time
 
 from ._native import ffi, lib
 from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, check_privileges,
-                     exchange_midnight_ns, fill_decoder_config)
+                     exchange_midnight_ns, fill_decoder_config, fill_sequencing_config)
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -43,6 +43,7 @@ def _c_config(config: EngineConfig):
     c.bpf_object = config.bpf_object.encode()
     fill_decoder_config(c.decoder, config.lines, exchange_midnight_ns(config.exchange_tz),
                         config.arbitration_window_ns)
+    fill_sequencing_config(c.decoder, config.max_seq_jump, config.max_seq_rate)
     return c
 
 
