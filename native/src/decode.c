@@ -216,8 +216,15 @@ static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_
     int in_run = seq > s->start && (in_window(s, seq - 1) ? !seen_get(s, seq - 1) : s->frontier_in_gap);
     uint64_t bits_end = min_u64(to, s->next_seq);
     for (; seq < bits_end; seq++) {
-        if (seq % 64 == 0 && bits_end - seq >= 64 && s->seen[(seq / 64) % SEEN_WORDS] == ~0ull) {
-            in_run = 0; /* 64 that all arrived: the common case, a word at a time */
+        uint64_t word = s->seen[(seq / 64) % SEEN_WORDS];
+        if (seq % 64 == 0 && bits_end - seq >= 64 && (word == ~0ull || word == 0)) {
+            /* 64 that all arrived (the common case), or none did: a word at a time */
+            if (word == 0) {
+                if (!in_run)
+                    add_sat(&d->stats.gaps, 1);
+                from_bits += 64;
+            }
+            in_run = word == 0;
             seq += 63;
             continue;
         }

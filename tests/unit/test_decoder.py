@@ -13,6 +13,7 @@ import pytest
 
 from tests.support import frames as F
 from tickwire_engine._native import ffi, lib
+from tickwire_engine import config
 from tickwire_engine.config import ConfigError
 from tickwire_engine.decoder import Decoder, FrameResult
 from tests.support.testdata import CAPTURES_DIR
@@ -290,6 +291,146 @@ def test_heartbeat_on_the_other_line_reveals_a_shared_hole():
     send(dec, "A", F.run_of(8, 1))              # 6, 7 pending
     send(dec, "B", F.heartbeat(9))              # B says it sent up to 8: it lost them too
     assert counts(dec, "gaps", "missing", "heartbeats") == (1, 2, 1)
+
+
+# ---- implausible jumps ----------------------------------------------------------------------------
+
+NEAR_2_64 = 2**64 - 5
+
+
+@pytest.mark.parametrize("bad", [F.heartbeat(NEAR_2_64), F.run_of(NEAR_2_64, 3)],
+                         ids=["heartbeat", "data"])
+def test_a_jump_near_2_64_is_suspect_and_changes_nothing(bad):
+    """Issue 11, defect 1: it once opened a hole of ~2^64 (missing wrapped) and every real message
+    after it counted as recovered."""
+    dec = one_line()
+    send(dec, "A", F.run_of(1, 10))
+    send(dec, "A", bad)
+    assert counts(dec, "suspect_jumps", "gaps", "missing", "messages") == (1, 0, 0, 10)
+    send(dec, "A", F.run_of(11, 10))               # the feed goes on: nothing missing or recovered
+    send(dec, "A", F.run_of(25, 1))                # a real loss is still seen: 21..24
+    stats = dec.stats()
+    assert (stats["messages"], stats["gaps"], stats["missing"], stats["recovered"]) == (21, 1, 4, 0)
+    assert stats["confirmed_jumps"] == 0
+    assert_consistent(stats)
+
+
+def test_a_jump_the_other_line_confirms_is_a_real_gap():
+    dec = two_lines()
+    for line in "AB":
+        send(dec, line, F.run_of(1, 10))
+    far = 50_000_000
+    send(dec, "A", F.run_of(far, 2))               # suspect: held, the session stays at 11
+    send(dec, "A", F.run_of(11, 2))                # meanwhile plausible traffic goes on
+    assert counts(dec, "suspect_jumps", "messages", "gaps") == (1, 12, 0)
+    send(dec, "B", F.run_of(far, 2))               # B shows the same jump: confirmed
+    dec.flush()
+    stats = dec.stats()
+    assert (stats["confirmed_jumps"], stats["gaps"], stats["missing"]) == (1, 1, far - 13)
+    assert stats["messages"] == 14 and stats["lines"]["B"]["first_messages"] == 2  # the held copy
+
+
+def test_the_same_line_continuing_confirms_a_jump_and_a_repeat_does_not():
+    dec = one_line()
+    send(dec, "A", F.run_of(1, 10))
+    far = 5_000_000
+    send(dec, "A", F.heartbeat(far))
+    send(dec, "A", F.heartbeat(far))               # the same heartbeat again confirms nothing
+    assert counts(dec, "suspect_jumps", "confirmed_jumps", "gaps") == (2, 0, 0)
+    send(dec, "A", F.run_of(far, 3))               # data from where it said: confirmed
+    assert counts(dec, "confirmed_jumps", "gaps", "missing", "messages") == (1, 1, far - 11, 13)
+
+
+def test_the_held_packets_messages_are_missing_when_the_same_line_confirms_it():
+    dec = one_line()
+    send(dec, "A", F.run_of(1, 10))
+    far = 5_000_000
+    send(dec, "A", F.run_of(far, 2))               # held: its two messages are not decoded
+    send(dec, "A", F.run_of(far + 2, 2))
+    assert counts(dec, "confirmed_jumps", "gaps", "missing", "messages") == (1, 1, far + 2 - 11, 12)
+
+
+def test_the_rate_bound_allows_a_longer_jump_after_a_silence():
+    dec = one_line(max_seq_jump=100, max_seq_rate=1000)
+    send(dec, "A", F.run_of(1, 10), now=at(0))
+    send(dec, "A", F.run_of(11 + 101, 1), now=at(0))             # 101 > 100: suspect
+    assert counts(dec, "suspect_jumps", "gaps") == (1, 0)
+    send(dec, "A", F.run_of(11 + 1100, 1), now=at(10**9))        # 1 s later 100 + 1000 may pass
+    assert counts(dec, "suspect_jumps", "gaps", "missing") == (1, 1, 1100)
+    send(dec, "A", F.run_of(1112 + 1101, 1), now=at(2 * 10**9))  # 1101 > 1100: suspect
+    assert counts(dec, "suspect_jumps", "gaps") == (2, 1)
+
+
+def test_missing_saturates_instead_of_wrapping():
+    dec = two_lines()
+    for session in (b"SESSION--X", b"SESSION--Y"):              # Y is new: it starts at 1
+        for line in "AB":
+            send(dec, line, F.run_of(1, 1, session=session))
+            send(dec, line, F.heartbeat(2**64 - 2, session=session))
+    dec.flush()
+    stats = dec.stats()
+    assert stats["confirmed_jumps"] == 2 and stats["gaps"] == 2
+    assert stats["missing"] == 2**64 - 1                         # 2 * (2^64 - 4) saturated
+    assert_consistent(stats)
+
+
+def test_plausibility_defaults_agree_with_c_and_bad_bounds_are_refused():
+    assert (config.DEFAULT_MAX_SEQ_JUMP, config.DEFAULT_MAX_SEQ_RATE) == (
+        lib.TW_DEFAULT_MAX_SEQ_JUMP, lib.TW_DEFAULT_MAX_SEQ_RATE)
+    for bad in (0, -1, 2**64, 1.5, True):
+        with pytest.raises(ConfigError, match="max_seq_jump"):
+            one_line(max_seq_jump=bad)
+        with pytest.raises(ConfigError, match="max_seq_rate"):
+            one_line(max_seq_rate=bad)
+
+
+# ---- session start and end -------------------------------------------------------------------------
+
+def test_a_new_session_starts_at_1_so_its_first_packet_lost_on_b_is_no_duplicate():
+    """Issue 11, defect 3: the new session started at B's first packet, so A's copy of the packet B
+    lost was counted a duplicate and dropped."""
+    dec = two_lines()
+    x, y = b"SESSION--X", b"SESSION--Y"
+    for line in "AB":
+        send(dec, line, F.run_of(1, 5, session=x))
+    send(dec, "B", F.run_of(5, 4, session=y))      # B lost y's first packet (1..4)
+    send(dec, "A", F.run_of(1, 4, session=y))
+    send(dec, "A", F.run_of(5, 4, session=y))
+    dec.flush()
+    stats = dec.stats()
+    assert (stats["messages"], stats["duplicates"], stats["gaps"], stats["missing"]) == (13, 9, 0, 0)
+    assert stats["lines"]["A"]["first_messages"] == 5 + 4
+
+
+def test_a_new_sessions_lost_start_is_a_gap_with_one_line():
+    dec = one_line()
+    send(dec, "A", F.run_of(500, 5, session=b"SESSION--X"))   # the first session: joined mid-way
+    send(dec, "A", F.run_of(3, 2, session=b"SESSION--Y"))     # a new one: 1, 2 were lost
+    assert counts(dec, "gaps", "missing", "messages") == (1, 2, 7)
+
+
+def test_copies_from_before_we_joined_are_taken_not_duplicates():
+    dec = two_lines()
+    send(dec, "A", F.run_of(1000, 5))              # joined here: nothing before is a gap
+    send(dec, "B", F.run_of(998, 7))               # B, behind, still has 998 and 999
+    dec.flush()
+    assert counts(dec, "messages", "duplicates", "gaps", "missing", "recovered") == (7, 5, 0, 0, 0)
+
+
+def test_end_of_session_declares_pending_holes_and_nothing_after_it_opens_one():
+    dec = two_lines()
+    send(dec, "A", F.run_of(1, 5))
+    send(dec, "A", F.run_of(8, 2))                 # 6, 7 pending for B
+    send(dec, "A", F.end_of_session(10))           # no waiting for the window
+    assert counts(dec, "gaps", "missing") == (1, 2)
+    send(dec, "B", F.run_of(6, 2))                 # late copies still count, as recovered
+    send(dec, "B", F.run_of(11, 3))                # past the end: ignored, no hole
+    send(dec, "B", F.heartbeat(40))
+    dec.tick(at(10 * WINDOW))
+    dec.flush()
+    stats = dec.stats()
+    assert (stats["gaps"], stats["missing"], stats["recovered"], stats["messages"]) == (1, 2, 2, 9)
+    assert (stats["after_end"], stats["duplicates"]) == (3, 0)
 
 
 # ---- A/B holes: the sequence bitmap ---------------------------------------------------------------
