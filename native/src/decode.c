@@ -38,6 +38,7 @@ struct tw_pending {
 /* A packet whose sequence number jumped implausibly far, waiting for confirmation. */
 struct tw_suspect {
     int held;
+    uint8_t id[MOLD_SESSION_LEN];
     uint32_t line;
     uint64_t seq;       /* its sequence number */
     uint64_t count;     /* its message count (0 for a heartbeat or end of session) */
@@ -68,6 +69,7 @@ struct tw_decoder {
     uint64_t packet_counter;
     int joined;            /* a session was followed: any new session starts at 1 */
     uint32_t last_session; /* the previous packet's session: almost always the next one's too */
+    struct tw_suspect new_session; /* a new session's first packet, held: it takes no slot yet */
     struct tw_session sessions[TW_MAX_SESSIONS];
 };
 
@@ -382,33 +384,38 @@ static uint64_t since(uint64_t then_ns, const struct tw_clock *now)
     return now->mono_ns > then_ns ? now->mono_ns - then_ns : 0;
 }
 
-/* The held suspect jump is confirmed by this packet: the other line shows the same jump (at or a
- * little past the suspect's sequence number), or the same line continues from the suspect packet. */
-static int confirms_suspect(const struct tw_decoder *d, const struct tw_session *s, uint32_t line,
-                            uint64_t seq, uint64_t count, const struct tw_clock *now)
+/* The held suspect jump is confirmed by this packet of the same session: the other line shows the
+ * same jump (at or a little past the suspect's sequence number), or the same line continues from
+ * the suspect packet (a repeat of it confirms nothing). */
+static int confirms_suspect(const struct tw_decoder *d, const struct tw_suspect *j,
+                            const uint8_t *id, uint32_t line, uint64_t seq, uint64_t count,
+                            const struct tw_clock *now)
 {
-    const struct tw_suspect *j = &s->suspect;
-    if (!j->held || seq < j->seq || seq - j->seq > plausible_jump(d, since(j->held_ns, now)))
+    if (!j->held || memcmp(j->id, id, MOLD_SESSION_LEN) != 0 || seq < j->seq ||
+        seq - j->seq > plausible_jump(d, since(j->held_ns, now)))
         return 0;
     if (line != j->line)
         return 1;
     return seq >= j->seq + j->count && !(seq == j->seq && count == j->count);
 }
 
-/* 1 if the packet at seq (carrying count messages) must be held back: it jumps ahead implausibly
- * far and confirms no earlier suspect. Either way the outcome is counted. */
-static int hold_suspect(struct tw_decoder *d, struct tw_session *s, uint32_t line, uint64_t seq,
-                        uint64_t count, const struct tw_clock *now)
+/* 1 if the packet (session id, seq, count messages) must be held back in j: from `next`, where its
+ * session stood at last_ns, it jumps implausibly far and confirms no earlier suspect. Either way
+ * the outcome is counted. */
+static int hold_suspect(struct tw_decoder *d, struct tw_suspect *j, uint64_t next, uint64_t last_ns,
+                        const uint8_t *id, uint32_t line, uint64_t seq, uint64_t count,
+                        const struct tw_clock *now)
 {
-    if (seq <= s->next_seq || seq - s->next_seq <= plausible_jump(d, since(s->last_packet_ns, now)))
+    if (seq <= next || seq - next <= plausible_jump(d, since(last_ns, now)))
         return 0;
-    if (confirms_suspect(d, s, line, seq, count, now)) {
-        s->suspect.held = 0;
+    if (confirms_suspect(d, j, id, line, seq, count, now)) {
+        j->held = 0;
         add_sat(&d->stats.confirmed_jumps, 1);
         return 0;
     }
-    s->suspect = (struct tw_suspect){.held = 1, .line = line, .seq = seq, .count = count,
-                                     .held_ns = now->mono_ns};
+    *j = (struct tw_suspect){.held = 1, .line = line, .seq = seq, .count = count,
+                             .held_ns = now->mono_ns};
+    memcpy(j->id, id, MOLD_SESSION_LEN);
     add_sat(&d->stats.suspect_jumps, 1);
     return 1;
 }
@@ -529,18 +536,27 @@ static int decode_packet(struct tw_decoder *d, uint32_t line, const uint8_t *p, 
     if (kernel_rx_ns != 0 && now->mono_ns >= kernel_rx_ns)
         tw_hist_record(&st->hist[TW_STAGE_KERNEL_TO_ENGINE][line], now->mono_ns - kernel_rx_ns);
 
-    struct tw_session *s = session_for(d, p, seq, now);
     if (count == MOLD_HEARTBEAT_COUNT)
         st->heartbeats++;
     else if (count == MOLD_END_OF_SESSION_COUNT)
         st->end_of_session++;
+
+    /* A jump is measured from where the session stands; a new one (after the first we joined)
+     * stands at 1. A suspect new session takes no slot, so it cannot evict a real one. */
+    struct tw_session *s = session_find(d, p);
+    int new_session = s == NULL;
+    if (new_session && d->joined &&
+        hold_suspect(d, &d->new_session, 1, now->mono_ns, p, line, seq, data_count, now))
+        return TW_FRAME_DATA;
+    s = session_for(d, p, seq, now);
 
     if (s->ended) {
         /* Settled: copies of what came before the end still count; nothing past it opens a hole. */
         take_messages(d, s, line, p, seq, data_count, now);
         return TW_FRAME_DATA;
     }
-    if (hold_suspect(d, s, line, seq, data_count, now))
+    if (!new_session && hold_suspect(d, &s->suspect, s->next_seq, s->last_packet_ns, p, line, seq,
+                                     data_count, now))
         return TW_FRAME_DATA; /* the session does not move until the jump is confirmed */
     s->last_packet_ns = now->mono_ns;
 

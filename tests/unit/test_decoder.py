@@ -374,6 +374,21 @@ def test_missing_saturates_instead_of_wrapping():
     assert_consistent(stats)
 
 
+def test_a_new_session_far_from_1_is_suspect_and_evicts_no_session():
+    dec = two_lines()
+    sessions = [f"SESSION-{i:02d}".encode() for i in range(lib.TW_MAX_SESSIONS)]
+    for s in sessions:
+        send(dec, "A", F.run_of(1, 1, session=s))
+    far = 10**9
+    send(dec, "A", F.run_of(far, 1, session=b"SESSION-XX"))   # held: no slot taken
+    send(dec, "A", F.run_of(2, 1, session=sessions[0]))       # every session still tracked
+    assert counts(dec, "suspect_jumps", "sessions_replaced", "gaps", "messages") == (1, 0, 0, 9)
+    send(dec, "B", F.run_of(far, 1, session=b"SESSION-XX"))   # confirmed: now it takes a slot
+    dec.flush()
+    assert counts(dec, "confirmed_jumps", "sessions_replaced", "gaps", "missing", "messages") == (
+        1, 1, 1, far - 1, 10)
+
+
 def test_plausibility_defaults_agree_with_c_and_bad_bounds_are_refused():
     assert (config.DEFAULT_MAX_SEQ_JUMP, config.DEFAULT_MAX_SEQ_RATE) == (
         lib.TW_DEFAULT_MAX_SEQ_JUMP, lib.TW_DEFAULT_MAX_SEQ_RATE)
