@@ -218,6 +218,9 @@ class EngineConfig:
             raise ConfigError(f"XDP object {self.bpf_object} is missing: reinstall the package "
                               "(pip install -e .) so clang builds it")
         exchange_midnight_ns(self.exchange_tz)
+        if not isinstance(self.arbitration_window_ns, int) or self.arbitration_window_ns < 0:
+            raise ConfigError(f"arbitration window {self.arbitration_window_ns!r} ns: give a whole "
+                              "number of nanoseconds >= 0")
         validate_sequencing(self.max_seq_jump, self.max_seq_rate)
         self._validate_interface()
 

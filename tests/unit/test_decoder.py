@@ -397,6 +397,13 @@ def test_plausibility_defaults_agree_with_c_and_bad_bounds_are_refused():
             one_line(max_seq_jump=bad)
         with pytest.raises(ConfigError, match="max_seq_rate"):
             one_line(max_seq_rate=bad)
+    engine = config.EngineConfig("lo", [config.Line.parse("A=239.1.1.1:5000")], max_seq_jump=0)
+    with pytest.raises(ConfigError, match="max_seq_jump 0"):
+        engine.validate()
+    engine = config.EngineConfig("lo", [config.Line.parse("A=239.1.1.1:5000")],
+                                 arbitration_window_ns=-1)
+    with pytest.raises(ConfigError, match="arbitration window -1"):
+        engine.validate()
 
 
 # ---- session start and end -------------------------------------------------------------------------
