@@ -214,6 +214,14 @@ static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_
 {
     if (to <= s->frontier)
         return 0;
+    if (two_lines(d) && s->n_pending == 0 && to <= s->next_seq) {
+        /* With two lines every hole has a timing record until the frontier passes it: with none
+         * left, everything below next_seq arrived or is declared already. The steady state, free.
+         * (With one line a hole is declared as it opens, by this very function.) */
+        s->frontier = to;
+        s->frontier_in_gap = 0;
+        return 0;
+    }
     uint64_t seq = s->frontier, from_bits = 0;
     int in_run = seq > s->start && (in_window(s, seq - 1) ? !seen_get(s, seq - 1) : s->frontier_in_gap);
     uint64_t bits_end = min_u64(to, s->next_seq);
@@ -481,6 +489,7 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
 {
     if (!s->ended)
         extend_to(d, s, seq + count); /* the packet's own messages: arriving, not a hole */
+    const uint64_t low = window_low(s->next_seq);
     uint32_t off = MOLD_HEADER_LEN;
     for (uint32_t i = 0; i < count; i++, seq++) {
         uint32_t mlen = rd_be16(p + off);
@@ -491,7 +500,7 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
             add_sat(&d->stats.after_end, 1); /* only an ended session stops short of a packet */
             continue;
         }
-        if (seq < window_low(s->next_seq)) {
+        if (seq < low) {
             add_sat(&d->stats.beyond_window, 1);
         } else {
             if (seen_get(s, seq)) {
