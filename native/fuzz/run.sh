@@ -16,8 +16,8 @@
 #       -exact_artifact_path=native/fuzz/regressions/crash-WHAT native/fuzz/out/crash-...
 set -euo pipefail
 
-# The gate's fixed run: about 15 s of fuzzing on a quiet 2-core machine, 40 s while four other
-# builds share it (measured); GATE_SEED and GATE_RUNS may be overridden for a one-off deeper look.
+# The gate's fixed run: about 20 s here at light load, 40-48 s while four other helpers build
+# (measured, build included); GATE_SEED and GATE_RUNS may be overridden for a one-off deeper look.
 GATE_SEED=${GATE_SEED:-20261201}
 GATE_RUNS=${GATE_RUNS:-100000}
 
