@@ -5,7 +5,7 @@ PYTEST_ARGS ?=
 QUICK ?=
 FUZZ_SECONDS ?= 30
 
-.PHONY: setup native demo demo-operator test test-unit fuzz bench clean
+.PHONY: setup native demo demo-operator test test-unit fuzz fuzz-gate bench clean
 
 setup:
 	./scripts/install-deps.sh
@@ -20,14 +20,20 @@ demo: setup
 demo-operator: setup
 	$(PY) -m tickwire_demo.operator_demo
 
-test: setup fuzz
+test: setup fuzz-gate
 	$(VENV)/bin/pytest -q -ra $(PYTEST_ARGS)
 
 test-unit: setup
 	$(VENV)/bin/pytest -q -ra tests/unit $(PYTEST_ARGS)
 
+# The long random run, for developers: make fuzz FUZZ_SECONDS=600
 fuzz: setup
 	./native/fuzz/run.sh $(FUZZ_SECONDS)
+
+# What `make test` runs: the committed regressions and seeds replayed, then a fixed-seed run of a
+# fixed number of executions. The same inputs every time, so CI does not pass by luck.
+fuzz-gate: setup
+	./native/fuzz/run.sh --gate
 
 bench: setup
 	$(PY) -m bench.run $(if $(QUICK),--quick,)

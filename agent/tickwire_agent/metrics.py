@@ -47,6 +47,11 @@ SIMPLE_COUNTERS = (
     ("tickwire_recovered_messages", "recovered", "Messages that arrived after being counted missing"),
     ("tickwire_duplicate_messages", "duplicates", "Message copies already seen (the losing line of A/B)"),
     ("tickwire_heartbeats", "heartbeats", "MoldUDP64 heartbeats (packets with no messages)"),
+    ("tickwire_suspect_sequence_jumps", "suspect_jumps",
+     "Packets whose sequence number jumped implausibly far, held until confirmed"),
+    ("tickwire_confirmed_sequence_jumps", "confirmed_jumps", "Suspect jumps confirmed and applied"),
+    ("tickwire_beyond_window_messages", "beyond_window",
+     "Copies older than the sequence window, taken as first copies"),
     ("tickwire_unmatched_frames", "unmatched", "Frames that reached the engine but belong to no line"),
     ("tickwire_received_bytes", "bytes", "Bytes of the feed's frames"),
 )

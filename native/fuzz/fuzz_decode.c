@@ -2,7 +2,9 @@
  *
  * Build and run with native/fuzz/run.sh. An input is a script for one decoder:
  *
- *   byte 0        config: bit 0 set = two lines (A and B), else line A only
+ *   byte 0        config: bit 0 set = two lines (A and B), else line A only;
+ *                 bit 1 set = tight jump bounds (max_seq_jump 100, max_seq_rate 10^6/s), so short
+ *                 scripts reach suspect and confirmed jumps too
  *   then records  [op][len hi][len lo][len bytes of data]   (a short last record takes what is left)
  *
  *   op & 7   0, 1  tw_decode_frame(data)
@@ -14,10 +16,20 @@
  *            7     tw_decoder_flush()
  *   op >> 3  time that passes before the record, in eighths of the arbitration window
  *
- * After every step the counters must agree with each other (abort() otherwise, which libFuzzer
- * reports as a crash), a malformed packet must change no sequencing state, and replaying the same
- * script on a fresh decoder must give byte-identical stats. Sanitizers catch the rest.
- * native/fuzz/seeds.py writes valid scripts in this format.
+ * After every step (abort() otherwise, which libFuzzer reports as a crash):
+ *   - the counters agree with each other (gaps <= missing, recovered <= missing, sums);
+ *   - no counter ever goes down: they saturate, never wrap;
+ *   - a malformed packet changes no sequencing state;
+ *   - every message of an accepted packet is counted exactly once (first copy, duplicate, or past
+ *     its session's end), and no message is discarded whose (session, sequence number) the script
+ *     never delivered before: a loss pattern on one line never costs a copy from the other. Only
+ *     copies older than the bitmap window may count twice (beyond_window), or any copy of a session
+ *     that was forgotten (sessions_replaced). A packet held as a suspect jump changes no message count;
+ *   - with one line, a session seen for the first time starts where it is joined if it is the very
+ *     first, else at sequence number 1 (what is missing before it is one gap, counted at once).
+ * Replaying the same script on a fresh decoder must give byte-identical stats. Sanitizers catch
+ * the rest. native/fuzz/seeds.py writes valid scripts in this format; native/fuzz/regressions/
+ * holds every input that ever crashed it, minimised.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -44,7 +56,7 @@ static uint16_t port_be(uint16_t port)
     return (uint16_t)(port >> 8 | port << 8);
 }
 
-static struct tw_decoder *new_decoder(int two_lines)
+static struct tw_decoder *new_decoder(int two_lines, int tight_jumps)
 {
     struct tw_decoder_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -54,6 +66,10 @@ static struct tw_decoder *new_decoder(int two_lines)
     cfg.lines[1] = (struct tw_line_config){ipv4_be(239, 1, 1, 2), port_be(5001), ipv4_be(198, 18, 0, 1)};
     cfg.exchange_midnight_realtime_ns = MIDNIGHT_NS;
     cfg.arbitration_window_ns = WINDOW_NS;
+    if (tight_jumps) {
+        cfg.max_seq_jump = 100;
+        cfg.max_seq_rate = 1000000;
+    } /* else 0: the decoder's defaults */
     char err[256];
     struct tw_decoder *d = tw_decoder_new(&cfg, err, sizeof(err));
     if (d == NULL) {
@@ -74,15 +90,17 @@ static struct tw_decoder *new_decoder(int two_lines)
 /* What a malformed packet or a refused call must leave alone. */
 struct sequencing {
     uint64_t messages, gaps, missing, recovered, duplicates, heartbeats, end_of_session;
-    uint64_t sessions_replaced, holes_overflow, first[2], hist_counts[2][2];
+    uint64_t sessions_replaced, suspect_jumps, confirmed_jumps, window_overflow, beyond_window;
+    uint64_t after_end, first[2], hist_counts[2][2];
 };
 
 static struct sequencing sequencing_of(const struct tw_stats *s)
 {
     struct sequencing q = {s->messages, s->gaps, s->missing, s->recovered, s->duplicates,
                            s->heartbeats, s->end_of_session, s->sessions_replaced,
-                           s->holes_overflow, {s->line_first_messages[0], s->line_first_messages[1]},
-                           {{0}}};
+                           s->suspect_jumps, s->confirmed_jumps, s->window_overflow,
+                           s->beyond_window, s->after_end,
+                           {s->line_first_messages[0], s->line_first_messages[1]}, {{0}}};
     for (int stage = 0; stage < TW_STAGES; stage++)
         for (int line = 0; line < TW_MAX_LINES; line++)
             q.hist_counts[stage][line] = s->hist[stage][line].count;
@@ -140,14 +158,172 @@ static void check_invariants(const struct tw_stats *s, const struct tally *t, in
     CHECK(measured <= s->messages);
 }
 
+/* Every counter, in one array, to check that none ever goes down (a wrap would). */
+#define COUNTERS(X)                                                                       \
+    X(frames) X(packets) X(bytes) X(messages) X(gaps) X(missing) X(recovered) X(duplicates) \
+    X(heartbeats) X(end_of_session) X(malformed) X(unmatched) X(sessions_replaced)       \
+    X(suspect_jumps) X(confirmed_jumps) X(window_overflow) X(beyond_window) X(after_end)  \
+    X(line_packets[0]) X(line_packets[1]) X(line_first_messages[0]) X(line_first_messages[1])
+#define COUNT_ONE(field) +1
+#define N_COUNTERS (0 COUNTERS(COUNT_ONE) + 128 + TW_MAL_REASONS)
+
+static void counters_of(const struct tw_stats *s, uint64_t *out)
+{
+    size_t n = 0;
+#define COPY_ONE(field) out[n++] = s->field;
+    COUNTERS(COPY_ONE)
+#undef COPY_ONE
+    for (int i = 0; i < 128; i++)
+        out[n++] = s->messages_by_type[i];
+    for (int i = 0; i < TW_MAL_REASONS; i++)
+        out[n++] = s->malformed_by_reason[i];
+}
+
+static void check_monotone(const uint64_t *before, const uint64_t *after)
+{
+    for (size_t i = 0; i < N_COUNTERS; i++)
+        CHECK(after[i] >= before[i]);
+}
+
+/* (session, sequence number) pairs the script delivered in an accepted packet: a set. */
+#define DELIVERED_SLOTS 16384 /* > the blocks 8192 bytes can hold (2 bytes each at least) */
+struct delivered {
+    uint8_t used[DELIVERED_SLOTS];
+    uint8_t id[DELIVERED_SLOTS][10];
+    uint64_t seq[DELIVERED_SLOTS];
+    uint32_t n_used, used_slots[DELIVERED_SLOTS]; /* to empty it in O(used), not O(slots) */
+};
+
+static struct delivered delivered_set; /* one per process: emptied after each run */
+
+static void delivered_empty(struct delivered *set)
+{
+    for (uint32_t i = 0; i < set->n_used; i++)
+        set->used[set->used_slots[i]] = 0;
+    set->n_used = 0;
+}
+
+static size_t delivered_slot(const struct delivered *set, const uint8_t *id, uint64_t seq)
+{
+    uint64_t h = 1469598103934665603ull ^ seq;
+    for (int i = 0; i < 10; i++)
+        h = (h ^ id[i]) * 1099511628211ull;
+    size_t i = (size_t)(h % DELIVERED_SLOTS);
+    while (set->used[i] && !(set->seq[i] == seq && memcmp(set->id[i], id, 10) == 0))
+        i = (i + 1) % DELIVERED_SLOTS;
+    return i;
+}
+
+/* Known sessions, to tell a session seen for the first time. */
+#define MAX_KNOWN_SESSIONS 64
+struct known_sessions {
+    uint32_t n;
+    uint8_t id[MAX_KNOWN_SESSIONS][10];
+};
+
+static int known_session(struct known_sessions *k, const uint8_t *id) /* -1: table full */
+{
+    for (uint32_t i = 0; i < k->n; i++)
+        if (memcmp(k->id[i], id, 10) == 0)
+            return 1;
+    if (k->n == MAX_KNOWN_SESSIONS)
+        return -1;
+    memcpy(k->id[k->n++], id, 10);
+    return 0;
+}
+
+static uint64_t be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+/* The MoldUDP64 payload of a frame the decoder accepted (so it is well formed). */
+static const uint8_t *payload_of_frame(const uint8_t *f, uint32_t *len)
+{
+    uint32_t off = 12;
+    uint16_t type = (uint16_t)(f[off] << 8 | f[off + 1]);
+    for (int tags = 0; tags < 2 && (type == 0x8100 || type == 0x88a8); tags++) {
+        off += 4;
+        type = (uint16_t)(f[off] << 8 | f[off + 1]);
+    }
+    const uint8_t *ip = f + off + 2;
+    uint32_t ihl = (uint32_t)(ip[0] & 15) * 4, total = (uint32_t)(ip[2] << 8 | ip[3]);
+    *len = total - ihl - 8;
+    return ip + ihl + 8;
+}
+
+struct world {
+    int two_lines;
+    int followed;           /* a session was accepted: any new one must start at 1 */
+    struct delivered *delivered;
+    struct known_sessions known;
+};
+
+/* The rules of an accepted MoldUDP64 packet: see the top of this file. */
+static void check_packet(struct world *w, const uint8_t *p, uint32_t len,
+                         const struct sequencing *before, const struct tw_stats *after)
+{
+    CHECK(len >= 20);
+    uint64_t seq = be64(p + 10);
+    uint32_t count = (uint32_t)(p[18] << 8 | p[19]);
+    uint32_t blocks = count == 0 || count == 0xffff ? 0 : count;
+    uint64_t first = after->line_first_messages[0] + after->line_first_messages[1] -
+                     before->first[0] - before->first[1];
+    uint64_t dups = after->duplicates - before->duplicates;
+    uint64_t past_end = after->after_end - before->after_end;
+    uint64_t older = after->beyond_window - before->beyond_window;
+    int known = known_session(&w->known, p);
+
+    if (after->suspect_jumps != before->suspect_jumps) { /* held: no message counted */
+        CHECK(first == 0 && dups == 0 && past_end == 0 && after->messages == before->messages);
+        CHECK(after->gaps == before->gaps && after->missing == before->missing &&
+              after->sessions_replaced == before->sessions_replaced); /* takes no session slot */
+        return;
+    }
+    size_t fresh = 0;
+    for (uint32_t i = 0; i < blocks; i++) {
+        size_t slot = delivered_slot(w->delivered, p, seq + i);
+        if (!w->delivered->used[slot]) {
+            fresh++;
+            CHECK(w->delivered->n_used < DELIVERED_SLOTS - 1);
+            w->delivered->used[slot] = 1;
+            w->delivered->used_slots[w->delivered->n_used++] = (uint32_t)slot;
+            memcpy(w->delivered->id[slot], p, 10);
+            w->delivered->seq[slot] = seq + i;
+        }
+    }
+    CHECK(first + dups + past_end == blocks); /* each message counted exactly once */
+    CHECK(first + past_end >= fresh);         /* no first copy discarded */
+    if (after->sessions_replaced == 0)
+        CHECK(first <= fresh + older);        /* no copy counted twice inside the window */
+
+    if (known == 0 && !w->two_lines) {
+        /* A session seen for the first time: the very first starts where we join it, a later one at
+         * sequence number 1, so [1, seq) is one gap. (An evicted session reappearing is "known".) */
+        uint64_t gaps = after->gaps - before->gaps, missing = after->missing - before->missing;
+        if (!w->followed || seq <= 1)
+            CHECK(gaps == 0 && missing == 0);
+        else /* (missing may have saturated already) */
+            CHECK(gaps == 1 && missing == (seq - 1 < UINT64_MAX - before->missing
+                                               ? seq - 1 : UINT64_MAX - before->missing));
+    }
+    w->followed = 1;
+}
+
 /* Run the script; returns the decoder (caller frees) so a replay can be compared. */
 static struct tw_decoder *run(const uint8_t *data, size_t size)
 {
     int two_lines = data[0] & 1;
-    struct tw_decoder *d = new_decoder(two_lines);
+    struct tw_decoder *d = new_decoder(two_lines, data[0] & 2);
     const struct tw_stats *s = tw_decoder_stats(d);
     struct tw_clock now = {START_MONO_NS, START_REAL_NS};
     struct tally tally = {0, 0};
+    struct world world = {.two_lines = two_lines, .delivered = &delivered_set};
+    delivered_empty(world.delivered);
+    uint64_t counters_before[N_COUNTERS], counters_after[N_COUNTERS];
 
     size_t off = 1;
     while (off < size) {
@@ -170,6 +346,7 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
 
         struct sequencing before = sequencing_of(s);
         uint64_t malformed_before = s->malformed;
+        counters_of(s, counters_before);
         int result = TW_FRAME_DATA;
         switch (op & 7) {
         case 0:
@@ -182,6 +359,11 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
                   result == TW_FRAME_MALFORMED);
             if (result == TW_FRAME_UNMATCHED)
                 tally.unmatched++;
+            if (result == TW_FRAME_DATA) {
+                uint32_t plen;
+                const uint8_t *payload = payload_of_frame(rec, &plen);
+                check_packet(&world, payload, plen, &before, s);
+            }
             break;
         case 3:
         case 4:
@@ -197,6 +379,8 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
             } else {
                 CHECK(result == TW_FRAME_DATA || result == TW_FRAME_MALFORMED);
                 CHECK(s->packets == packets_before + 1);
+                if (result == TW_FRAME_DATA)
+                    check_packet(&world, rec, (uint32_t)len, &before, s);
             }
             break;
         }
@@ -213,8 +397,11 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
             CHECK(s->malformed == malformed_before + 1);
         }
         check_invariants(s, &tally, two_lines);
+        counters_of(s, counters_after);
+        check_monotone(counters_before, counters_after);
         free(rec);
     }
+    delivered_empty(world.delivered);
 
     /* After a flush nothing is pending: however much time passes, no new gap appears. */
     tw_decoder_flush(d);

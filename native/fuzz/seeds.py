@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 
 from tests.support import frames as F  # noqa: E402  (needs the repository root on sys.path)
 
-ONE_LINE, TWO_LINES = 0, 1
+ONE_LINE, TWO_LINES, TIGHT_JUMPS = 0, 1, 2
 FRAME, FRAME_KERNEL_TIME, MOLD_A, MOLD_B, TICK, FLUSH = 0, 2, 3, 4, 6, 7
 A = ("239.1.1.1", 5000)
 B = ("239.1.1.2", 5001)
@@ -33,8 +33,8 @@ def on(line, payload: bytes, vlans=()) -> bytes:
 
 
 def hole_table(config: int) -> bytes:
-    """Over TW_MAX_HOLES (64) holes, cheaply: heartbeats that each jump 3 ahead, then fills in the
-    middle of holes, which split them while the table is full."""
+    """Over TW_MAX_HOLES (64) holes opened at once, cheaply: heartbeats that each jump 3 ahead,
+    then fills in the middle of holes (the timing records are shared past 64)."""
     steps = [record(MOLD_A, F.run_of(1, 1))]
     steps += [record(MOLD_A, F.heartbeat(2 + 3 * i)) for i in range(1, 70)]
     steps += [record(MOLD_B if config == TWO_LINES else MOLD_A, F.run_of(seq, 1))
@@ -72,6 +72,32 @@ def seeds() -> dict[str, bytes]:
         "hole-table-two-lines": hole_table(TWO_LINES),
         "sessions": bytes([ONE_LINE]) + b"".join(
             on(A, F.run_of(1, 2, session=f"SESSION-{i:02d}".encode())) for i in range(10)),
+        # Sequencing rules (docs/design.md): suspect jumps held, then confirmed by the other line
+        # or by the same line continuing; saturation of `missing`.
+        "suspect-and-confirmed": bytes([TWO_LINES | TIGHT_JUMPS]) + record(MOLD_A, F.run_of(1, 3))
+        + record(MOLD_A, F.heartbeat(2**64 - 5)) + record(MOLD_A, F.run_of(4, 2))
+        + record(MOLD_A, F.run_of(5000, 2)) + record(MOLD_B, F.run_of(5000, 2))
+        + record(MOLD_A, F.run_of(90000, 1)) + record(MOLD_A, F.run_of(90001, 1), wait_eighths=2)
+        + record(TICK, wait_eighths=9) + record(FLUSH),
+        "missing-saturates": bytes([TWO_LINES]) + b"".join(
+            record(op, payload) for session in (b"SESSION--X", b"SESSION--Y")
+            for payload in (F.run_of(1, 1, session=session), F.heartbeat(2**64 - 2, session=session))
+            for op in (MOLD_A, MOLD_B)),
+        # a new session starts at 1 (B lost its first packet); end of session settles holes
+        "session-change": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 5))
+        + record(MOLD_B, F.run_of(1, 5)) + record(MOLD_B, F.run_of(5, 4, session=b"SESSION--Y"))
+        + record(MOLD_A, F.run_of(1, 8, session=b"SESSION--Y"))
+        + record(MOLD_A, F.run_of(11, 2, session=b"SESSION--Y"))
+        + record(MOLD_A, F.end_of_session(13, session=b"SESSION--Y"))
+        + record(MOLD_B, F.run_of(9, 6, session=b"SESSION--Y")) + record(FLUSH),
+        # B ahead losing every other packet, A complete behind: the bitmap window's job
+        "every-other-on-b": bytes([TWO_LINES]) + b"".join(
+            record(MOLD_B, F.run_of(seq, 1)) for seq in range(1, 200, 2)) + b"".join(
+            record(MOLD_A, F.run_of(seq, 2)) for seq in range(1, 200, 2)),
+        # a pending hole pushed out of the window, then filled from below it
+        "window-overflow": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 1))
+        + record(MOLD_A, F.run_of(3, 1)) + record(MOLD_A, F.heartbeat(65536 + 13))
+        + record(MOLD_B, F.run_of(2, 1)) + record(MOLD_B, F.run_of(65536 + 12, 1)),
     }
 
 

@@ -5,13 +5,18 @@
  * block structure is validated before any session state changes, so a bad packet is counted and
  * changes nothing else.
  *
- * Sequence tracking, per MoldUDP64 session (shared by both lines):
- *   next_seq   one past the highest sequence number any line has shown;
- *   holes      ranges below next_seq that no line has delivered yet, sorted, disjoint.
- * A hole is "pending" while the other line may still fill it, and "declared" once it is counted as
- * a gap (gaps += 1, missing += its size). With one line a hole is declared when it opens; with two
- * it is declared when both lines have moved past it, when it is older than the arbitration window,
- * or on flush. Filling a declared hole counts the messages as recovered.
+ * Sequence tracking, per MoldUDP64 session (shared by both lines); docs/design.md "Sequencing
+ * rules" explains the rules, this is how they are kept:
+ *   next_seq   one past the highest sequence number the session has accepted;
+ *   seen       one bit per sequence number in [next_seq - TW_SEQ_WINDOW, next_seq): it arrived;
+ *   frontier   below it every sequence number that did not arrive is "declared" (counted in a gap);
+ *              in [frontier, next_seq) a missing one is "pending": the other line may still fill it;
+ *   pending    when the holes in [frontier, next_seq) opened, so that they expire on time.
+ * A gap is a maximal run of sequence numbers declared missing (gaps += 1, missing += its length).
+ * With one line a hole is declared when it opens; with two when both lines have moved past it,
+ * when it is older than the arbitration window, or on flush or end of session. A declared sequence
+ * number that arrives after all is recovered. The bitmap is the truth about what arrived, so no
+ * loss pattern on one line can make a copy from the other look like a duplicate.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,28 +26,51 @@
 #include "exchange_time.h"
 #include "tickwire.h"
 
-struct tw_hole {
-    uint64_t start;     /* first missing sequence number */
-    uint64_t end;       /* one past the last missing one */
-    uint64_t opened_ns; /* caller's monotonic clock when the hole opened */
-    int declared;       /* already counted as a gap */
+#define SEEN_WORDS (TW_SEQ_WINDOW / 64)
+_Static_assert(TW_SEQ_WINDOW % 64 == 0 && TW_SEQ_WINDOW > 0xffff,
+               "the window must hold a whole MoldUDP64 packet and be whole 64-bit words");
+
+/* Holes [previous record's end (or frontier), end) opened at opened_ns. */
+struct tw_pending {
+    uint64_t end;
+    uint64_t opened_ns;
+};
+
+/* A packet whose sequence number jumped implausibly far, waiting for confirmation. */
+struct tw_suspect {
+    int held;
+    uint8_t id[MOLD_SESSION_LEN];
+    uint32_t line;
+    uint64_t seq;       /* its sequence number */
+    uint64_t count;     /* its message count (0 for a heartbeat or end of session) */
+    uint64_t held_ns;   /* caller's monotonic clock when it came */
 };
 
 struct tw_session {
     int in_use;
+    int ended;                        /* an end-of-session packet came: next_seq is final */
     uint8_t id[MOLD_SESSION_LEN];
+    uint64_t start;                   /* lowest sequence number that can be missing */
     uint64_t next_seq;
+    uint64_t frontier;
+    int frontier_in_gap;              /* the sequence number just below the frontier was declared
+                                         missing: a run declared next continues its gap */
     uint64_t line_next[TW_MAX_LINES]; /* per line: one past the highest sequence it has shown */
     uint64_t last_used;               /* decoder's packet counter at the last packet: LRU order */
-    uint32_t n_holes;
-    struct tw_hole holes[TW_MAX_HOLES];
+    uint64_t last_packet_ns;          /* caller's clock at the last accepted packet */
+    struct tw_suspect suspect;
+    uint32_t n_pending;
+    struct tw_pending pending[TW_MAX_HOLES];
+    uint64_t seen[SEEN_WORDS];
 };
 
 struct tw_decoder {
     struct tw_decoder_config cfg;
     struct tw_stats stats;
     uint64_t packet_counter;
+    int joined;            /* a session was followed: any new session starts at 1 */
     uint32_t last_session; /* the previous packet's session: almost always the next one's too */
+    struct tw_suspect new_session; /* a new session's first packet, held: it takes no slot yet */
     struct tw_session sessions[TW_MAX_SESSIONS];
     struct tw_exchange_day exchange_day; /* the day ITCH timestamps count from (exchange_time.c) */
 };
@@ -99,6 +127,10 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
         return NULL;
     }
     d->cfg = *cfg;
+    if (d->cfg.max_seq_jump == 0)
+        d->cfg.max_seq_jump = TW_DEFAULT_MAX_SEQ_JUMP;
+    if (d->cfg.max_seq_rate == 0)
+        d->cfg.max_seq_rate = TW_DEFAULT_MAX_SEQ_RATE;
     tw_exchange_day_init(&d->exchange_day, &d->cfg);
     d->stats.exchange_midnight_ns = d->exchange_day.midnight;
     d->stats.exchange_midnights_left = tw_exchange_midnights_left(&d->exchange_day);
@@ -117,17 +149,16 @@ struct tw_stats *tw_decoder_stats(struct tw_decoder *d)
 
 /* ---- counting --------------------------------------------------------------------------------- */
 
+/* Counters saturate: a hostile sequence number may make `missing` absurd, never small again. */
+static void add_sat(uint64_t *counter, uint64_t n)
+{
+    *counter = *counter > UINT64_MAX - n ? UINT64_MAX : *counter + n;
+}
+
 static void count_malformed(struct tw_decoder *d, int reason)
 {
     d->stats.malformed++;
     d->stats.malformed_by_reason[reason]++;
-}
-
-static void declare_gap(struct tw_decoder *d, struct tw_hole *h)
-{
-    h->declared = 1;
-    d->stats.gaps++;
-    d->stats.missing += h->end - h->start;
 }
 
 static int two_lines(const struct tw_decoder *d)
@@ -135,82 +166,151 @@ static int two_lines(const struct tw_decoder *d)
     return d->cfg.n_lines == 2;
 }
 
-/* ---- holes ------------------------------------------------------------------------------------ */
-
-static void hole_remove(struct tw_session *s, uint32_t i)
+static uint64_t min_u64(uint64_t a, uint64_t b)
 {
-    memmove(&s->holes[i], &s->holes[i + 1], (s->n_holes - i - 1) * sizeof(s->holes[0]));
-    s->n_holes--;
+    return a < b ? a : b;
 }
 
-/* With the table full, forget the oldest hole (lowest sequence numbers: the least likely to still
- * be filled). A pending one is declared a gap first; either way it can no longer be recovered. */
-static void hole_make_room(struct tw_decoder *d, struct tw_session *s)
+/* ---- the window of sequence numbers that arrived ---------------------------------------------- */
+
+/* Lowest sequence number the bitmap holds while next_seq is `next`. */
+static uint64_t window_low(uint64_t next)
 {
-    if (s->n_holes < TW_MAX_HOLES)
+    return next > TW_SEQ_WINDOW ? next - TW_SEQ_WINDOW : 0;
+}
+
+static int in_window(const struct tw_session *s, uint64_t seq)
+{
+    return seq >= window_low(s->next_seq) && seq < s->next_seq;
+}
+
+static int seen_get(const struct tw_session *s, uint64_t seq)
+{
+    return (int)(s->seen[(seq / 64) % SEEN_WORDS] >> (seq % 64) & 1u);
+}
+
+static void seen_set(struct tw_session *s, uint64_t seq)
+{
+    s->seen[(seq / 64) % SEEN_WORDS] |= 1ull << (seq % 64);
+}
+
+/* Make [from, to) "not arrived": the bits are reused from sequence numbers TW_SEQ_WINDOW lower. */
+static void seen_clear(struct tw_session *s, uint64_t from, uint64_t to)
+{
+    if (to - from >= TW_SEQ_WINDOW) {
+        memset(s->seen, 0, sizeof(s->seen));
         return;
-    if (!s->holes[0].declared)
-        declare_gap(d, &s->holes[0]);
-    hole_remove(s, 0);
-    d->stats.holes_overflow++;
+    }
+    for (; from < to && from % 64 != 0; from++)
+        s->seen[(from / 64) % SEEN_WORDS] &= ~(1ull << (from % 64));
+    for (; to - from >= 64; from += 64)
+        s->seen[(from / 64) % SEEN_WORDS] = 0;
+    for (; from < to; from++)
+        s->seen[(from / 64) % SEEN_WORDS] &= ~(1ull << (from % 64));
 }
 
-/* A new hole [start, end) just below next_seq: it is above every existing hole. */
-static void hole_open(struct tw_decoder *d, struct tw_session *s, uint64_t start, uint64_t end,
+/* ---- declaring holes -------------------------------------------------------------------------- */
+
+/* Move the frontier up to `to`: every sequence number in [frontier, to) that did not arrive is
+ * declared missing, each maximal run of them one gap (a run that continues one declared just below
+ * the frontier is the same gap). Sequence numbers at or above next_seq never arrived. Returns how
+ * many of those below next_seq it declared. */
+static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_t to)
+{
+    if (to <= s->frontier)
+        return 0;
+    if (two_lines(d) && s->n_pending == 0 && to <= s->next_seq) {
+        /* With two lines every hole has a timing record until the frontier passes it: with none
+         * left, everything below next_seq arrived or is declared already. The steady state, free.
+         * (With one line a hole is declared as it opens, by this very function.) */
+        s->frontier = to;
+        s->frontier_in_gap = 0;
+        return 0;
+    }
+    uint64_t seq = s->frontier, from_bits = 0;
+    int in_run = seq > s->start && (in_window(s, seq - 1) ? !seen_get(s, seq - 1) : s->frontier_in_gap);
+    uint64_t bits_end = min_u64(to, s->next_seq);
+    for (; seq < bits_end; seq++) {
+        uint64_t word = s->seen[(seq / 64) % SEEN_WORDS];
+        if (seq % 64 == 0 && bits_end - seq >= 64 && (word == ~0ull || word == 0)) {
+            /* 64 that all arrived (the common case), or none did: a word at a time */
+            if (word == 0) {
+                if (!in_run)
+                    add_sat(&d->stats.gaps, 1);
+                from_bits += 64;
+            }
+            in_run = word == 0;
+            seq += 63;
+            continue;
+        }
+        if (seen_get(s, seq)) {
+            in_run = 0;
+            continue;
+        }
+        if (!in_run)
+            add_sat(&d->stats.gaps, 1);
+        in_run = 1;
+        from_bits++;
+    }
+    add_sat(&d->stats.missing, from_bits);
+    if (to > bits_end) { /* above next_seq: one run, all missing */
+        if (!in_run)
+            add_sat(&d->stats.gaps, 1);
+        add_sat(&d->stats.missing, to - bits_end);
+        in_run = 1;
+    }
+    s->frontier = to;
+    s->frontier_in_gap = in_run;
+    uint32_t done = 0; /* timing records now wholly below the frontier */
+    while (done < s->n_pending && s->pending[done].end <= s->frontier)
+        done++;
+    memmove(&s->pending[0], &s->pending[done], (s->n_pending - done) * sizeof(s->pending[0]));
+    s->n_pending -= done;
+    return from_bits;
+}
+
+/* next_seq moves up to `to`. Pending sequence numbers that would leave the bitmap are declared
+ * first (early, counted in window_overflow if any was missing); [next_seq, to) is not arrived. */
+static void extend_to(struct tw_decoder *d, struct tw_session *s, uint64_t to)
+{
+    if (to <= s->next_seq)
+        return;
+    uint64_t low = window_low(to);
+    if (low > s->frontier) {
+        if (declare_upto(d, s, min_u64(low, s->next_seq)) > 0 && two_lines(d))
+            add_sat(&d->stats.window_overflow, 1);
+        declare_upto(d, s, low);
+    }
+    seen_clear(s, s->next_seq > low ? s->next_seq : low, to);
+    s->next_seq = to;
+}
+
+/* Nothing arrived in [next_seq, to): a hole. With one line no other line can fill it: a gap now.
+ * With two it waits; its timing record shares the newest one's when that one opened at the same
+ * time or the table is full (so it may wait longer than the window, never less). */
+static void open_hole(struct tw_decoder *d, struct tw_session *s, uint64_t to,
                       const struct tw_clock *now)
 {
-    hole_make_room(d, s);
-    struct tw_hole *h = &s->holes[s->n_holes++];
-    *h = (struct tw_hole){.start = start, .end = end, .opened_ns = now->mono_ns, .declared = 0};
-    if (!two_lines(d))
-        declare_gap(d, h); /* no other line could fill it */
-}
-
-/* Index of the hole holding seq, or -1. Holes are sorted and disjoint: binary search. */
-static int hole_find(const struct tw_session *s, uint64_t seq)
-{
-    uint32_t lo = 0, hi = s->n_holes;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (s->holes[mid].end <= seq)
-            lo = mid + 1;
-        else
-            hi = mid;
+    extend_to(d, s, to);
+    if (!two_lines(d)) {
+        declare_upto(d, s, to);
+        return;
     }
-    return lo < s->n_holes && s->holes[lo].start <= seq ? (int)lo : -1;
-}
-
-/* seq arrived and lies in hole i: take it out of the hole (which may shrink, vanish or split). */
-static void hole_fill(struct tw_decoder *d, struct tw_session *s, uint32_t i, uint64_t seq)
-{
-    struct tw_hole *h = &s->holes[i];
-    if (h->start == seq && h->end == seq + 1) {
-        hole_remove(s, i);
-    } else if (h->start == seq) {
-        h->start++;
-    } else if (h->end == seq + 1) {
-        h->end--;
-    } else {
-        struct tw_hole upper = *h;
-        upper.start = seq + 1;
-        h->end = seq;
-        /* The upper half goes right after the lower one, at i + 1. With the table full the oldest
-         * hole goes first: everything moves down one, so that slot becomes i (if i was 0, the
-         * dropped hole was the lower half itself and the upper half takes its place). */
-        if (s->n_holes == TW_MAX_HOLES)
-            hole_make_room(d, s);
-        else
-            i++;
-        memmove(&s->holes[i + 1], &s->holes[i], (s->n_holes - i) * sizeof(s->holes[0]));
-        s->holes[i] = upper;
-        s->n_holes++;
+    if (s->frontier >= to)
+        return; /* the whole hole left the window at once: declared */
+    struct tw_pending *last = s->n_pending ? &s->pending[s->n_pending - 1] : NULL;
+    if (last != NULL && (last->opened_ns == now->mono_ns || s->n_pending == TW_MAX_HOLES)) {
+        last->end = to;
+        last->opened_ns = now->mono_ns;
+        return;
     }
+    s->pending[s->n_pending++] = (struct tw_pending){.end = to, .opened_ns = now->mono_ns};
 }
 
-static int hole_expired(const struct tw_decoder *d, const struct tw_hole *h,
-                        const struct tw_clock *now)
+static int expired(const struct tw_decoder *d, const struct tw_pending *p,
+                   const struct tw_clock *now)
 {
-    return now->mono_ns >= h->opened_ns && now->mono_ns - h->opened_ns >= d->cfg.arbitration_window_ns;
+    return now->mono_ns >= p->opened_ns && now->mono_ns - p->opened_ns >= d->cfg.arbitration_window_ns;
 }
 
 /* Declare the pending holes no line can be expected to fill any more: both lines have moved past
@@ -219,19 +319,14 @@ static void settle_holes(struct tw_decoder *d, struct tw_session *s, const struc
 {
     if (!two_lines(d))
         return; /* with one line every hole is declared when it opens */
-    uint64_t both_past = s->line_next[0] < s->line_next[1] ? s->line_next[0] : s->line_next[1];
-    for (uint32_t i = 0; i < s->n_holes; i++) {
-        struct tw_hole *h = &s->holes[i];
-        if (!h->declared && (h->end <= both_past || hole_expired(d, h, now)))
-            declare_gap(d, h);
-    }
+    while (s->n_pending > 0 && expired(d, &s->pending[0], now))
+        declare_upto(d, s, s->pending[0].end);
+    declare_upto(d, s, min_u64(min_u64(s->line_next[0], s->line_next[1]), s->next_seq));
 }
 
 static void declare_all_pending(struct tw_decoder *d, struct tw_session *s)
 {
-    for (uint32_t i = 0; i < s->n_holes; i++)
-        if (!s->holes[i].declared)
-            declare_gap(d, &s->holes[i]);
+    declare_upto(d, s, s->next_seq);
 }
 
 /* ---- sessions --------------------------------------------------------------------------------- */
@@ -265,9 +360,11 @@ static struct tw_session *session_slot(struct tw_decoder *d)
     return lru;
 }
 
-/* The session with this id, or a new one that starts at first_seq: we join a session where we
- * first see it, and what came before is not a gap. */
-static struct tw_session *session_for(struct tw_decoder *d, const uint8_t *id, uint64_t first_seq)
+/* The session with this id, or a new one. The first session we follow starts where we join it
+ * (first_seq: what came before is not a gap); one that appears after it is a new session, which
+ * starts at sequence number 1. */
+static struct tw_session *session_for(struct tw_decoder *d, const uint8_t *id, uint64_t first_seq,
+                                      const struct tw_clock *now)
 {
     struct tw_session *s = session_find(d, id);
     if (s == NULL) {
@@ -275,24 +372,65 @@ static struct tw_session *session_for(struct tw_decoder *d, const uint8_t *id, u
         memset(s, 0, sizeof(*s));
         s->in_use = 1;
         memcpy(s->id, id, MOLD_SESSION_LEN);
-        s->next_seq = first_seq;
+        s->start = d->joined ? 1 : first_seq;
+        s->next_seq = s->frontier = s->start;
+        s->last_packet_ns = now->mono_ns;
+        d->joined = 1;
     }
     d->last_session = (uint32_t)(s - d->sessions);
     s->last_used = ++d->packet_counter;
     return s;
 }
 
-/* A line showed everything below seq (a heartbeat's next sequence number, or the end of a data
- * packet): anything between next_seq and seq that nobody delivered is a hole. */
-static void advance_to(struct tw_decoder *d, struct tw_session *s, uint32_t line, uint64_t seq,
-                       const struct tw_clock *now)
+/* ---- implausible jumps ------------------------------------------------------------------------ */
+
+/* How far ahead a line can plausibly be `silence_ns` after the session's last packet. */
+static uint64_t plausible_jump(const struct tw_decoder *d, uint64_t silence_ns)
 {
-    if (seq > s->next_seq) {
-        hole_open(d, s, s->next_seq, seq, now);
-        s->next_seq = seq;
+    unsigned __int128 carried = (unsigned __int128)d->cfg.max_seq_rate * silence_ns / 1000000000u;
+    unsigned __int128 total = carried + d->cfg.max_seq_jump;
+    return total > UINT64_MAX ? UINT64_MAX : (uint64_t)total;
+}
+
+static uint64_t since(uint64_t then_ns, const struct tw_clock *now)
+{
+    return now->mono_ns > then_ns ? now->mono_ns - then_ns : 0;
+}
+
+/* The held suspect jump is confirmed by this packet of the same session: the other line shows the
+ * same jump (at or a little past the suspect's sequence number), or the same line continues from
+ * the suspect packet (a repeat of it confirms nothing). */
+static int confirms_suspect(const struct tw_decoder *d, const struct tw_suspect *j,
+                            const uint8_t *id, uint32_t line, uint64_t seq, uint64_t count,
+                            const struct tw_clock *now)
+{
+    if (!j->held || memcmp(j->id, id, MOLD_SESSION_LEN) != 0 || seq < j->seq ||
+        seq - j->seq > plausible_jump(d, since(j->held_ns, now)))
+        return 0;
+    if (line != j->line)
+        return 1;
+    return seq >= j->seq + j->count && !(seq == j->seq && count == j->count);
+}
+
+/* 1 if the packet (session id, seq, count messages) must be held back in j: from `next`, where its
+ * session stood at last_ns, it jumps implausibly far and confirms no earlier suspect. Either way
+ * the outcome is counted. */
+static int hold_suspect(struct tw_decoder *d, struct tw_suspect *j, uint64_t next, uint64_t last_ns,
+                        const uint8_t *id, uint32_t line, uint64_t seq, uint64_t count,
+                        const struct tw_clock *now)
+{
+    if (seq <= next || seq - next <= plausible_jump(d, since(last_ns, now)))
+        return 0;
+    if (confirms_suspect(d, j, id, line, seq, count, now)) {
+        j->held = 0;
+        add_sat(&d->stats.confirmed_jumps, 1);
+        return 0;
     }
-    if (seq > s->line_next[line])
-        s->line_next[line] = seq;
+    *j = (struct tw_suspect){.held = 1, .line = line, .seq = seq, .count = count,
+                             .held_ns = now->mono_ns};
+    memcpy(j->id, id, MOLD_SESSION_LEN);
+    add_sat(&d->stats.suspect_jumps, 1);
+    return 1;
 }
 
 /* ---- MoldUDP64 and ITCH ----------------------------------------------------------------------- */
@@ -356,10 +494,16 @@ static void take_message(struct tw_decoder *d, uint32_t line, const uint8_t *msg
     record_exchange_latency(d, line, msg, now);
 }
 
+/* Sort each message of a packet that passed the jump check: a first copy is decoded, anything
+ * else counted. The bitmap decides inside the window; an older copy cannot be told from a first
+ * one, and a first copy is never thrown away, so it is taken and counted as beyond_window. */
 static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t line,
                           const uint8_t *p, uint64_t seq, uint32_t count,
                           const struct tw_clock *now)
 {
+    if (!s->ended)
+        extend_to(d, s, seq + count); /* the packet's own messages: arriving, not a hole */
+    const uint64_t low = window_low(s->next_seq);
     uint32_t off = MOLD_HEADER_LEN;
     for (uint32_t i = 0; i < count; i++, seq++) {
         uint32_t mlen = rd_be16(p + off);
@@ -367,16 +511,19 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
         off += MOLD_BLOCK_LEN_SIZE + mlen;
 
         if (seq >= s->next_seq) {
-            s->next_seq = seq + 1;
+            add_sat(&d->stats.after_end, 1); /* only an ended session stops short of a packet */
+            continue;
+        }
+        if (seq < low) {
+            add_sat(&d->stats.beyond_window, 1);
         } else {
-            int h = hole_find(s, seq);
-            if (h < 0) {
+            if (seen_get(s, seq)) {
                 d->stats.duplicates++;
                 continue;
             }
-            if (s->holes[h].declared)
-                d->stats.recovered++;
-            hole_fill(d, s, (uint32_t)h, seq);
+            seen_set(s, seq);
+            if (seq < s->frontier && seq >= s->start)
+                add_sat(&d->stats.recovered, 1); /* it was declared missing */
         }
         take_message(d, line, msg, mlen, now);
     }
@@ -412,17 +559,43 @@ static int decode_packet(struct tw_decoder *d, uint32_t line, const uint8_t *p, 
     if (kernel_rx_ns != 0 && now->mono_ns >= kernel_rx_ns)
         tw_hist_record(&st->hist[TW_STAGE_KERNEL_TO_ENGINE][line], now->mono_ns - kernel_rx_ns);
 
-    struct tw_session *s = session_for(d, p, seq);
     if (count == MOLD_HEARTBEAT_COUNT)
         st->heartbeats++;
     else if (count == MOLD_END_OF_SESSION_COUNT)
         st->end_of_session++;
 
+    /* A jump is measured from where the session stands; a new one (after the first we joined)
+     * stands at 1. A suspect new session takes no slot, so it cannot evict a real one. */
+    struct tw_session *s = session_find(d, p);
+    int new_session = s == NULL;
+    if (new_session && d->joined &&
+        hold_suspect(d, &d->new_session, 1, now->mono_ns, p, line, seq, data_count, now))
+        return TW_FRAME_DATA;
+    s = session_for(d, p, seq, now);
+
+    if (s->ended) {
+        /* Settled: copies of what came before the end still count; nothing past it opens a hole. */
+        take_messages(d, s, line, p, seq, data_count, now);
+        return TW_FRAME_DATA;
+    }
+    if (!new_session && hold_suspect(d, &s->suspect, s->next_seq, s->last_packet_ns, p, line, seq,
+                                     data_count, now))
+        return TW_FRAME_DATA; /* the session does not move until the jump is confirmed */
+    s->last_packet_ns = now->mono_ns;
+
     /* A heartbeat or end of session carries the next sequence number: a jump reveals a gap. */
-    advance_to(d, s, line, seq, now);
+    if (seq > s->next_seq)
+        open_hole(d, s, seq, now);
     take_messages(d, s, line, p, seq, data_count, now);
+    if (!two_lines(d))
+        s->frontier = s->next_seq; /* its holes were declared when they opened: none is pending */
     if (seq + data_count > s->line_next[line])
         s->line_next[line] = seq + data_count;
+    if (count == MOLD_END_OF_SESSION_COUNT) {
+        declare_all_pending(d, s); /* no line will send this session anything new */
+        s->ended = 1;
+        s->suspect.held = 0;
+    }
     settle_holes(d, s, now);
     return TW_FRAME_DATA;
 }
@@ -543,15 +716,34 @@ void tw_decoder_flush(struct tw_decoder *d)
             declare_all_pending(d, &d->sessions[i]);
 }
 
+/* A sequence number in [frontier, next_seq) that did not arrive: a hole still waiting for a line.
+ * Holes only open with a timing record, so nothing past the newest record's end is missing, and
+ * with no record nothing is (declare_upto's steady state). The frontier never falls below the
+ * bitmap's window, so the bits there are the truth; whole words are checked at a time. */
+static int session_pending(const struct tw_session *s)
+{
+    if (s->n_pending == 0)
+        return 0;
+    uint64_t end = min_u64(s->pending[s->n_pending - 1].end, s->next_seq);
+    for (uint64_t seq = s->frontier; seq < end; seq++) {
+        if (seq % 64 == 0 && end - seq >= 64) {
+            if (s->seen[(seq / 64) % SEEN_WORDS] != ~0ull)
+                return 1;
+            seq += 63;
+            continue;
+        }
+        if (!seen_get(s, seq))
+            return 1;
+    }
+    return 0;
+}
+
 int tw_decoder_pending(const struct tw_decoder *d)
 {
     if (!two_lines(d))
         return 0; /* with one line every hole is declared when it opens */
-    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++) {
-        const struct tw_session *s = &d->sessions[i];
-        for (uint32_t h = 0; s->in_use && h < s->n_holes; h++)
-            if (!s->holes[h].declared)
-                return 1;
-    }
+    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
+        if (d->sessions[i].in_use && session_pending(&d->sessions[i]))
+            return 1;
     return 0;
 }

@@ -20,7 +20,14 @@
 
 #define TW_MAX_LINES 2
 #define TW_MAX_SESSIONS 8
-#define TW_MAX_HOLES 64
+#define TW_MAX_HOLES 64          /* pending holes timed one by one (more share the newest's time) */
+/* Sequencing: the last TW_SEQ_WINDOW sequence numbers of each session are remembered one bit each
+ * (arrived or not), so A/B arbitration is exact inside that window (8 KiB per session). It must be
+ * above the largest MoldUDP64 message count (65534). */
+#define TW_SEQ_WINDOW 65536
+/* Defaults for a jump's plausibility (tw_decoder_config.max_seq_jump / max_seq_rate when 0). */
+#define TW_DEFAULT_MAX_SEQ_JUMP 1000000    /* messages a jump may skip at once */
+#define TW_DEFAULT_MAX_SEQ_RATE 10000000   /* plus messages per second of silence before it */
 /* Exchange time: how many midnights after the first one a decoder can be given (about 17 months
  * of days; past the last one no exchange latency is recorded). See exchange_time.c. */
 #define TW_MAX_LATER_MIDNIGHTS 512
@@ -77,8 +84,12 @@ struct tw_stats {
     uint64_t malformed_by_reason[8];
     uint64_t unmatched;          /* frames that reached the decoder but are not ours */
     uint64_t sessions_replaced;  /* a new session evicted the oldest of TW_MAX_SESSIONS */
-    uint64_t holes_overflow;     /* holes dropped to make room (TW_MAX_HOLES full), oldest first: a
-                                    pending one is counted missing at once; none is recoverable */
+    /* sequencing under hostile or extreme input (see "Sequencing rules" in docs/design.md) */
+    uint64_t suspect_jumps;      /* packets whose sequence number jumped implausibly far: held back */
+    uint64_t confirmed_jumps;    /* suspect jumps another packet confirmed: applied, a real gap */
+    uint64_t window_overflow;    /* pending holes declared early: they left the TW_SEQ_WINDOW bitmap */
+    uint64_t beyond_window;      /* copies older than the bitmap window: taken, as they may be first */
+    uint64_t after_end;          /* messages at or past their session's end-of-session: ignored */
     uint64_t line_packets[2];
     uint64_t line_first_messages[2]; /* messages this line delivered first: who wins arbitration */
     uint64_t last_packet_mono_ns;    /* caller's clock at the last packet of a configured line */
@@ -103,6 +114,10 @@ struct tw_decoder_config {
     int64_t exchange_midnight_realtime_ns;    /* CLOCK_REALTIME of the exchange day's midnight */
     uint64_t arbitration_window_ns;           /* with two lines: how long a hole may wait for the
                                                  other line before it counts as a gap */
+    /* sequencing: a jump past max_seq_jump + max_seq_rate * (seconds since the session's last
+     * packet) messages is suspect until confirmed; 0 selects TW_DEFAULT_MAX_SEQ_* */
+    uint64_t max_seq_jump;
+    uint64_t max_seq_rate;
     /* exchange time (exchange_time.c): the exchange's midnights after the first, rising. The day
      * moves on when real time reaches the next one; past the last, the day is unknown. 0 of them:
      * the day never changes (a replay of one day's capture). */
@@ -122,13 +137,22 @@ struct tw_decoder;
  * 224.0.0.0/4, port 0, two lines on the same (group, port)).
  *
  * Sequencing, per MoldUDP64 session (up to TW_MAX_SESSIONS, least recently used replaced; both
- * lines share it): a session starts at the first sequence number seen (what came before we joined
- * is not a gap). The first copy of a sequence number wins and is decoded; later copies count as
- * duplicates and are not inspected. A message of unknown type or wrong length is counted malformed
- * but still uses up its sequence number. A heartbeat or end-of-session packet's sequence number is
- * the next one expected, so a jump there reveals a gap too. A malformed packet (MoldUDP64 header
- * short, blocks past the end) counts in packets, bytes and malformed, and changes nothing else;
- * bytes after the last block are ignored. */
+ * lines share it); docs/design.md "Sequencing rules" has the whole story:
+ *  - the first session we ever see starts at its first sequence number (what came before we
+ *    joined is not a gap); any later new session starts at 1, so what is missing before its first
+ *    packet is a hole;
+ *  - the first copy of a sequence number wins and is decoded; later copies count as duplicates and
+ *    are not inspected. Inside the last TW_SEQ_WINDOW sequence numbers this is exact, whatever the
+ *    loss pattern; an older copy cannot be told from a first one and is taken (beyond_window);
+ *  - a jump ahead past max_seq_jump + max_seq_rate * silence is suspect: counted, held, and applied
+ *    only when confirmed (the other line shows it too, or the same line continues from it);
+ *  - an end-of-session packet declares the session's pending holes; nothing past it opens a hole;
+ *  - counters saturate instead of wrapping.
+ * A message of unknown type or wrong length is counted malformed but still uses up its sequence
+ * number. A heartbeat or end-of-session packet's sequence number is the next one expected, so a
+ * jump there reveals a gap too. A malformed packet (MoldUDP64 header short, blocks past the end)
+ * counts in packets, bytes and malformed, and changes nothing else; bytes after the last block are
+ * ignored. */
 struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err, size_t errlen);
 void tw_decoder_free(struct tw_decoder *d);
 struct tw_stats *tw_decoder_stats(struct tw_decoder *d);
@@ -148,7 +172,8 @@ void tw_decoder_tick(struct tw_decoder *d, const struct tw_clock *now);
 /* Declare every pending hole a gap now (end of run). */
 void tw_decoder_flush(struct tw_decoder *d);
 /* 1 while a hole waits for a line to fill it (time alone will turn it into a gap: keep ticking),
- * else 0. Cheap enough to ask whenever the caller is idle. */
+ * else 0. Cheap enough to ask whenever the caller is idle: nothing to scan without a pending hole,
+ * else at most the pending part of each session's bitmap, a 64-bit word at a time. */
 int tw_decoder_pending(const struct tw_decoder *d);
 
 /* The fixed length of an ITCH 5.0 message type, or 0 for an unknown type. */

@@ -71,6 +71,15 @@ def build_parser() -> argparse.ArgumentParser:
                      help="the exchange's midnights themselves (CLOCK_REALTIME ns, rising) instead "
                           "of --exchange-tz: one fixes the day (replaying a capture), more are "
                           "followed as real time passes them")
+    run.add_argument("--arbitration-window-ms", type=float, metavar="MS",
+                     default=EngineConfig.arbitration_window_ns / 1e6,
+                     help="with lines A and B: how long a hole waits for the other line before it "
+                          "counts as a gap (default %(default)s)")
+    run.add_argument("--max-seq-jump", type=int, default=EngineConfig.max_seq_jump,
+                     metavar="MESSAGES", help="a sequence number jumping ahead further than this "
+                     "(plus --max-seq-rate per second of silence) is suspect until confirmed")
+    run.add_argument("--max-seq-rate", type=int, default=EngineConfig.max_seq_rate,
+                     metavar="PER_SECOND", help="messages a line can plausibly carry per second")
     run.add_argument("--quiet", action="store_true", help="no per-second summary")
     return parser
 
@@ -89,7 +98,9 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         busy_poll=args.busy_poll == "on", busy_poll_usec=args.busy_poll_usec,
         busy_poll_budget=args.busy_poll_budget, rt_priority=args.rt_priority,
         batch_size=args.batch_size, ring_size=args.ring_size, frame_count=args.frame_count,
-        exchange_tz=args.exchange_tz, exchange_midnights=args.exchange_midnights)
+        exchange_tz=args.exchange_tz, exchange_midnights=args.exchange_midnights,
+        arbitration_window_ns=round(args.arbitration_window_ms * 1e6),
+        max_seq_jump=args.max_seq_jump, max_seq_rate=args.max_seq_rate)
 
 
 def exchange_zone_name(config: EngineConfig) -> str:

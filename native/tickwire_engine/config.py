@@ -201,6 +201,26 @@ def fill_decoder_config(c_cfg, lines: list["Line"], midnights_ns, arbitration_wi
     c_cfg.arbitration_window_ns = arbitration_window_ns
 
 
+# A sequence number jumping ahead further than MAX_SEQ_JUMP + MAX_SEQ_RATE * (seconds since the
+# session's last packet) is suspect until confirmed (docs/design.md, "Sequencing rules"). The same
+# numbers as TW_DEFAULT_MAX_SEQ_JUMP / _RATE in tickwire.h (a unit test holds them together).
+DEFAULT_MAX_SEQ_JUMP = 1_000_000
+DEFAULT_MAX_SEQ_RATE = 10_000_000
+
+
+def validate_sequencing(max_seq_jump: int, max_seq_rate: int) -> None:
+    for name, value, unit in (("max_seq_jump", max_seq_jump, "messages"),
+                              ("max_seq_rate", max_seq_rate, "messages per second")):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**64:
+            raise ConfigError(f"{name} {value!r}: give a whole number of {unit} >= 1")
+
+
+def fill_sequencing_config(c_cfg, max_seq_jump: int, max_seq_rate: int) -> None:
+    """The plausibility bounds of a `struct tw_decoder_config` (after fill_decoder_config)."""
+    c_cfg.max_seq_jump = max_seq_jump
+    c_cfg.max_seq_rate = max_seq_rate
+
+
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -232,6 +252,8 @@ class EngineConfig:
     # The midnights themselves, rising (tests, replays); None: computed from exchange_tz at start.
     exchange_midnights: list[int] | None = None
     arbitration_window_ns: int = 2_000_000
+    max_seq_jump: int = DEFAULT_MAX_SEQ_JUMP
+    max_seq_rate: int = DEFAULT_MAX_SEQ_RATE
     bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
                                                                   "steer.bpf.o"))
 
@@ -260,6 +282,10 @@ class EngineConfig:
             check_midnights(self.exchange_midnights)
         else:
             exchange_zone(self.exchange_tz)
+        if not isinstance(self.arbitration_window_ns, int) or self.arbitration_window_ns < 0:
+            raise ConfigError(f"arbitration window {self.arbitration_window_ns!r} ns: give a whole "
+                              "number of nanoseconds >= 0")
+        validate_sequencing(self.max_seq_jump, self.max_seq_rate)
         self._validate_interface()
 
     def midnights(self) -> list[int]:

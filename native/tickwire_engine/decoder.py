@@ -61,16 +61,21 @@ class Decoder:
     real_ns it is given passes them. With neither, the exchange's zone (exchange_tz, None: the
     feed's exchange, America/New_York) gives yesterday's midnight and the year's after it.
     arbitration_window_ns is how long, with two lines, a hole waits for the other line before it
-    counts as a gap."""
+    counts as a gap. A sequence number that jumps ahead further than max_seq_jump + max_seq_rate *
+    (seconds since the session's last packet) is suspect until confirmed (docs/design.md,
+    "Sequencing rules")."""
 
     def __init__(self, lines, exchange_midnight_ns: int | None = None,
                  arbitration_window_ns: int = DEFAULT_ARBITRATION_WINDOW_NS, *,
-                 exchange_midnights_ns: Sequence[int] | None = None, exchange_tz: str | None = None):
+                 exchange_midnights_ns: Sequence[int] | None = None, exchange_tz: str | None = None,
+                 max_seq_jump: int = config.DEFAULT_MAX_SEQ_JUMP,
+                 max_seq_rate: int = config.DEFAULT_MAX_SEQ_RATE):
         self.lines = [_as_line(spec) for spec in lines]
         validate_lines(self.lines)
         if not isinstance(arbitration_window_ns, int) or arbitration_window_ns < 0:
             raise ConfigError(f"arbitration window {arbitration_window_ns!r}: give a whole number "
                               "of nanoseconds >= 0")
+        config.validate_sequencing(max_seq_jump, max_seq_rate)
         if exchange_midnight_ns is not None and exchange_midnights_ns is not None:
             raise ConfigError("give exchange_midnight_ns (one fixed day) or exchange_midnights_ns "
                               "(the days to follow), not both")
@@ -82,6 +87,7 @@ class Decoder:
             midnights = config.exchange_midnights_ns(exchange_tz)
         cfg = ffi.new("struct tw_decoder_config *")
         config.fill_decoder_config(cfg, self.lines, midnights, arbitration_window_ns)
+        config.fill_sequencing_config(cfg, max_seq_jump, max_seq_rate)
         err = ffi.new("char[256]")
         decoder = lib.tw_decoder_new(cfg, err, len(err))
         if decoder == ffi.NULL:

@@ -10,7 +10,7 @@ import time
 
 from ._native import ffi, lib
 from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, check_privileges,
-                     fill_decoder_config)
+                     fill_decoder_config, fill_sequencing_config)
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -42,6 +42,7 @@ def _c_config(config: EngineConfig):
     c.rt_priority = config.rt_priority
     c.bpf_object = config.bpf_object.encode()
     fill_decoder_config(c.decoder, config.lines, config.midnights(), config.arbitration_window_ns)
+    fill_sequencing_config(c.decoder, config.max_seq_jump, config.max_seq_rate)
     return c
 
 

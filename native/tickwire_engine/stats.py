@@ -98,7 +98,12 @@ def stats_to_dict(stats, line_names: Sequence[str]) -> dict:
                                 for reason, name in MALFORMED_REASONS.items()},
         "unmatched": stats.unmatched,
         "sessions_replaced": stats.sessions_replaced,
-        "holes_overflow": stats.holes_overflow,
+        # sequencing under hostile or extreme input (docs/design.md, "Sequencing rules")
+        "suspect_jumps": stats.suspect_jumps,
+        "confirmed_jumps": stats.confirmed_jumps,
+        "window_overflow": stats.window_overflow,
+        "beyond_window": stats.beyond_window,
+        "after_end": stats.after_end,
         "last_packet_mono_ns": stats.last_packet_mono_ns,
         "lines": {name: {"packets": stats.line_packets[i],
                          "first_messages": stats.line_first_messages[i]}

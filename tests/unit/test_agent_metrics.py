@@ -10,7 +10,7 @@ from tickwire_agent.metrics import AgentView, EngineCollector, prometheus_bucket
 
 STATS = {
     "packets": 30, "messages": 100, "messages_by_type": {"A": 60, "D": 40}, "gaps": 2, "missing": 5,
-    "recovered": 1, "duplicates": 7, "malformed": 3,
+    "recovered": 1, "duplicates": 7, "malformed": 3, "suspect_jumps": 6, "confirmed_jumps": 1,
     "malformed_by_reason": {"frame_short": 0, "itch_bad_length": 3}, "heartbeats": 4, "unmatched": 9,
     "bytes": 4200, "lines": {"A": {"packets": 20, "first_messages": 70}, "B": {"packets": 10, "first_messages": 30}},
     "latency": {
@@ -56,6 +56,8 @@ def test_counters_follow_prometheus_naming_and_carry_the_engines_numbers(samples
     assert value(samples, "tickwire_missing_messages_total") == 5
     assert value(samples, "tickwire_recovered_messages_total") == 1
     assert value(samples, "tickwire_duplicate_messages_total") == 7
+    assert value(samples, "tickwire_suspect_sequence_jumps_total") == 6
+    assert value(samples, "tickwire_confirmed_sequence_jumps_total") == 1
     assert value(samples, "tickwire_malformed_total", reason="itch_bad_length") == 3
     assert value(samples, "tickwire_afxdp_rx_drops_total", reason="dropped") == 11
     assert value(samples, "tickwire_afxdp_rx_drops_total", reason="ring_full") == 2
