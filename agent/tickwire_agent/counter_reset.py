@@ -16,7 +16,9 @@ import copy
 # Top-level cumulative counts in the engine's stats (SIMPLE_COUNTERS in metrics.py and more).
 COUNTS = ("frames", "packets", "bytes", "messages", "gaps", "missing", "recovered", "duplicates",
           "heartbeats", "end_of_session", "malformed", "unmatched", "sessions_replaced",
-          "holes_overflow")
+          "suspect_jumps", "confirmed_jumps", "window_overflow", "beyond_window", "after_end")
+# Top-level numbers in the engine's stats that are not counts.
+GAUGES = ("last_packet_mono_ns",)
 # Counts kept per key (ITCH type letter, malformed reason) and per line.
 KEYED = ("messages_by_type", "malformed_by_reason")
 LINE_COUNTS = ("packets", "first_messages")
