@@ -35,3 +35,31 @@ def test_with_one_line_nothing_is_ever_pending():
     dec.decode_mold("A", F.run_of(1, 3), now=at(0))
     dec.decode_mold("A", F.run_of(10, 1), now=at(0))
     assert dec.stats()["gaps"] == 1 and not dec.pending()
+
+
+def test_pending_follows_the_missing_messages_not_the_holes_timing_records():
+    # The sequence window keeps one timing record per group of holes until the frontier passes
+    # it; a record whose messages all arrived late must not keep the engine ticking every 1 ms.
+    dec = Decoder([A, B], exchange_midnight_ns=0, arbitration_window_ns=WINDOW)
+    dec.decode_mold("A", F.run_of(1, 10), now=at(0))
+    dec.decode_mold("B", F.run_of(1, 10), now=at(0))
+    dec.decode_mold("A", F.run_of(15, 1), now=at(1000))      # 11..14 missing so far
+    assert dec.pending()
+    dec.decode_mold("B", F.run_of(11, 2), now=at(2000))      # B fills 11..12 and stops
+    assert dec.pending()                                     # 13..14 still wait for a line
+    dec.decode_mold("A", F.run_of(13, 2), now=at(3000))      # A's late copies fill them
+    assert not dec.pending()
+    dec.tick(now=at(3000 + 10 * WINDOW))
+    s = dec.stats()
+    assert (s["gaps"], s["missing"], s["messages"], s["duplicates"]) == (0, 0, 15, 10)   # B's 1..10
+
+
+def test_an_end_of_session_settles_what_was_pending():
+    dec = Decoder([A, B], exchange_midnight_ns=0, arbitration_window_ns=WINDOW)
+    dec.decode_mold("A", F.run_of(1, 10), now=at(0))
+    dec.decode_mold("B", F.run_of(1, 10), now=at(0))
+    dec.decode_mold("A", F.run_of(20, 1), now=at(1000))      # 11..19 missing so far
+    assert dec.pending()
+    dec.decode_mold("A", F.end_of_session(21), now=at(2000))
+    assert not dec.pending()
+    assert (dec.stats()["gaps"], dec.stats()["missing"]) == (1, 9)
