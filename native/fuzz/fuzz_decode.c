@@ -1,4 +1,4 @@
-/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, itch.c, hist.c).
+/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, exchange_time.c, itch.c, hist.c).
  *
  * Build and run with native/fuzz/run.sh. An input is a script for one decoder:
  *
@@ -26,7 +26,11 @@
  *     copies older than the bitmap window may count twice (beyond_window), or any copy of a session
  *     that was forgotten (sessions_replaced). A packet held as a suspect jump changes no message count;
  *   - with one line, a session seen for the first time starts where it is joined if it is the very
- *     first, else at sequence number 1 (what is missing before it is one gap, counted at once).
+ *     first, else at sequence number 1 (what is missing before it is one gap, counted at once);
+ *   - every counted message is recorded in an exchange-latency histogram or counted in
+ *     exchange_latency_skipped (malformed ones are neither: they are not counted messages);
+ *   - tw_decoder_pending() is 0 with one line and after a flush, and at the end of the script it is
+ *     1 exactly when letting the arbitration window run out declares a message missing.
  * Replaying the same script on a fresh decoder must give byte-identical stats. Sanitizers catch
  * the rest. native/fuzz/seeds.py writes valid scripts in this format; native/fuzz/regressions/
  * holds every input that ever crashed it, minimised.
@@ -123,7 +127,8 @@ struct tally {
     uint64_t frames, unmatched;
 };
 
-static void check_invariants(const struct tw_stats *s, const struct tally *t, int two_lines)
+static void check_invariants(const struct tw_decoder *d, const struct tw_stats *s,
+                             const struct tally *t, int two_lines)
 {
     uint64_t sum = 0;
     for (int r = 0; r < TW_MAL_REASONS; r++)
@@ -155,7 +160,9 @@ static void check_invariants(const struct tw_stats *s, const struct tally *t, in
         measured += s->hist[TW_STAGE_EXCHANGE_TO_ENGINE][line].count;
     }
     CHECK(packets_measured <= s->packets);
-    CHECK(measured <= s->messages);
+    /* every counted message has an exchange latency or is counted without one */
+    CHECK(measured + s->exchange_latency_skipped == s->messages);
+    CHECK(two_lines || tw_decoder_pending(d) == 0); /* one line: holes are declared as they open */
 }
 
 /* Every counter, in one array, to check that none ever goes down (a wrap would). */
@@ -389,6 +396,7 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
             break;
         case 7:
             tw_decoder_flush(d);
+            CHECK(tw_decoder_pending(d) == 0);
             break;
         }
         if (result == TW_FRAME_MALFORMED) {
@@ -396,20 +404,34 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
             CHECK(memcmp(&before, &after, sizeof(before)) == 0);
             CHECK(s->malformed == malformed_before + 1);
         }
-        check_invariants(s, &tally, two_lines);
+        check_invariants(d, s, &tally, two_lines);
         counters_of(s, counters_after);
         check_monotone(counters_before, counters_after);
         free(rec);
     }
     delivered_empty(world.delivered);
 
-    /* After a flush nothing is pending: however much time passes, no new gap appears. */
+    /* tw_decoder_pending() says whether time alone will declare a missing message: let every
+     * arbitration window run out and see (unless `missing` saturated and can show nothing). Then
+     * nothing is pending, and a flush finds nothing left to declare. */
+    int pending = tw_decoder_pending(d);
+    uint64_t missing = s->missing, gaps = s->gaps;
+    now.mono_ns += 1000ull * WINDOW_NS;
+    now.real_ns += 1000ll * WINDOW_NS;
+    tw_decoder_tick(d, &now);
+    if (missing < UINT64_MAX)
+        CHECK((s->missing != missing) == pending);
+    CHECK(tw_decoder_pending(d) == 0);
+    missing = s->missing;
+    gaps = s->gaps;
     tw_decoder_flush(d);
-    uint64_t gaps = s->gaps;
+    CHECK(s->missing == missing && s->gaps == gaps);
+
+    /* After a flush nothing is pending: however much time passes, no new gap appears. */
     now.mono_ns += 1000ull * WINDOW_NS;
     tw_decoder_tick(d, &now);
     CHECK(s->gaps == gaps);
-    check_invariants(s, &tally, two_lines);
+    check_invariants(d, s, &tally, two_lines);
     for (int stage = 0; stage < TW_STAGES; stage++) /* whole histograms: once, they are big */
         for (int line = 0; line < TW_MAX_LINES; line++)
             check_hist(&s->hist[stage][line]);

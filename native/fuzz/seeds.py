@@ -98,6 +98,14 @@ def seeds() -> dict[str, bytes]:
         "window-overflow": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 1))
         + record(MOLD_A, F.run_of(3, 1)) + record(MOLD_A, F.heartbeat(65536 + 13))
         + record(MOLD_B, F.run_of(2, 1)) + record(MOLD_B, F.run_of(65536 + 12, 1)),
+        # tw_decoder_pending() at the end of a script (no flush): a hole still missing, and a hole
+        # whose last messages came late on the line that revealed it (its timing record remains)
+        "pending-at-end": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 3))
+        + record(MOLD_B, F.run_of(1, 3)) + record(MOLD_A, F.run_of(9, 1)),
+        "pending-filled-late": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 10))
+        + record(MOLD_B, F.run_of(1, 10)) + record(MOLD_A, F.run_of(15, 1), wait_eighths=1)
+        + record(MOLD_B, F.run_of(11, 2), wait_eighths=1)
+        + record(MOLD_A, F.run_of(13, 2), wait_eighths=1),
     }
 
 
