@@ -67,22 +67,29 @@ class Policy:
 
 
 class Backoff:
-    """Per FeedHandler: how many Pod creates failed in a row and when the next may happen.
-    In memory on purpose: after an operator restart one early retry is harmless."""
+    """Per FeedHandler: how many Pod creates failed in a row, why the last one did, and when the
+    next may happen. In memory on purpose: after an operator restart one early retry is harmless."""
 
     def __init__(self, first: float, cap: float, clock: Callable[[], float] = time.monotonic):
         self.first, self.cap, self.clock = first, cap, clock
-        self._state: dict[str, tuple[int, float]] = {}
+        self._state: dict[str, tuple[int, float, str, str]] = {}
 
     def wait_left(self, uid: str) -> float:
-        failures, not_before = self._state.get(uid, (0, 0.0))
+        failures, not_before, _, _ = self._state.get(uid, (0, 0.0, "", ""))
         return max(0.0, not_before - self.clock()) if failures else 0.0
 
-    def failed(self, uid: str) -> float:
-        failures = self._state.get(uid, (0, 0.0))[0] + 1
+    def failed(self, uid: str, reason: str, message: str) -> float:
+        """Record a failure; the wait before the next attempt (doubling up to the cap)."""
+        failures = self._state.get(uid, (0, 0.0, "", ""))[0] + 1
         delay = min(self.first * 2 ** (failures - 1), self.cap)
-        self._state[uid] = (failures, self.clock() + delay)
+        self._state[uid] = (failures, self.clock() + delay, reason, f"{message}; next agent Pod in {delay:.0f} s")
         return delay
+
+    def last_failure(self, uid: str) -> tuple[str, str] | None:
+        """(reason, message) of the failure the current wait is for; the message names the
+        wait, not the time left, so that re-writing it every resync changes nothing."""
+        state = self._state.get(uid)
+        return (state[2], state[3]) if state else None
 
     def succeeded(self, uid: str) -> None:
         self._state.pop(uid, None)
@@ -98,7 +105,7 @@ class PodView:
     allocation: Allocation | None
     deleting: bool
     node: str = ""
-    status: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+    status: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # as the kubelet wrote it
     deletion_timestamp: str | None = None
 
     def health(self, crash_restarts: int) -> PodHealth:
@@ -262,10 +269,11 @@ class Reconciler:
     def _current(self, body, pod: PodView | None, trigger: str, held: Mapping[str, Holding]) -> Allocation | None:
         """What this FeedHandler holds: our claim, else its ledger; on resume, a FeedHandler of
         the previous release (no ledger annotation yet) is adopted once from its running Pod's
-        plan or, without a Pod, from status.placement, provided nobody else holds any of it."""
+        plan or, without a Pod, from status.placement, provided nobody else holds any of it.
+        (kopf calls it a create when the old operator's kopf annotations are missing.)"""
         uid = body["metadata"]["uid"]
         current = self.ledger.claimed.get(uid) or read_ledger(body)
-        if current is not None or trigger != "resume" or has_ledger(body):
+        if current is not None or trigger not in ("resume", "create") or has_ledger(body):
             return current
         legacy = pod.allocation if pod is not None and pod.allocation is not None else legacy_allocation(body)
         if legacy is None or any(h.allocation.overlaps(legacy) for h in self._others(held, uid)):
@@ -356,14 +364,9 @@ class Reconciler:
         if pod is not None:
             pod_state = pod.health(self.policy.crash_restarts)
             if pod_state.replace:
+                # Gone for good: delete it now, create the next one after the back-off.
                 metrics.POD_FAILURES.labels(pod_state.reason).inc()
-                wait = self.backoff.wait_left(uid)
-                if wait > 0:
-                    health = conditions.condition("PodHealthy", False, pod_state.reason,
-                                                  f"{pod_state.message} in {wait:.0f} s", generation)
-                    await self._write(body, generation, [health], KEEP, True, stale_after)
-                    return "backoff"
-                self.backoff.failed(uid)
+                self.backoff.failed(uid, pod_state.reason, pod_state.message)
                 if not await self._remove_pod(body, pod, inventories, now, pod_state.message):
                     return "replacing"
                 pod = None
@@ -380,20 +383,22 @@ class Reconciler:
                                                   pod_state.message, generation)
         if pod is None:
             wait = self.backoff.wait_left(uid)
-            if wait > 0:
-                return "backoff"  # PodHealthy keeps saying why; the handler retries after `wait`
+            last = self.backoff.last_failure(uid)
+            if wait > 0 and last is not None:
+                health = conditions.condition("PodHealthy", False, last[0], last[1], generation)
+                await self._write(body, generation, [_placed(allocation, generation), health],
+                                  self._display(allocation, name, wanted_hash, plan_generation), False,
+                                  stale_after)
+                return "backoff"  # the handler retries after `wait`
             try:
                 await self.kube.apply(agent_identity(body))
                 created = await self.kube.create_pod(build_agent_pod(body, planned, plan, settings))
             except AdmissionRefused as refused:
-                delay = self.backoff.failed(uid)
+                message = f"the API server refused agent Pod {pod_name(name)} ({refused.status}): {refused}"
+                delay = self.backoff.failed(uid, "PodAdmissionRefused", message)
                 metrics.POD_FAILURES.labels("PodAdmissionRefused").inc()
-                log.warning("the API server refused %s/%s's agent Pod (%s): %s; trying again in %.0f s",
-                            namespace, name, refused.status, refused, delay)
-                health = conditions.condition(
-                    "PodHealthy", False, "PodAdmissionRefused",
-                    f"the API server refused agent Pod {pod_name(name)} ({refused.status}): {refused}; "
-                    f"trying again in {delay:.0f} s", generation)
+                log.warning("%s/%s: %s; trying again in %.0f s", namespace, name, message, delay)
+                health = conditions.condition("PodHealthy", False, *self.backoff.last_failure(uid), generation)
                 await self._write(body, generation, [_placed(allocation, generation), health],
                                   self._display(allocation, name, wanted_hash, plan_generation), False,
                                   stale_after)
