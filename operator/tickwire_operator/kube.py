@@ -25,11 +25,12 @@ class StatusConflict(RuntimeError):
 
 
 class AdmissionRefused(RuntimeError):
-    """The API server refused to create an object (PodSecurity, a quota, a webhook...): `status`
-    is the HTTP code, the message is the API server's own."""
+    """The API server refused to create an object (RBAC, PodSecurity, a quota, a webhook...):
+    `what` names the object, `status` is the HTTP code, the message is the API server's own."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, what: str, status: int, message: str):
         super().__init__(message)
+        self.what = what
         self.status = status
 
 
@@ -135,9 +136,14 @@ class KubeApi:
         try:
             create(meta["namespace"], manifest)
         except ApiException as exc:
-            if exc.status != 409:
-                raise AdmissionRefused(exc.status, _api_message(exc)) if 400 <= exc.status < 500 else exc
-            patch(meta["name"], meta["namespace"], manifest)
+            if exc.status == 409:
+                patch(meta["name"], meta["namespace"], manifest)
+                return
+            if not 400 <= exc.status < 500 or exc.status in (404, 429):
+                raise
+            hint = (f" (may the operator make agent identities in namespace {meta['namespace']}? "
+                    f"The chart grants it in agent.namespaces)") if exc.status == 403 else ""
+            raise AdmissionRefused(f"{kind} {meta['name']}", exc.status, _api_message(exc) + hint) from None
 
     async def apply(self, manifests: list[Mapping[str, Any]]) -> None:
         for manifest in manifests:
@@ -164,7 +170,7 @@ class KubeApi:
             if exc.status == 409:
                 return False  # already there: the next pass compares it
             if 400 <= exc.status < 500 and exc.status not in (404, 429):
-                raise AdmissionRefused(exc.status, _api_message(exc)) from None
+                raise AdmissionRefused(f"agent Pod {pod['metadata']['name']}", exc.status, _api_message(exc)) from None
             raise
 
     async def create_pod(self, pod: Mapping[str, Any]) -> bool:

@@ -72,17 +72,22 @@ class Backoff:
 
     def __init__(self, first: float, cap: float, clock: Callable[[], float] = time.monotonic):
         self.first, self.cap, self.clock = first, cap, clock
-        self._state: dict[str, tuple[int, float, str, str]] = {}
+        self._state: dict[str, tuple[int, float, str, str, str]] = {}
 
     def wait_left(self, uid: str) -> float:
-        failures, not_before, _, _ = self._state.get(uid, (0, 0.0, "", ""))
+        failures, not_before, *_ = self._state.get(uid, (0, 0.0, "", "", ""))
         return max(0.0, not_before - self.clock()) if failures else 0.0
 
-    def failed(self, uid: str, reason: str, message: str) -> float:
-        """Record a failure; the wait before the next attempt (doubling up to the cap)."""
-        failures = self._state.get(uid, (0, 0.0, "", ""))[0] + 1
+    def failed(self, uid: str, reason: str, message: str, cause: str = "") -> float:
+        """Record a failure; the wait before the next attempt (doubling up to the cap). The same
+        `cause` (a failed Pod's uid, seen again before its deletion shows) counts once."""
+        failures, not_before, _, _, last_cause = self._state.get(uid, (0, 0.0, "", "", ""))
+        if cause and cause == last_cause:
+            return max(0.0, not_before - self.clock())
+        failures += 1
         delay = min(self.first * 2 ** (failures - 1), self.cap)
-        self._state[uid] = (failures, self.clock() + delay, reason, f"{message}; next agent Pod in {delay:.0f} s")
+        self._state[uid] = (failures, self.clock() + delay, reason,
+                            f"{message}; next agent Pod in {delay:.0f} s", cause)
         return delay
 
     def last_failure(self, uid: str) -> tuple[str, str] | None:
@@ -107,6 +112,7 @@ class PodView:
     node: str = ""
     status: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # as the kubelet wrote it
     deletion_timestamp: str | None = None
+    uid: str = ""
 
     def health(self, crash_restarts: int) -> PodHealth:
         return pod_health({"metadata": {"name": self.name}, "spec": {"nodeName": self.node},
@@ -130,7 +136,8 @@ def read_pod(pod: Mapping[str, Any]) -> PodView | None:
     return PodView(name=meta["name"], owner_uid=owner, plan_hash=annotations.get(PLAN_HASH_ANNOTATION, ""),
                    plan_generation=int((plan.get("feedHandler") or {}).get("generation") or 0),
                    allocation=allocation, deleting=bool(meta.get("deletionTimestamp")), node=node or "",
-                   status=dict(pod.get("status") or {}), deletion_timestamp=meta.get("deletionTimestamp"))
+                   status=dict(pod.get("status") or {}), deletion_timestamp=meta.get("deletionTimestamp"),
+                   uid=meta.get("uid") or "")
 
 
 @dataclass(frozen=True)
@@ -166,6 +173,13 @@ def adopt_observed(allocation: Allocation, body: Mapping[str, Any], pod: PodView
 
 
 KEEP = object()  # leave status.placement as it is
+
+
+def _count_failure(body: Mapping[str, Any], reason: str) -> None:
+    """Count a Pod failure when it is news (not at every resync that sees it again)."""
+    shown = conditions.find((body.get("status") or {}).get("conditions"), "PodHealthy") or {}
+    if (shown.get("status"), shown.get("reason")) != ("False", reason):
+        metrics.POD_FAILURES.labels(reason).inc()
 
 
 def _placed(allocation: Allocation, generation: int) -> dict:
@@ -365,8 +379,8 @@ class Reconciler:
             pod_state = pod.health(self.policy.crash_restarts)
             if pod_state.replace:
                 # Gone for good: delete it now, create the next one after the back-off.
-                metrics.POD_FAILURES.labels(pod_state.reason).inc()
-                self.backoff.failed(uid, pod_state.reason, pod_state.message)
+                _count_failure(body, pod_state.reason)
+                self.backoff.failed(uid, pod_state.reason, pod_state.message, cause=pod.uid)
                 if not await self._remove_pod(body, pod, inventories, now, pod_state.message):
                     return "replacing"
                 pod = None
@@ -374,7 +388,7 @@ class Reconciler:
                 if pod_state.reason == "Running":
                     self.backoff.succeeded(uid)
                 if not pod_state.healthy:
-                    metrics.POD_FAILURES.labels(pod_state.reason).inc()
+                    _count_failure(body, pod_state.reason)
                 trouble = self._node_trouble(pod.node, inventories, now)
                 if pod_state.healthy and trouble is not None:
                     health = conditions.condition("PodHealthy", False, "NodeNotReady", trouble[1], generation)
@@ -394,9 +408,9 @@ class Reconciler:
                 await self.kube.apply(agent_identity(body))
                 created = await self.kube.create_pod(build_agent_pod(body, planned, plan, settings))
             except AdmissionRefused as refused:
-                message = f"the API server refused agent Pod {pod_name(name)} ({refused.status}): {refused}"
+                message = f"the API server refused {refused.what} ({refused.status}): {refused}"
                 delay = self.backoff.failed(uid, "PodAdmissionRefused", message)
-                metrics.POD_FAILURES.labels("PodAdmissionRefused").inc()
+                _count_failure(body, "PodAdmissionRefused")
                 log.warning("%s/%s: %s; trying again in %.0f s", namespace, name, message, delay)
                 health = conditions.condition("PodHealthy", False, *self.backoff.last_failure(uid), generation)
                 await self._write(body, generation, [_placed(allocation, generation), health],
@@ -411,7 +425,7 @@ class Reconciler:
             plan_generation = pod.plan_generation
 
         updates = [_placed(allocation, generation)] + ([health] if health else [])
-        exclusive = self._exclusive(allocation, uid, placements, generation)
+        exclusive = self._exclusive(body, allocation, uid, placements, generation)
         if exclusive is not None:
             updates.append(exclusive)
         fresh = await self._write(body, generation, updates,
@@ -424,12 +438,16 @@ class Reconciler:
         return {**allocation.as_status(), "pod": pod_name(name), "planHash": wanted_hash,
                 "planGeneration": plan_generation}
 
-    def _exclusive(self, allocation: Allocation, uid: str, placements: Mapping[str, Holding],
+    def _exclusive(self, body, allocation: Allocation, uid: str, placements: Mapping[str, Holding],
                    generation: int) -> dict | None:
         """CoresExclusive, once the agent has said where it runs: False naming every FeedHandler
         whose agent was seen on one of the same CPUs (the ledger keeps both: it records what runs)."""
         if not allocation.running_cores:
-            return None
+            if conditions.find((body.get("status") or {}).get("conditions"), "CoresExclusive") is None:
+                return None
+            # Placed anew: an old clash says nothing about the new placement.
+            return conditions.condition("CoresExclusive", True, "AwaitingReport",
+                                        "the agent has not reported its CPUs for this placement yet", generation)
         clashes = [(h.owner or h.owner_uid, allocation.running_clash(h.allocation))
                    for h in placements.values() if h.owner_uid != uid]
         clashes = [(owner, cpus) for owner, cpus in clashes if cpus]

@@ -408,7 +408,8 @@ def test_a_refused_pod_is_reported_and_created_again_with_back_off(cluster, oper
     c.apply("feed")
     fh = wait_for("PodAdmissionRefused", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodAdmissionRefused"), op=op)
     message = condition(fh, "PodHealthy")["message"]
-    assert "violates PodSecurity" in message and "(403)" in message and "next agent Pod in 2 s" in message
+    assert "the API server refused agent Pod feed-agent (403): " in message
+    assert "violates PodSecurity" in message and "next agent Pod in 2 s" in message
     assert reason_of(fh, "Ready") == "PodAdmissionRefused"
     assert reason_of(fh, "Placed") == "Placed"  # the allocation stays: the node is fine
     first = attempts[0]

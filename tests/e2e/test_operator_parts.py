@@ -352,7 +352,9 @@ def test_backoff_doubles_up_to_its_cap_and_resets():
     now[0] += 36
     assert backoff.wait_left("a") == 0
     backoff.succeeded("a")
-    assert backoff.failed("a", "PodFailed", "x") == 10 and backoff.last_failure("b") is None
+    assert backoff.failed("a", "PodFailed", "x", cause="pod-1") == 10 and backoff.last_failure("b") is None
+    assert backoff.failed("a", "PodFailed", "x", cause="pod-1") == 10  # the same failed Pod seen again
+    assert backoff.failed("a", "PodFailed", "x", cause="pod-2") == 20
 
 
 def test_a_not_ready_node_says_since_when_and_what_it_has():
