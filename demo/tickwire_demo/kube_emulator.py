@@ -23,7 +23,9 @@ assertion API. What it adds, each one a behaviour kopf or the agent relies on:
   it; on every other node the emulated kubelet confirms at once and the Pod goes;
 - RBAC for service accounts: a request bearing a token from `service_account_token()` is allowed
   only what the Roles/ClusterRoles bound to that ServiceAccount grant (resourceNames included),
-  else 403 Forbidden; the kubeconfig's own token is a cluster admin's;
+  else 403 Forbidden; and, as RBAC's escalation check, it may create or patch a Role or
+  ClusterRole only with rules it holds itself, and bind one only if it holds its rules (or may
+  `bind` it); the kubeconfig's own token (or `write_kubeconfig(token=...)`'s) is a cluster admin's;
 - watches honour `?resourceVersion=` (replay what happened after it, no duplicate ADDED events,
   410 Gone when it is too old) and `timeoutSeconds`; the snapshot and the subscription are taken
   under one lock so no event is lost between them;
@@ -37,8 +39,8 @@ assertion API. What it adds, each one a behaviour kopf or the agent relies on:
   `kubectl get feedhandlers` shows NODE, QUEUE, CORES, ... as against a real cluster.
 
 Still not an API server: no schema admission (schemas, CEL and defaults are not applied), no
-strategic-merge semantics (treated as a merge patch), no RBAC escalation checks, no kubelet or
-controllers.
+strategic-merge semantics (treated as a merge patch), no RBAC for users other than service
+accounts, no kubelet or controllers.
 
 It lives in the product, not in tests/, because `make demo-operator` runs the operator against
 it (tests/support/kube_emulator.py re-exports it for the tests). kmock is a test dependency.
@@ -249,13 +251,15 @@ class KubeEmulator(kmock.KubernetesEmulator):
         import kubernetes.client
         return kubernetes.client.ApiClient(self.configuration())
 
-    def write_kubeconfig(self, directory: str | pathlib.Path) -> pathlib.Path:
-        """A kubeconfig file for this emulator (for kopf, kubectl or the agent in a subprocess)."""
-        path = pathlib.Path(directory) / "kubeconfig"
+    def write_kubeconfig(self, directory: str | pathlib.Path, token: str = "kmock-has-no-auth",
+                         name: str = "kubeconfig") -> pathlib.Path:
+        """A kubeconfig file for this emulator (for kopf, kubectl or the agent in a subprocess);
+        with a `service_account_token()`, RBAC applies to whoever uses it."""
+        path = pathlib.Path(directory) / name
         path.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
             "clusters": [{"name": "kmock", "cluster": {"server": self.url}}],
-            "users": [{"name": "kmock", "user": {"token": "kmock-has-no-auth"}}],
+            "users": [{"name": "kmock", "user": {"token": token}}],
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
         }))
         return path
@@ -371,16 +375,49 @@ class KubeEmulator(kmock.KubernetesEmulator):
         else:
             verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method, method)
         what = resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        user = f"system:serviceaccount:{account[0]}:{account[1]}"
         if any(_rule_allows(rule, resource.group or "", what, verb, request.name)
                for rule in self._rules_for(*account, request.namespace)):
-            return None
-        user = f"system:serviceaccount:{account[0]}:{account[1]}"
+            return self._escalating(request, resource, method, account, user)
         target = f'{resource.plural}.{resource.group} "{request.name}"' if resource.group else \
             f'{resource.plural} "{request.name}"'
         scope = f' in the namespace "{request.namespace}"' if request.namespace else " at the cluster scope"
         return _status(403, "Forbidden", (
             f'{target if request.name else resource.plural} is forbidden: User "{user}" cannot {verb} '
             f'resource "{what}" in API group "{resource.group or ""}"{scope}'))
+
+    def _escalating(self, request, resource, method: str, account, user: str) -> aiohttp.web.Response | None:
+        """RBAC's escalation check: a Role may carry only rules its author holds, and a binding
+        may name only a role whose rules its author holds (or may `bind`)."""
+        if resource.group != "rbac.authorization.k8s.io" or method not in ("POST", "PATCH", "PUT") \
+                or not isinstance(request.data, Mapping):
+            return None
+        namespace = request.namespace
+        name = request.name or (request.data.get("metadata") or {}).get("name")
+        if resource.plural in ("roles", "clusterroles"):
+            wanted = request.data.get("rules") or []
+        elif resource.plural in ("rolebindings", "clusterrolebindings") and request.data.get("roleRef"):
+            ref = request.data["roleRef"]
+            held = self._rules_for(*account, namespace)
+            if any(_rule_allows(rule, "rbac.authorization.k8s.io", "clusterroles" if ref.get("kind") == "ClusterRole"
+                                else "roles", "bind", ref.get("name")) for rule in held):
+                return None
+            role = self._find(kmock.resource("rbac.authorization.k8s.io/v1/roles"), namespace, ref.get("name")) \
+                if ref.get("kind") == "Role" else \
+                self._find(kmock.resource("rbac.authorization.k8s.io/v1/clusterroles"), None, ref.get("name"))
+            wanted = (role or {}).get("rules") or []
+        else:
+            return None
+        held = self._rules_for(*account, namespace)
+        missing = [rule for rule in wanted if not all(
+            any(_rule_allows(mine, group, res, verb, res_name) for mine in held)
+            for group in rule.get("apiGroups") or [""] for res in rule.get("resources") or []
+            for verb in rule.get("verbs") or [] for res_name in (rule.get("resourceNames") or [None]))]
+        if not missing:
+            return None
+        return _status(403, "Forbidden", (
+            f'{resource.plural}.rbac.authorization.k8s.io "{name}" is forbidden: user "{user}" is attempting '
+            f"to grant RBAC permissions not currently held: {json.dumps(missing)}"))
 
     def _rules_for(self, sa_namespace: str, sa_name: str, namespace: str | None) -> list[dict]:
         def bound(binding: dict) -> bool:
