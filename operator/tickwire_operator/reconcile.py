@@ -224,16 +224,20 @@ class Reconciler:
     # ---- the ledger: the API server's view plus this process's own decisions ----
 
     def holdings(self, placements: Mapping[str, Holding], pods: Mapping[str, PodView]) -> dict[str, Holding]:
-        """Everything held: FeedHandlers' ledgers, running Pods' plans, our claims."""
+        """Everything held: FeedHandlers' ledgers, running Pods' plans, our claims. A Pod that
+        runs its FeedHandler's current allocation is the same holding, counted once (hugepages and
+        CPUs are counted, not only compared); one running an older plan holds that too, until it
+        is gone."""
         held = dict(placements)
-        seniority = {uid: h.since for uid, h in placements.items()}
-        for pod in pods.values():
-            if pod.allocation is not None:
-                held[f"pod:{pod.owner_uid}"] = Holding(pod.allocation, pod.owner_uid,
-                                                       seniority.get(pod.owner_uid, ""))
         for uid, allocation in self.ledger.claimed.items():
             owner = placements[uid].owner if uid in placements else ""
             held[uid] = Holding(allocation, uid, "", owner)  # our own decisions outrank any observation
+        seniority = {uid: h.since for uid, h in placements.items()}
+        for pod in pods.values():
+            own = held.get(pod.owner_uid)
+            if pod.allocation is not None and (own is None or own.allocation.planned() != pod.allocation):
+                held[f"pod:{pod.owner_uid}"] = Holding(pod.allocation, pod.owner_uid,
+                                                       seniority.get(pod.owner_uid, ""))
         return held
 
     @staticmethod

@@ -437,3 +437,24 @@ def test_each_agent_gets_an_identity_for_its_own_feedhandler_only():
         owner = manifest["metadata"]["ownerReferences"][0]
         assert (owner["uid"], owner["controller"], "blockOwnerDeletion" in owner) == ("uid-fh-a", True, False)
         kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_a_pod_running_its_feedhandlers_allocation_is_counted_once():
+    from tickwire_operator.pod import AgentSettings
+    from tickwire_operator.reconcile import Holding, Reconciler
+
+    nodes = {"node-1": read_node(node("node-1", cores="0-7", hugepages="16"))}
+    mine = Allocation(node="node-1", interface="eth1", queue=0, cores=(0,), hugepages=8)
+    reconciler = Reconciler(kube=None, settings=AgentSettings())
+    placements = {"uid-a": Holding(mine, "uid-a", "2026-01-01T00:00:00Z", "feeds/fh-a")}
+    pods = {"pod-1": PodView(name="fh-a-agent", owner_uid="uid-a", plan_hash="h", plan_generation=1, allocation=mine,
+                    deleting=False, node="node-1")}
+    held = [h.allocation for h in reconciler.holdings(placements, pods).values()]
+    assert place(validated_spec(feedhandler("fh-b", hugepages=8)), nodes, held).hugepages == 8
+    # A Pod still running an older plan holds its resources as well, until it is gone.
+    older = PodView(name="fh-a-agent", owner_uid="uid-a", plan_hash="old", plan_generation=1,
+                    allocation=Allocation(node="node-1", interface="eth1", queue=1, cores=(1,), hugepages=8),
+                    deleting=True, node="node-1")
+    held = [h.allocation for h in reconciler.holdings(placements, {"pod-0": older}).values()]
+    with pytest.raises(NoFit, match="needs 8 hugepages"):
+        place(validated_spec(feedhandler("fh-b", hugepages=8)), nodes, held)
