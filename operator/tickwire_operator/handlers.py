@@ -127,12 +127,15 @@ async def agent_reported(type: str, body: kopf.Body, memo: kopf.Memo, feed_nodes
 
 
 def _reports_new_cores(body: kopf.Body) -> bool:
+    """status.observed names CPUs the ledger does not record (yet); reconcile decides whether
+    the report is about this allocation's running Pod (reconcile.adopt_observed)."""
     observed = (body.get("status") or {}).get("observed") or {}
     recorded = read_ledger(body)
     if not observed.get("cores") or recorded is None or body["metadata"].get("deletionTimestamp"):
         return False
-    return sorted(observed.get("cores") or []) != sorted(recorded.running_cores) or \
-        sorted(observed.get("housekeepingCores") or []) != sorted(recorded.housekeeping_cores)
+    as_text = lambda values: {str(v) for v in values or ()}  # noqa: E731  (an agent's report may hold anything)
+    return as_text(observed.get("cores")) != as_text(recorded.running_cores) or \
+        as_text(observed.get("housekeepingCores")) != as_text(recorded.housekeeping_cores)
 
 
 @kopf.timer(*FH, interval=HEALTH_SECONDS, initial_delay=HEALTH_SECONDS)

@@ -1,8 +1,11 @@
 """The operator for real: `python -m tickwire_operator` (kopf) in a subprocess against the kmock
 emulator (tests/support/kube_emulator.py), FeedHandlers applied with the official client.
 
-The emulator is not a cluster (no kubelet, no admission; see its docstring), so no Pod ever runs
-here; test_operator_kubelet.py plays the kubelet for one full run.
+The emulator is not a cluster (no kubelet, no schema admission; see its docstring), so no Pod
+ever runs here; test_operator_kubelet.py plays the kubelet for one full run. Where a test needs
+what a kubelet or the node lifecycle controller would write (a Pod's container states or phase,
+a node's Ready condition) it writes it itself, through the API, as they would; admission refusals,
+unreachable nodes and RBAC are the emulator's (refuse, unreachable_nodes, service_account_token).
 """
 from __future__ import annotations
 
