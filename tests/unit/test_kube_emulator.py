@@ -90,3 +90,28 @@ def test_a_service_account_gets_what_its_role_grants_and_no_more(kube):
             call()
         assert status_of(error) == 403
     assert 'User \\"system:serviceaccount:feeds:agent\\" cannot list resource \\"feedhandlers\\"' in error.value.body
+
+
+def test_the_agents_uid_checked_json_patch_applies_whole_or_not_at_all(kube):
+    """The form the agent uses (agent/tickwire_agent/status.py): tests on uid and resourceVersion,
+    then adds, to the status subresource; a real API server applies all ops or none."""
+    custom = k8s.CustomObjectsApi(kube.api_client())
+    fh = feedhandler(custom)
+
+    def ops(uid, version):
+        return [{"op": "test", "path": "/metadata/uid", "value": uid},
+                {"op": "test", "path": "/metadata/resourceVersion", "value": version},
+                {"op": "add", "path": "/status", "value": {}},
+                {"op": "add", "path": "/status/observed", "value": {"node": "n", "cores": [3]}},
+                {"op": "add", "path": "/metadata/annotations/tickwire.dev~1allocation", "value": "forged"}]
+
+    after = custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, NS, PLURAL, "fh-a", ops(fh["metadata"]["uid"], fh["metadata"]["resourceVersion"]),
+        _content_type="application/json-patch+json")
+    assert after["status"]["observed"] == {"node": "n", "cores": [3]}
+    assert after["metadata"]["annotations"]["tickwire.dev/allocation"] == "{}"  # metadata: dropped
+    with pytest.raises(ApiException) as error:  # the version it read is gone: 422, nothing applied
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, NS, PLURAL, "fh-a", ops(fh["metadata"]["uid"], fh["metadata"]["resourceVersion"]),
+            _content_type="application/json-patch+json")
+    assert status_of(error) == 422
