@@ -95,6 +95,10 @@ def rendered_rbac(suffix: str) -> set[tuple[str, str]]:
     raise AssertionError(f"no ClusterRole *{suffix} rendered")
 
 
-def test_privileges_shows_the_rbac_the_chart_grants():
-    assert documented_rbac("The operator") == rendered_rbac("-operator")
-    assert documented_rbac("The agent") == rendered_rbac("-agent")
+def test_privileges_shows_the_rbac_the_chart_and_the_operator_grant():
+    from tickwire_operator.identity import agent_rules
+
+    assert documented_rbac("The operator\n") == rendered_rbac("-operator")
+    assert documented_rbac("The operator in agent namespaces") == rendered_rbac("-operator-agents")
+    assert documented_rbac("The agent") == {(resource, verb) for rule in agent_rules("any")
+                                            for resource in rule["resources"] for verb in rule["verbs"]}

@@ -7,7 +7,7 @@ it has no schema for, the Prometheus Operator's ServiceMonitor, is checked for t
 operator requires, and the test says so.
 
 Beyond schemas, the checks here pin down the promises the chart makes: an unprivileged operator,
-least-privilege RBAC, and an agent ServiceAccount in exactly the namespaces asked for.
+least-privilege RBAC, and the right to make agent identities in exactly the namespaces asked for.
 """
 from __future__ import annotations
 
@@ -49,7 +49,6 @@ NON_DEFAULT_VALUES = {
     "agent": {
         "image": {"repository": "registry.example/tickwire/agent", "tag": "0.1.0-rc1"},
         "namespaces": ["feeds-equities", "feeds-options"],
-        "serviceAccountName": "feed-agent",
     },
     "crds": {"upgradeJob": {"enabled": False}},
     "monitoring": {
@@ -162,7 +161,7 @@ def test_operator_is_told_the_agent_image_and_service_account():
     container = one(manifests, "Deployment", "-operator")["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["TICKWIRE_AGENT_IMAGE"] == "registry.example/tickwire/agent:0.1.0-rc1"
-    assert env["TICKWIRE_AGENT_SERVICE_ACCOUNT"] == "feed-agent"
+    assert "TICKWIRE_AGENT_SERVICE_ACCOUNT" not in env  # each agent has its own, made by the operator
     assert env["TICKWIRE_PLACEMENT_POLICY"] == "spread"
     assert container["image"] == "registry.example/tickwire/operator@sha256:" + "ab" * 32
     assert "--verbose" in container["args"]
@@ -187,7 +186,7 @@ def test_operator_rbac_is_exactly_what_it_uses(rendered):
     granted = rules_of(manifests, "-operator")
     wanted = (
         {("tickwire.dev", "feedhandlers", v) for v in ("get", "list", "watch", "patch")}
-        | {("tickwire.dev", "feedhandlers/status", "patch")}
+        | {("tickwire.dev", "feedhandlers/status", v) for v in ("get", "patch")}
         | {("", "pods", v) for v in ("get", "list", "watch", "create", "delete")}
         | {("", "nodes", v) for v in ("list", "watch")}
         | {("", "events", "create")}
@@ -199,21 +198,37 @@ def test_operator_rbac_is_exactly_what_it_uses(rendered):
     assert not any("*" in rule for rule in granted)
 
 
-def test_agent_rbac_is_namespaced_and_minimal(rendered):
+def test_the_operator_makes_agent_identities_only_in_agent_namespaces(rendered):
     name, manifests = rendered
-    assert rules_of(manifests, "-agent") == {
-        ("tickwire.dev", "feedhandlers/status", "get"), ("tickwire.dev", "feedhandlers/status", "patch")}
-    # Granted per namespace only: no ClusterRoleBinding ever names the agent.
+    assert rules_of(manifests, "-operator-agents") == {
+        (group, resource, verb) for group, resource in
+        (("", "serviceaccounts"), ("rbac.authorization.k8s.io", "roles"), ("rbac.authorization.k8s.io", "rolebindings"))
+        for verb in ("create", "patch")}
+    # Granted per namespace only: no ClusterRoleBinding ever grants it.
     for binding in by_kind(manifests, "ClusterRoleBinding"):
-        assert all(s["name"] != "tickwire-agent" and s["name"] != "feed-agent" for s in binding["subjects"])
+        assert not binding["roleRef"]["name"].endswith("-operator-agents")
     expected = ["feeds-equities", "feeds-options"] if name == "non-default" else ["tickwire-system"]
-    accounts = sorted(sa["metadata"]["namespace"] for sa in by_kind(manifests, "ServiceAccount")
-                      if sa["metadata"]["name"] in ("tickwire-agent", "feed-agent"))
-    bindings = sorted(rb["metadata"]["namespace"] for rb in by_kind(manifests, "RoleBinding"))
-    assert accounts == expected and bindings == expected
-    for binding in by_kind(manifests, "RoleBinding"):
-        assert binding["roleRef"]["name"].endswith("-agent")
-        assert binding["subjects"][0]["namespace"] == binding["metadata"]["namespace"]
+    bindings = [rb for rb in by_kind(manifests, "RoleBinding") if rb["roleRef"]["name"].endswith("-operator-agents")]
+    assert sorted(rb["metadata"]["namespace"] for rb in bindings) == expected
+    operator_account = one(manifests, "ServiceAccount", "-operator")["metadata"]
+    for binding in bindings:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": operator_account["name"],
+                                        "namespace": operator_account["namespace"]}]
+    # The chart makes no agent ServiceAccount any more: the operator makes one per FeedHandler.
+    assert [sa["metadata"]["name"] for sa in by_kind(manifests, "ServiceAccount")
+            if not sa["metadata"]["annotations"].get("helm.sh/hook")] == [operator_account["name"]]
+
+
+def test_the_operator_holds_everything_it_grants_an_agent(rendered):
+    """RBAC refuses to create a Role granting what its creator does not hold (escalation)."""
+    from tickwire_operator.identity import agent_rules
+
+    _, manifests = rendered
+    held = rules_of(manifests, "-operator")
+    granted = {(group, resource, verb) for rule in agent_rules("any-feed")
+               for group in rule["apiGroups"] for resource in rule["resources"] for verb in rule["verbs"]}
+    assert granted == {("tickwire.dev", "feedhandlers/status", "get"), ("tickwire.dev", "feedhandlers/status", "patch")}
+    assert granted <= held, f"the operator would escalate: {granted - held}"
 
 
 def test_crd_upgrade_hook_can_only_touch_the_chart_crds():

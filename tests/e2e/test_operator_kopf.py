@@ -1,8 +1,11 @@
 """The operator for real: `python -m tickwire_operator` (kopf) in a subprocess against the kmock
 emulator (tests/support/kube_emulator.py), FeedHandlers applied with the official client.
 
-The emulator is not a cluster (no kubelet, no admission; see its docstring), so no Pod ever runs
-here; test_operator_kubelet.py plays the kubelet for one full run.
+The emulator is not a cluster (no kubelet, no schema admission; see its docstring), so no Pod
+ever runs here; test_operator_kubelet.py plays the kubelet for one full run. Where a test needs
+what a kubelet or the node lifecycle controller would write (a Pod's container states or phase,
+a node's Ready condition) it writes it itself, through the API, as they would; admission refusals,
+unreachable nodes and RBAC are the emulator's (refuse, unreachable_nodes, service_account_token).
 """
 from __future__ import annotations
 
@@ -37,11 +40,11 @@ def free_port() -> int:
 class OperatorProcess:
     """One operator replica; stopped (by its pid) in `stop`, or killed to simulate a crash."""
 
-    def __init__(self, kubeconfig, log_path, *, resync=1.0, health=1.0, extra=("--standalone",)):
+    def __init__(self, kubeconfig, log_path, *, resync=1.0, health=1.0, extra=("--standalone",), env=None):
         self.metrics_port, self.liveness_port = free_port(), free_port()
         env = dict(os.environ, KUBECONFIG=str(kubeconfig), TICKWIRE_RESYNC_SECONDS=str(resync),
                    TICKWIRE_HEALTH_SECONDS=str(health), TICKWIRE_OPERATOR_METRICS_PORT=str(self.metrics_port),
-                   TICKWIRE_AGENT_IMAGE="example.invalid/tickwire-agent:test")
+                   TICKWIRE_AGENT_IMAGE="example.invalid/tickwire-agent:test", **(env or {}))
         self.log_path = log_path
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tickwire_operator", "--liveness",
@@ -83,6 +86,21 @@ class Cluster:
             "name": name, "labels": {"tickwire.dev/feed-node": "true", **labels},
             "annotations": {"tickwire.dev/feed-cores": cores, "tickwire.dev/feed-nics": nics,
                             "tickwire.dev/feed-hugepages": hugepages}}})
+
+    def set_node_ready(self, name, ready: bool):
+        """What the node lifecycle controller writes when a kubelet stops (or resumes) reporting."""
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.core.patch_node_status(name, {"status": {"conditions": [{
+            "type": "Ready", "status": "True" if ready else "Unknown", "lastTransitionTime": stamp,
+            "reason": "KubeletReady" if ready else "NodeStatusUnknown",
+            "message": "" if ready else "Kubelet stopped posting node status."}]}})
+
+    def kubelet_reports(self, pod_name, status):
+        """Write a Pod's status as its kubelet would (the emulator has no kubelet)."""
+        self.core.patch_namespaced_pod_status(pod_name, NS, {"status": status})
+
+    def events(self, reason):
+        return [e for e in self.core.list_namespaced_event(NS).items if e.reason == reason]
 
     def apply(self, name, **spec):
         spec.setdefault("lines", [{"name": "A", "group": "239.1.1.1", "port": 26477}])
@@ -361,3 +379,325 @@ def test_two_replicas_with_peering_only_one_acts(cluster, operator):
     assert low.proc.poll() is None and _live(low), "the standby replica must stay up"
     assert open(high.log_path, errors="replace").read().count("placed feeds/") == 8
     assert "placed feeds/" not in open(low.log_path, errors="replace").read()
+
+
+# ---- what the operator does when an agent Pod fails (reconcile.Policy, podhealth.py) ----
+
+def fh_with(c, name, check):
+    """A predicate over FeedHandler `name` for wait_for: the FeedHandler when `check` holds."""
+    return lambda: (lambda f: f if f is not None and check(f) else None)(c.fh(name))
+
+
+def reason_of(fh, type_):
+    return (condition(fh, type_) or {}).get("reason")
+
+
+def test_a_refused_pod_is_reported_and_created_again_with_back_off(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a")
+    attempts = []
+    refusing = [True]
+
+    def pod_security(resource, obj):
+        if resource == "v1/pods":
+            attempts.append(time.monotonic())
+            if refusing[0]:
+                return ('violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), '
+                        'hostPath volumes (volumes "sys", "bpffs")')
+        return None
+
+    c.kube.refuse(pod_security)
+    op = operator(env={"TICKWIRE_POD_BACKOFF_SECONDS": "2", "TICKWIRE_POD_BACKOFF_MAX_SECONDS": "8"})
+    c.apply("feed")
+    fh = wait_for("PodAdmissionRefused", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodAdmissionRefused"), op=op)
+    message = condition(fh, "PodHealthy")["message"]
+    assert "the API server refused agent Pod feed-agent (403): " in message
+    assert "violates PodSecurity" in message and "next agent Pod in 2 s" in message
+    assert reason_of(fh, "Ready") == "PodAdmissionRefused"
+    assert reason_of(fh, "Placed") == "Placed"  # the allocation stays: the node is fine
+    first = attempts[0]
+    time.sleep(9)
+    # Back-off 2, 4, 8 s: creates at about 0, 2, 6 s. Without it, the 1 s resync and kopf's own
+    # retries would try at least eight times. A slow machine can only make fewer attempts.
+    early = [t for t in attempts if t - first < 9]
+    assert 2 <= len(early) <= 4, f"{len(early)} creates in 9 s: {[round(t - first, 1) for t in early]}"
+    assert c.pod("feed-agent") is None
+
+    refusing[0] = False  # the admin labels the namespace
+    wait_for("the Pod created after the refusal ends", lambda: c.pod("feed-agent"), timeout=30, op=op)
+    fh = wait_for("PodHealthy again", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "Starting"), op=op)
+    assert reason_of(fh, "Ready") == "AwaitingTuned"
+
+
+def test_image_pull_and_crash_loop_are_reported_without_a_replacement_loop(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a")
+    op = operator(env={"TICKWIRE_CRASHLOOP_RESTARTS": "5"})
+    c.apply("feed")
+    pod = wait_for("the agent Pod", lambda: c.pod("feed-agent"), op=op)
+    uid = pod["metadata"]["uid"]
+
+    c.kubelet_reports("feed-agent", {"phase": "Pending", "containerStatuses": [{
+        "name": "agent", "image": "example.invalid/tickwire-agent:test", "imageID": "", "ready": False,
+        "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                 "message": 'Back-off pulling image "example.invalid/tickwire-agent:test"'}}}]})
+    fh = wait_for("ImagePullFailed", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "ImagePullFailed"), op=op)
+    assert "example.invalid/tickwire-agent:test" in condition(fh, "PodHealthy")["message"]
+    assert reason_of(fh, "Ready") == "ImagePullFailed"
+
+    # Four restarts: below the limit, nothing to report yet.
+    crash = {"name": "agent", "image": "example.invalid/tickwire-agent:test", "imageID": "", "ready": False,
+             "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed container"}},
+             "lastState": {"terminated": {"exitCode": 2, "reason": "Error",
+                                          "message": "engine: CAP_BPF missing: cannot load the steering program"}}}
+    c.kubelet_reports("feed-agent", {"phase": "Running", "containerStatuses": [{**crash, "restartCount": 4}]})
+    wait_for("the image pull report cleared", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "Running"), op=op)
+    c.kubelet_reports("feed-agent", {"phase": "Running", "containerStatuses": [{**crash, "restartCount": 5}]})
+    fh = wait_for("CrashLoop", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "CrashLoop"), op=op)
+    message = condition(fh, "PodHealthy")["message"]
+    assert "restarted 5 times" in message and "exit code 2 (Error): engine: CAP_BPF missing" in message
+    assert reason_of(fh, "Ready") == "CrashLoop"
+    time.sleep(3)  # three resyncs: the kubelet restarts the container, the operator must not
+    assert c.pod("feed-agent")["metadata"]["uid"] == uid
+
+
+def test_a_failed_pod_is_replaced_with_back_off(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a")
+    op = operator(env={"TICKWIRE_POD_BACKOFF_SECONDS": "2"})
+    c.apply("feed")
+    first = wait_for("the agent Pod", lambda: c.pod("feed-agent"), op=op)
+    uids = [first["metadata"]["uid"]]
+    for wait in (2, 4):  # the back-off doubles
+        # The kubelet's own admission refused it: such a Pod never runs again.
+        c.kubelet_reports("feed-agent", {"phase": "Failed", "reason": "OutOfcpu",
+                                         "message": "Pod was rejected: Node didn't have enough resource: cpu"})
+        fh = wait_for("PodFailed while the back-off runs",
+                      fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodFailed"), op=op)
+        message = condition(fh, "PodHealthy")["message"]
+        assert "OutOfcpu" in message and f"next agent Pod in {wait} s" in message, message
+        assert reason_of(fh, "Ready") == "PodFailed"
+        new = wait_for("the replacement", lambda: (lambda p: p if p and p["metadata"]["uid"] not in uids else None)(c.pod("feed-agent")), op=op)
+        assert new["metadata"]["annotations"]["tickwire.dev/plan"] == first["metadata"]["annotations"]["tickwire.dev/plan"]
+        uids.append(new["metadata"]["uid"])
+    wait_for("PodHealthy again", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "Starting"), op=op)
+
+
+# ---- lost nodes and Pods stuck Terminating ----
+
+def test_a_feedhandler_leaves_a_node_that_stays_not_ready(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a")
+    c.add_node("node-b")
+    op = operator(env={"TICKWIRE_NODE_LOST_SECONDS": "4"})
+    c.apply("feed", nodeSelector={"tickwire.dev/feed-node": "true"})
+    fh = wait_for("placed", fh_with(c, "feed", placed), op=op)
+    assert fh["status"]["placement"]["node"] == "node-a"
+    old = c.pod("feed-agent")
+
+    c.kube.unreachable_nodes.add("node-a")  # its kubelet is gone: nothing there confirms a deletion
+    c.set_node_ready("node-a", False)
+    fh = wait_for("NodeNotReady while the grace period runs",
+                  fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "NodeNotReady"), op=op)
+    assert "moves to another node if it is still not Ready after 4 s" in condition(fh, "PodHealthy")["message"]
+    assert fh["status"]["placement"]["node"] == "node-a"
+
+    fh = wait_for("moved to node-b", fh_with(c, "feed", lambda f: placed(f) and f["status"]["placement"]["node"] == "node-b"),
+                  timeout=30, op=op)
+    ledger = json.loads(fh["metadata"]["annotations"]["tickwire.dev/allocation"])
+    assert ledger["node"] == "node-b"
+    new = wait_for("the new Pod on node-b", lambda: (lambda p: p if p and p["spec"]["nodeName"] == "node-b" else None)(c.pod("feed-agent")), op=op)
+    assert new["metadata"]["uid"] != old["metadata"]["uid"]
+    forced = c.events("AgentPodForceDeleted")
+    assert forced and "Host settings on node-a stay as that agent left them" in forced[0].message
+    assert c.events("NodeLost")
+
+
+def test_deleting_a_feedhandler_whose_pod_hangs_terminating_ends(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a", cores="2")
+    op = operator(env={"TICKWIRE_POD_STUCK_SECONDS": "1"})
+    c.apply("feed")
+    wait_for("the agent Pod", lambda: c.pod("feed-agent"), op=op)
+    c.kube.unreachable_nodes.add("node-a")  # the node still says Ready; its kubelet hangs
+    c.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "feed")
+    terminating = wait_for("the Pod Terminating", lambda: (lambda p: p if p and p["metadata"].get("deletionTimestamp") else None)(c.pod("feed-agent")), op=op)
+    assert terminating["metadata"]["deletionGracePeriodSeconds"] == 30
+    # The Pod's 30 s grace period, then 1 s more: forced, and the FeedHandler goes.
+    wait_for("the FeedHandler gone", lambda: c.fh("feed") is None, timeout=60, interval=0.5, op=op)
+    assert c.pod("feed-agent") is None
+    forced = c.events("AgentPodForceDeleted")
+    assert forced and "Terminating" in forced[0].message and "past its grace period" in forced[0].message
+    c.apply("next")  # its core is free again
+    wait_for("the next one placed on the freed core", fh_with(c, "next", placed), op=op)
+
+
+# ---- the ledger, and what an agent may write (contracts 4 and 5) ----
+
+def agent_api(c, account):
+    """The official client as an agent: the ServiceAccount's token, RBAC enforced by the emulator."""
+    config = c.kube.configuration()
+    config.api_key = {"authorization": f"Bearer {c.kube.service_account_token(NS, account)}"}
+    return k8s.CustomObjectsApi(k8s.ApiClient(config))
+
+
+def refused(call) -> int:
+    with pytest.raises(ApiException) as failure:
+        call()
+    return failure.value.status
+
+
+def ledger(fh):
+    return json.loads(fh["metadata"]["annotations"]["tickwire.dev/allocation"])
+
+
+def test_an_agent_writes_only_its_own_status_and_never_the_ledger(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a", cores="2-5")
+    op = operator()
+    c.apply("fh-a")
+    c.apply("fh-b")
+    fh_a = wait_for("fh-a placed", fh_with(c, "fh-a", placed), op=op)
+    fh_b = wait_for("fh-b placed", fh_with(c, "fh-b", placed), op=op)
+    pod = wait_for("fh-a's Pod", lambda: c.pod("fh-a-agent"), op=op)
+
+    # Its own identity, owned by its FeedHandler, allowed its own status and nothing else.
+    assert pod["spec"]["serviceAccountName"] == "fh-a-agent"
+    rbac = "rbac.authorization.k8s.io/v1"
+    role = c.kube.get(f"{rbac}/roles", NS, "fh-a-agent")
+    assert role["rules"] == [{"apiGroups": ["tickwire.dev"], "resources": ["feedhandlers/status"],
+                              "resourceNames": ["fh-a"], "verbs": ["get", "patch"]}]
+    binding = c.kube.get(f"{rbac}/rolebindings", NS, "fh-a-agent")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fh-a-agent", "namespace": NS}]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "fh-a-agent"}
+    for kind in ("v1/serviceaccounts", f"{rbac}/roles", f"{rbac}/rolebindings"):
+        owner = c.kube.get(kind, NS, "fh-a-agent")["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["uid"]) == ("FeedHandler", fh_a["metadata"]["uid"])
+
+    agent = agent_api(c, "fh-a-agent")
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    agent.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "fh-a", {"status": {"snapshot": {"updated": now}}})
+    assert c.fh("fh-a")["status"]["snapshot"]["updated"] == now
+
+    # A forged ledger through the status subresource: accepted by the API server, which drops
+    # every metadata change from a status patch; the forged display copy is put right again.
+    before = ledger(c.fh("fh-a"))
+    stolen = {**fh_b["status"]["placement"], "planHash": "forged"}
+    agent.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "fh-a", {
+        "metadata": {"annotations": {"tickwire.dev/allocation": json.dumps(ledger(fh_b))}},
+        "status": {"placement": stolen}})
+    assert ledger(c.fh("fh-a")) == before
+    fh_a = wait_for("the display copy restored", fh_with(c, "fh-a", lambda f: f["status"]["placement"]["cores"] == before["cores"]
+                                                          and f["status"]["placement"]["planHash"] != "forged"), op=op)
+    assert c.pod("fh-a-agent")["metadata"]["uid"] == pod["metadata"]["uid"], "a forged status moved nothing"
+
+    # Everything else is refused: another FeedHandler's status, any FeedHandler object, listing.
+    assert refused(lambda: agent.patch_namespaced_custom_object_status(
+        GROUP, VERSION, NS, PLURAL, "fh-b", {"status": {"placement": None}})) == 403
+    assert refused(lambda: agent.get_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "fh-b")) == 403
+    assert refused(lambda: agent.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "fh-a", {"metadata": {"annotations": {"tickwire.dev/allocation": None}}})) == 403
+    assert refused(lambda: agent.list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)) == 403
+    assert ledger(c.fh("fh-b"))["cores"] == fh_b["status"]["placement"]["cores"]
+
+    # The uid check an agent makes (contract 4): a JSON patch whose `test` fails is 422, as from a
+    # real API server, and changes nothing.
+    uid_test = [{"op": "test", "path": "/metadata/uid", "value": "uid-of-an-older-fh-a"},
+                {"op": "replace", "path": "/status/snapshot", "value": {"updated": "2000-01-01T00:00:00Z"}}]
+    assert refused(lambda: agent.patch_namespaced_custom_object_status(
+        GROUP, VERSION, NS, PLURAL, "fh-a", uid_test, _content_type="application/json-patch+json")) == 422
+    assert c.fh("fh-a")["status"]["snapshot"]["updated"] == now
+    uid_test[0]["value"] = fh_a["metadata"]["uid"]
+    agent.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "fh-a", uid_test,
+                                                _content_type="application/json-patch+json")
+    assert c.fh("fh-a")["status"]["snapshot"]["updated"] == "2000-01-01T00:00:00Z"
+
+    # The identity goes with its FeedHandler (garbage collection through ownerReferences).
+    c.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "fh-a")
+    wait_for("fh-a gone", lambda: c.fh("fh-a") is None, op=op)
+    assert all(c.kube.get(kind, NS, "fh-a-agent") is None
+               for kind in ("v1/serviceaccounts", f"{rbac}/roles", f"{rbac}/rolebindings"))
+
+
+def test_feedhandlers_of_the_previous_release_are_adopted_once(cluster, operator):
+    from tickwire_operator.placement import Allocation
+    from tickwire_operator.plan import build_plan
+    from tickwire_operator.pod import AgentSettings, build_agent_pod
+    from tickwire_operator.spec import validated_spec
+
+    c, _ = cluster
+    c.add_node("node-a", cores="2-5")
+    # What the previous release left: the ledger in status.placement, a Pod running its plan
+    # under the shared "tickwire-agent" ServiceAccount ...
+    old = c.apply("old")
+    # kopf's own record that the old operator handled it: the new one resumes it.
+    c.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "old", {"metadata": {"annotations": {
+        "kopf.zalando.org/last-handled-configuration": json.dumps({"spec": old["spec"]})}}})
+    legacy = Allocation(node="node-a", interface="eth1", queue=2, cores=(4,))
+    c.custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "old", {
+        "status": {"placement": {**legacy.as_status(), "pod": "old-agent"}}})
+    old = c.fh("old")
+    old_settings = AgentSettings(image="example.invalid/tickwire-agent:test", service_account="tickwire-agent")
+    old_pod = build_agent_pod(old, legacy, build_plan(old, validated_spec(old), legacy), old_settings)
+    c.core.create_namespaced_pod(NS, old_pod)
+    first_uid = c.pod("old-agent")["metadata"]["uid"]
+    # ... and one whose status.placement overlaps it (a lost write of the old release): not adopted.
+    c.apply("stray")
+    c.custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "stray", {
+        "status": {"placement": {**legacy.as_status(), "pod": "stray-agent"}}})
+
+    op = operator()
+    fh = wait_for("old adopted", fh_with(c, "old", placed), op=op)
+    assert ledger(fh) == {"node": "node-a", "interface": "eth1", "queue": 2, "cores": [4], "hugepages": 0}
+    new_pod = wait_for("old's Pod under its own ServiceAccount", lambda: (lambda p: p if p and p["metadata"]["uid"] != first_uid else None)(c.pod("old-agent")), op=op)
+    assert new_pod["spec"]["serviceAccountName"] == "old-agent"
+    plan = json.loads(new_pod["metadata"]["annotations"]["tickwire.dev/plan"])
+    assert (plan["queue"], plan["cores"]) == (2, [4]), "the adopted allocation is kept, not moved"
+    stray = wait_for("stray placed anew", fh_with(c, "stray", placed), op=op)
+    assert ledger(stray)["queue"] != 2 and 4 not in ledger(stray)["cores"]
+    assert_no_double_allocation(c.fhs(), wait_for("two Pods", lambda: c.pods() if len(c.pods()) == 2 else None))
+
+    # Once: from now on status.placement is a display copy; editing it moves nothing.
+    c.custom.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "old", {
+        "status": {"placement": {**fh["status"]["placement"], "queue": 3, "cores": [5]}}})
+    wait_for("the display copy restored", fh_with(c, "old", lambda f: f["status"]["placement"]["queue"] == 2), op=op)
+    assert ledger(c.fh("old"))["queue"] == 2
+
+
+def test_the_ledger_follows_the_cpus_the_agent_runs_on_and_a_clash_is_reported(cluster, operator):
+    c, _ = cluster
+    c.add_node("node-a", cores="2-5")
+    op = operator()
+    c.apply("fh-a")
+    fh_a = wait_for("fh-a placed", fh_with(c, "fh-a", placed), op=op)
+    assert ledger(fh_a)["cores"] == [2]
+    pod_a = wait_for("fh-a's Pod", lambda: c.pod("fh-a-agent"), op=op)
+
+    # The kubelet's static CPU manager gave the Pod CPUs 4 and 5; the agent says so (contract 3).
+    agent_a = agent_api(c, "fh-a-agent")
+    agent_a.patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "fh-a", {"status": {"observed": {
+        "node": "node-a", "cores": [4], "housekeepingCores": [5], "podName": "fh-a-agent"}}})
+    fh_a = wait_for("the running CPUs in the ledger", fh_with(c, "fh-a", lambda f: ledger(f).get("runningCores") == [4]), op=op)
+    assert ledger(fh_a) == {"node": "node-a", "interface": "eth1", "queue": 0, "cores": [2], "hugepages": 0,
+                            "runningCores": [4], "housekeepingCores": [5]}
+    fh_a = wait_for("CoresExclusive", fh_with(c, "fh-a", lambda f: reason_of(f, "CoresExclusive") == "Exclusive"), op=op)
+    assert fh_a["status"]["placement"]["coreList"] == "4"  # kubectl get shows where it runs
+    assert c.pod("fh-a-agent")["metadata"]["uid"] == pod_a["metadata"]["uid"], "the plan did not change"
+
+    # Nobody else is given a CPU fh-a plans or runs on.
+    c.apply("fh-b")
+    fh_b = wait_for("fh-b placed", fh_with(c, "fh-b", placed), op=op)
+    assert ledger(fh_b)["cores"] == [3]
+    c.apply("fh-c")
+    fh_c = wait_for("fh-c refused", fh_with(c, "fh-c", lambda f: reason_of(f, "Placed") == "NoFit"), op=op)
+    assert "needs 1 feed cores, 0 free" in condition(fh_c, "Placed")["message"]
+
+    # fh-b's agent was put on CPU 4 too (a kubelet without the static policy): both are told.
+    wait_for("fh-b's Pod", lambda: c.pod("fh-b-agent"), op=op)
+    agent_api(c, "fh-b-agent").patch_namespaced_custom_object_status(GROUP, VERSION, NS, PLURAL, "fh-b", {"status": {"observed": {
+        "node": "node-a", "cores": [4], "housekeepingCores": [3], "podName": "fh-b-agent"}}})
+    fh_b = wait_for("fh-b's clash", fh_with(c, "fh-b", lambda f: reason_of(f, "CoresExclusive") == "CoreClash"), op=op)
+    assert "CPUs 4 also run feeds/fh-a's agent" in condition(fh_b, "CoresExclusive")["message"]
+    assert reason_of(fh_b, "Ready") == "CoreClash"
+    fh_a = wait_for("fh-a's clash", fh_with(c, "fh-a", lambda f: reason_of(f, "CoresExclusive") == "CoreClash"), op=op)
+    assert "CPUs 4 also run feeds/fh-b's agent" in condition(fh_a, "CoresExclusive")["message"]

@@ -272,6 +272,10 @@ HEALTHY = [("Placed", "True", "Placed"), ("Tuned", "True", "T"), ("EngineReady",
     (HEALTHY[:4] + [("GapFree", "False", "GapsDetected")], 1, True, "GapsDetected"),
     (HEALTHY + [("LatencySLOMet", "False", "P99AboveSLO")], 1, True, "P99AboveSLO"),
     (HEALTHY, 60, True, "AgentSilent"),
+    (HEALTHY + [("PodHealthy", "False", "CrashLoop")], 1, True, "CrashLoop"),
+    (HEALTHY + [("PodHealthy", "False", "PodAdmissionRefused")], 1, False, "PodAdmissionRefused"),
+    (HEALTHY + [("PodHealthy", "True", "Running"), ("CoresExclusive", "False", "CoreClash")], 1, True, "CoreClash"),
+    (HEALTHY + [("PodHealthy", "True", "Running"), ("CoresExclusive", "True", "Exclusive")], 1, True, "FeedHealthy"),
 ])
 def test_ready_summarises_the_other_conditions(conds, age, pod, reason):
     ready = conditions.summarize(_with(conds, age), pod_exists=pod, now=NOW, stale_after=15)
@@ -294,3 +298,163 @@ def test_last_transition_time_moves_only_with_the_status():
     flipped = conditions.merged(again, [conditions.condition("Placed", False, "NoFit", "c", 2)], "T3")
     assert [c["lastTransitionTime"] for c in (first[0], again[0], flipped[0])] == ["T1", "T1", "T3"]
 
+
+
+# ---- failing Pods, lost nodes, observed CPUs, the ledger, agent identities ----
+
+from tickwire_operator.identity import agent_identity  # noqa: E402
+from tickwire_operator.ledger import ledger_text, read_ledger  # noqa: E402
+from tickwire_operator.podhealth import pod_health  # noqa: E402
+from tickwire_operator.reconcile import Backoff, PodView, adopt_observed  # noqa: E402
+
+
+def agent_pod_status(**status):
+    return {"metadata": {"name": "fh-a-agent"}, "spec": {"nodeName": "node-1"}, "status": status}
+
+
+def container(restarts=0, **state):
+    return {"name": "agent", "image": "reg/agent:1", "restartCount": restarts, "state": state}
+
+
+@pytest.mark.parametrize("status, reason, healthy, replace", [
+    ({}, "Starting", True, False),
+    ({"phase": "Running", "containerStatuses": [container(running={})]}, "Running", True, False),
+    ({"phase": "Pending", "containerStatuses": [container(waiting={"reason": "ErrImagePull"})]},
+     "ImagePullFailed", False, False),
+    ({"phase": "Pending", "containerStatuses": [container(waiting={"reason": "InvalidImageName"})]},
+     "ImagePullFailed", False, False),
+    ({"phase": "Running", "containerStatuses": [container(4, waiting={"reason": "CrashLoopBackOff"})]},
+     "Running", True, False),  # under the limit: the kubelet's restarts are not news yet
+    ({"phase": "Running", "containerStatuses": [container(5, waiting={"reason": "CrashLoopBackOff"})]},
+     "CrashLoop", False, False),
+    ({"phase": "Running", "containerStatuses": [container(9, running={})]}, "Running", True, False),
+    ({"phase": "Failed", "reason": "Evicted", "message": "low on memory"}, "PodFailed", False, True),
+])
+def test_pod_health_says_what_failed_and_whether_a_new_pod_helps(status, reason, healthy, replace):
+    health = pod_health(agent_pod_status(**status), crash_restarts=5)
+    assert (health.reason, health.healthy, health.replace) == (reason, healthy, replace)
+
+
+def test_a_crash_loop_names_the_last_exit():
+    crash = container(7, waiting={"reason": "CrashLoopBackOff"})
+    crash["lastState"] = {"terminated": {"exitCode": 2, "reason": "Error", "message": "bind: queue busy"}}
+    health = pod_health(agent_pod_status(phase="Running", containerStatuses=[crash]), crash_restarts=5)
+    assert "restarted 7 times, last exit code 2 (Error): bind: queue busy" in health.message
+
+
+def test_backoff_doubles_up_to_its_cap_and_resets():
+    now = [100.0]
+    backoff = Backoff(first=10, cap=35, clock=lambda: now[0])
+    assert backoff.wait_left("a") == 0
+    assert [backoff.failed("a", "PodFailed", "x") for _ in range(4)] == [10, 20, 35, 35]
+    assert backoff.wait_left("a") == 35 and backoff.wait_left("b") == 0
+    assert backoff.last_failure("a") == ("PodFailed", "x; next agent Pod in 35 s")
+    now[0] += 36
+    assert backoff.wait_left("a") == 0
+    backoff.succeeded("a")
+    assert backoff.failed("a", "PodFailed", "x", cause="pod-1") == 10 and backoff.last_failure("b") is None
+    assert backoff.failed("a", "PodFailed", "x", cause="pod-1") == 10  # the same failed Pod seen again
+    assert backoff.failed("a", "PodFailed", "x", cause="pod-2") == 20
+
+
+def test_a_not_ready_node_says_since_when_and_what_it_has():
+    body = node("node-1")
+    body["status"] = {"allocatable": {"cpu": "7500m"}, "conditions": [
+        {"type": "Ready", "status": "Unknown", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+    inventory = read_node(body)
+    assert (inventory.not_ready_since, inventory.schedulable, inventory.cpus) == ("2026-01-01T00:00:00Z", False, 7)
+    body["status"]["conditions"][0]["status"] = "True"
+    assert read_node(body).not_ready_since is None
+    body["status"]["allocatable"]["cpu"] = "lots"
+    assert "allocatable cpu 'lots'" in read_node(body).problems[0]
+
+
+def test_each_feedhandler_counts_cores_plus_one_cpus_against_the_node():
+    body = node("node-1", cores="0-7")
+    body["status"] = {"allocatable": {"cpu": "5"}}
+    nodes = {"node-1": read_node(body)}
+    first = place(validated_spec(feedhandler(cores=2)), nodes, [])  # 3 CPUs of 5
+    with pytest.raises(NoFit, match=r"needs 3 CPUs \(2 cores \+ 1 housekeeping\), 2 of 5 allocatable left"):
+        place(validated_spec(feedhandler(cores=2)), nodes, [first])
+    assert place(validated_spec(feedhandler(cores=1)), nodes, [first]).cores == (2,)
+
+
+def test_cores_an_agent_runs_on_are_never_given_to_another():
+    nodes = {"node-1": read_node(node("node-1", cores="2-5"))}
+    running = Allocation(node="node-1", interface="eth1", queue=0, cores=(2,), running_cores=(4,),
+                         housekeeping_cores=(5,))
+    assert place(validated_spec(feedhandler()), nodes, [running]).cores == (3,)
+
+
+def _view(allocation, name="fh-a-agent", deleting=False):
+    return PodView(name=name, owner_uid="uid-fh-a", plan_hash="h", plan_generation=1,
+                   allocation=allocation.planned(), deleting=deleting, node=allocation.node)
+
+
+@pytest.mark.parametrize("observed, adopted", [
+    ({"node": "node-1", "cores": [7], "housekeepingCores": [8], "podName": "fh-a-agent"}, ((7,), (8,))),
+    ({"node": "node-2", "cores": [7], "housekeepingCores": [8], "podName": "fh-a-agent"}, ((), ())),
+    ({"node": "node-1", "cores": [7], "housekeepingCores": [8], "podName": "old-agent"}, ((), ())),
+    ({"node": "node-1", "cores": [7, 9], "housekeepingCores": [8], "podName": "fh-a-agent"}, ((), ())),
+    ({"node": "node-1", "cores": ["x"], "podName": "fh-a-agent"}, ((), ())),
+    ({}, ((), ())),
+])
+def test_observed_cpus_are_adopted_only_from_the_running_pod_of_this_allocation(observed, adopted):
+    allocation = Allocation(node="node-1", interface="eth1", queue=0, cores=(2,))
+    body = {"status": {"observed": observed}}
+    result = adopt_observed(allocation, body, _view(allocation))
+    assert (result.running_cores, result.housekeeping_cores) == adopted
+    assert result.planned() == allocation  # the plan (and so the Pod) never changes
+    assert adopt_observed(allocation, body, None) == allocation
+    assert adopt_observed(allocation, body, _view(allocation, deleting=True)) == allocation
+
+
+def test_a_running_clash_is_only_between_cpus_both_agents_reported():
+    a = Allocation(node="n", interface="eth1", queue=0, cores=(2,), running_cores=(4,), housekeeping_cores=(5,))
+    b = Allocation(node="n", interface="eth1", queue=1, cores=(3,), running_cores=(6,), housekeeping_cores=(4,))
+    assert a.running_clash(b) == {4}
+    assert a.running_clash(b.planned()) == set() and not a.overlaps(b)
+    assert a.running_clash(Allocation(node="m", interface="eth1", queue=0, cores=(2,), running_cores=(4,))) == set()
+
+
+def test_the_ledger_round_trips_through_its_annotation():
+    allocation = Allocation(node="n", interface="eth1", queue=3, cores=(2, 3), hugepages=8,
+                            running_cores=(6, 7), housekeeping_cores=(8,))
+    body = {"metadata": {"annotations": {"tickwire.dev/allocation": ledger_text(allocation)}}}
+    assert read_ledger(body) == allocation
+    assert read_ledger({"metadata": {"annotations": {"tickwire.dev/allocation": "{not json"}}}) is None
+    assert read_ledger({"metadata": {}}) is None
+
+
+def test_each_agent_gets_an_identity_for_its_own_feedhandler_only():
+    account, role, binding = agent_identity(feedhandler("fh-a"))
+    assert [m["kind"] for m in (account, role, binding)] == ["ServiceAccount", "Role", "RoleBinding"]
+    assert {m["metadata"]["name"] for m in (account, role, binding)} == {"fh-a-agent"}
+    assert role["rules"] == [{"apiGroups": ["tickwire.dev"], "resources": ["feedhandlers/status"],
+                              "resourceNames": ["fh-a"], "verbs": ["get", "patch"]}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "fh-a-agent", "namespace": "feeds"}]
+    for manifest in (account, role, binding):
+        owner = manifest["metadata"]["ownerReferences"][0]
+        assert (owner["uid"], owner["controller"], "blockOwnerDeletion" in owner) == ("uid-fh-a", True, False)
+        kubernetes_validate.validate(manifest, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_a_pod_running_its_feedhandlers_allocation_is_counted_once():
+    from tickwire_operator.pod import AgentSettings
+    from tickwire_operator.reconcile import Holding, Reconciler
+
+    nodes = {"node-1": read_node(node("node-1", cores="0-7", hugepages="16"))}
+    mine = Allocation(node="node-1", interface="eth1", queue=0, cores=(0,), hugepages=8)
+    reconciler = Reconciler(kube=None, settings=AgentSettings())
+    placements = {"uid-a": Holding(mine, "uid-a", "2026-01-01T00:00:00Z", "feeds/fh-a")}
+    pods = {"pod-1": PodView(name="fh-a-agent", owner_uid="uid-a", plan_hash="h", plan_generation=1, allocation=mine,
+                    deleting=False, node="node-1")}
+    held = [h.allocation for h in reconciler.holdings(placements, pods).values()]
+    assert place(validated_spec(feedhandler("fh-b", hugepages=8)), nodes, held).hugepages == 8
+    # A Pod still running an older plan holds its resources as well, until it is gone.
+    older = PodView(name="fh-a-agent", owner_uid="uid-a", plan_hash="old", plan_generation=1,
+                    allocation=Allocation(node="node-1", interface="eth1", queue=1, cores=(1,), hugepages=8),
+                    deleting=True, node="node-1")
+    held = [h.allocation for h in reconciler.holdings(placements, {"pod-0": older}).values()]
+    with pytest.raises(NoFit, match="needs 8 hugepages"):
+        place(validated_spec(feedhandler("fh-b", hugepages=8)), nodes, held)
