@@ -28,7 +28,7 @@ from .drift import DriftChecker
 from .journal import Journal, RestoreResult
 from .latency_window import LatencyWindow
 from .metrics import AgentView, start_server
-from .plan import Plan
+from .plan import Plan, PlanError, Problem
 from .statedir import StateDir
 from .supervisor import Exit, State, Supervisor, stop_orphan
 from .tuning import cpu
@@ -139,8 +139,8 @@ class Agent:
         not the operator, picks a Guaranteed Pod's exclusive CPUs)."""
         try:
             self.cpus = cpu.choose_cpus(self.plan.cores, os.sched_getaffinity(0))
-        except cpu.CpuShortage as e:
-            raise AgentError(str(e)) from None
+        except cpu.CpuShortage as e:   # permanent: a plan that does not fit what this agent was given
+            raise PlanError([Problem("cores", str(e))], "plan") from None
         self.view.engine_cpus = self.cpus.engine
         self.view.housekeeping_cpus = self.cpus.housekeeping
         self._say(self.cpus.describe(self.plan.cores))
