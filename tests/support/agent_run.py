@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -100,7 +101,7 @@ class AgentProcess:
         self.tmp = tmp_path
         self.plan_path = tmp_path / f"plan-{time.monotonic_ns()}.json"
         self.plan_path.write_text(json.dumps(plan))
-        self.state_dir = state_dir or (tmp_path / "state")
+        self.state_dir = pathlib.Path(state_dir or (tmp_path / "state"))
         self.log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
         self.extra = list(extra)
         self.wrap = list(wrap)
