@@ -357,3 +357,20 @@ def emulator_in_namespace(netns: str, setup):
     finally:
         done.set()
         thread.join(30)
+
+
+def test_the_local_demo_puts_the_host_back_and_leaves_no_state_dir(tmp_path):
+    """`make demo` runs the agent with its state in the demo's output directory; once the agent
+    has restored the host, that state goes (the plan, logs and plot stay)."""
+    import subprocess
+    import sys
+    from tests.support.netns import require_netns
+    require_netns()
+    out = tmp_path / "demo"
+    hugepages_before = int(open(f"{HUGEPAGES}/nr_hugepages").read())
+    done = subprocess.run([sys.executable, "-m", "tickwire_demo", "--duration", "1", "--rate", "2000",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["agent.log", "feed-summary.json", "latency.png", "plan.json"]
+    assert "restored" in (out / "agent.log").read_text()
+    assert int(open(f"{HUGEPAGES}/nr_hugepages").read()) == hugepages_before
