@@ -120,7 +120,7 @@ def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: Agen
     changes. The engine pins nothing in bpffs and maps its UMEM with MAP_HUGETLB (no hugetlbfs),
     so neither is mounted."""
     pairs = [_host_path("state", state_dir(body, settings), "DirectoryOrCreate")]
-    args = ["--state-dir", state_dir(body, settings)]
+    args = ["--state-dir", state_dir(body, settings), "--remove-state-on-clean-exit"]
     busy_poll = plan.get("busyPoll") or {}
     if busy_poll.get("napiDeferHardIrqs") is not None or busy_poll.get("groFlushTimeoutNs") is not None:
         # napi_defer_hard_irqs, gro_flush_timeout of the plan's interface (a symlink the kubelet and

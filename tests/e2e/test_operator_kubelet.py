@@ -82,7 +82,8 @@ def test_apply_place_run_receive_ready(tmp_path):
             # -- the test is the kubelet now --
             command, agent_env = container_process(pod, kubeconfig, BIN)
             state_dir = tmp_path / "node-state" / NS / "itch-a"
-            assert command[1:] == ["run", "--plan-env", "TICKWIRE_PLAN", "--state-dir", str(state_dir)]
+            assert command[1:] == ["run", "--plan-env", "TICKWIRE_PLAN", "--state-dir", str(state_dir),
+                                   "--remove-state-on-clean-exit"]
             state_dir.mkdir(parents=True)    # the hostPath's DirectoryOrCreate
             agent_log = tmp_path / "agent.log"
             processes.append(pair.popen(pair.node_ns, command, env=agent_env,
