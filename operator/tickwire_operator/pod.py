@@ -179,7 +179,7 @@ def build_agent_pod(body: Mapping[str, Any], allocation: Allocation, plan: Mappi
             "tolerations": [{"key": FEED_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
             "securityContext": {
                 # The runtime's default profile refuses bpf() without CAP_SYS_ADMIN; this one is
-                # that default plus bpf() (charts/tickwire/files/agent-seccomp.json).
+                # that default plus bpf() (charts/tickwire/files/tickwire-agent-seccomp.json).
                 "seccompProfile": {"type": "Localhost", "localhostProfile": settings.seccomp_profile},
             },
             "containers": [{
