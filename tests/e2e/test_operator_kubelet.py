@@ -134,3 +134,5 @@ def test_apply_place_run_receive_ready(tmp_path):
                         proc.kill()
                         proc.wait(timeout=10)
             client.shutdown(wait=True)
+        # The agent stopped cleanly: nothing of it is left on the "node" (its hostPath is per test).
+        assert not (tmp_path / "node-state" / NS / "itch-a").exists()
