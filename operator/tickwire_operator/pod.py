@@ -103,12 +103,9 @@ def state_dir(body: Mapping[str, Any], settings: AgentSettings) -> str:
     return os.path.join(settings.state_root, body["metadata"]["namespace"], body["metadata"]["name"])
 
 
-def _host_path(name: str, path: str, kind: str, mount_path: str | None = None,
-               read_only: bool = False) -> tuple[dict, dict]:
-    mount = {"name": name, "mountPath": mount_path or path}
-    if read_only:
-        mount["readOnly"] = True
-    return mount, {"name": name, "hostPath": {"path": path, "type": kind}}
+def _host_path(name: str, path: str, kind: str, mount_path: str | None = None) -> tuple[dict, dict]:
+    """A read-write host path (every one the agent gets is written)."""
+    return {"name": name, "mountPath": mount_path or path}, {"name": name, "hostPath": {"path": path, "type": kind}}
 
 
 def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: AgentSettings
@@ -129,13 +126,14 @@ def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: Agen
         pairs.append(_host_path("netdev", netdev, "Directory"))
     hugepages = plan.get("hugepages") or {}
     if hugepages.get("count", 0) > 0:
+        # The agent grows the global pool on a one-node host and the node's pool on a multi-node
+        # one (the plan's node, else the NIC's): which applies only the host can say.
+        pairs.append(_host_path("hugepages", f"/sys/kernel/mm/{HUGEPAGES_2M}", "Directory"))
         node = hugepages.get("numaNode")
         if node is not None:
             pairs.append(_host_path("hugepages-node", f"/sys/devices/system/node/node{node}/{HUGEPAGES_2M}",
                                     "Directory"))
         else:
-            # The agent picks the pool: the global one on a one-node host, the NIC's node's otherwise.
-            pairs.append(_host_path("hugepages", f"/sys/kernel/mm/{HUGEPAGES_2M}", "Directory"))
             pairs.append(_host_path("numa-nodes", "/sys/devices/system/node", "Directory"))
     if plan.get("irqAffinity"):
         pairs.append(_host_path("irq", "/proc/irq", "Directory", mount_path=IRQ_MOUNT))

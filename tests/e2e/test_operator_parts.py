@@ -267,7 +267,7 @@ STATE = "/run/tickwire/feedhandlers/feeds/fh-a"
     ({"hugepages": {"count": 4, "numaNode": None}},
      {STATE, "/sys/kernel/mm/hugepages/hugepages-2048kB", "/sys/devices/system/node"}),
     ({"hugepages": {"count": 4, "numaNode": 1}},
-     {STATE, "/sys/devices/system/node/node1/hugepages/hugepages-2048kB"}),
+     {STATE, "/sys/kernel/mm/hugepages/hugepages-2048kB", "/sys/devices/system/node/node1/hugepages/hugepages-2048kB"}),
     # IRQ affinity: /proc/irq, mounted beside the container's read-only one
     ({"irqAffinity": [0]}, {STATE, "/proc/irq"}),
 ])
