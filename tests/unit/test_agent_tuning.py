@@ -55,6 +55,7 @@ def test_queue_irq_found_by_the_drivers_naming(tmp_path):
 
 def test_irq_affinity_set_and_restored_through_the_journal(tmp_path):
     from tickwire_agent.plan import loads
+    from tickwire_agent.tuning.cpu import choose_cpus
     from tickwire_agent.tuning.host import HostTuner, TuningReport
     from tickwire_agent import example
     import json
@@ -64,7 +65,9 @@ def test_irq_affinity_set_and_restored_through_the_journal(tmp_path):
     d = json.loads(example.example_json())
     d.update(interface="eth0", queue=1, irqAffinity=[0])
     journal = Journal(str(tmp_path))
-    tuner = HostTuner(loads(json.dumps(d)), journal, root)
+    plan = loads(json.dumps(d))
+    tuner = HostTuner(plan, journal, choose_cpus(plan.cores, range(8)), root,
+                      irq_dir=os.path.join(root, "proc/irq"))
     report = TuningReport()
     tuner._irq_affinity(report)
     assert report.irq == 26 and report.problems == []
@@ -93,7 +96,8 @@ def test_hugepages_pool_is_per_node_only_on_a_multi_node_host(tmp_path):
     assert hugepages.nic_numa_node("veth0", root) is None
 
 
-def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path):
+def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(hugepages, "FREE_WAIT_S", 0.1)
     # Files do not allocate pages: free_hugepages stays 0 whatever we write, as when the
     # kernel cannot find contiguous memory. The agent must give the pages back and say so.
     root = str(tmp_path)
@@ -135,3 +139,28 @@ def test_kernel_membership_tables_parse(tmp_path):
     write(root, "sys/class/net/twn1234/ifindex", "5\n")
     assert multicast.kernel_groups("twn1", root) == {"239.1.1.1", "224.0.0.1"}
     assert multicast.kernel_sources("twn1234", root) == {("232.1.1.1", "198.18.0.1")}
+
+
+def test_long_device_names_in_the_igmp_table(tmp_path):
+    """The kernel prints the name with "%-10s:", so from 10 characters on the colon follows it
+    directly (an agent on enp129s0f1 reported its joins as missing)."""
+    root = str(tmp_path)
+    little = int.from_bytes(socket.inet_aton("239.1.1.1"), "little")
+    write(root, "proc/net/igmp",
+          "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n"
+          f"5\tenp129s0f1:     1      V3\n\t\t\t\t{little:08X}     1 0:00000000\t\t0\n"
+          f"6\tfeed-nic-15char:     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n")
+    assert multicast.kernel_groups("enp129s0f1", root) == {"239.1.1.1"}
+    assert multicast.kernel_groups("feed-nic-15char", root) == {"224.0.0.1"}
+
+
+def test_pages_a_dying_engine_still_holds_are_not_taken_for_the_pool(tmp_path):
+    """After the pool is shrunk below the pages in use, the kernel counts those in nr_hugepages as
+    surplus until they are freed (an AF_XDP UMEM is freed in the background after its process
+    dies). The pool is what stays: journaling nr_hugepages as "previous" there leaked the pages."""
+    from tickwire_agent.tuning.settings import HugepagesSetting
+    root = str(tmp_path)
+    write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "4\n")
+    write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages", "4\n")
+    pool = HugepagesSetting(str(tmp_path / "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"), "hugepages")
+    assert pool.read() == 0
