@@ -28,9 +28,10 @@ from .drift import DriftChecker
 from .journal import Journal, RestoreResult
 from .latency_window import LatencyWindow
 from .metrics import AgentView, start_server
-from .plan import Plan
+from .plan import Plan, PlanError, Problem
 from .statedir import StateDir
 from .supervisor import Exit, State, Supervisor, stop_orphan
+from .tuning import cpu
 from .tuning.host import HostTuner, TuningReport
 from .tuning.xdp import XdpSetting
 
@@ -54,6 +55,9 @@ class Options:
     drift_interval: float = 2.0
     backoff_initial: float = 1.0
     root: str = "/"
+    irq_dir: str = "/proc/irq"       # in a Pod: where the host's /proc/irq is mounted read-write
+    node_name: str = ""              # reported in status.observed (the downward API in a Pod)
+    pod_name: str = ""
 
 
 def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreResult]:
@@ -96,6 +100,7 @@ class Agent:
         self._stats: dict | None = None
         self.latency_window = LatencyWindow()
         self._owns_xdp = False
+        self.cpus: cpu.CpuChoice | None = None
 
     # ---- the whole life ------------------------------------------------------------------------
 
@@ -107,6 +112,7 @@ class Agent:
                 raise AgentError(f"the earlier agent's host changes could not all be restored; see "
                                  f"{self.journal.path} (run `tickwire-agent restore --state-dir {self.state.path}`)")
             preflight.check(self.plan, self.options.root)
+            self._choose_cpus()
             self._start_metrics()
             self._start_status()
             self._tune()
@@ -128,6 +134,22 @@ class Agent:
 
     # ---- start-up ------------------------------------------------------------------------------
 
+    def _choose_cpus(self) -> None:
+        """The CPUs this process was given decide where the engine runs (contract: the kubelet,
+        not the operator, picks a Guaranteed Pod's exclusive CPUs)."""
+        try:
+            self.cpus = cpu.choose_cpus(self.plan.cores, os.sched_getaffinity(0))
+        except cpu.CpuShortage as e:   # permanent: a plan that does not fit what this agent was given
+            raise PlanError([Problem("cores", str(e))], "plan") from None
+        self.view.engine_cpus = self.cpus.engine
+        self.view.housekeeping_cpus = self.cpus.housekeeping
+        self._say(self.cpus.describe(self.plan.cores))
+
+    def observed(self) -> dict:
+        """status.observed: where this agent actually runs, for the operator to compare with its ledger."""
+        return {"node": self.options.node_name, "podName": self.options.pod_name,
+                "cores": list(self.cpus.engine), "housekeepingCores": list(self.cpus.housekeeping)}
+
     def _start_metrics(self) -> None:
         try:
             self._server, self._metrics_port = start_server(self.view, self.plan.metrics_address,
@@ -147,12 +169,12 @@ class Agent:
         except Exception as e:   # kubernetes.config raises its own ConfigException, among others
             raise AgentError(f"the plan names FeedHandler {ref.namespace}/{ref.name} but no Kubernetes "
                              f"credentials were found ({e}); run in a Pod, or pass --kubeconfig") from None
-        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds)
+        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds, observed=self.observed())
         self._say(f"reporting status to FeedHandler {ref.namespace}/{ref.name} "
                   f"every {self.plan.status_interval_seconds:g} s")
 
     def _tune(self) -> None:
-        self._tuner = HostTuner(self.plan, self.journal, self.options.root)
+        self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.options.root, self.options.irq_dir)
         self.tuning = self._tuner.apply()
         for note in self.tuning.notes:
             self._say(f"tuned: {note}")
@@ -177,7 +199,7 @@ class Agent:
             self.engine_command(), self.state.file("engine.log"),
             before_start=self._before_engine_start, after_exit=self._after_engine_exit,
             backoff_initial=self.options.backoff_initial,
-            child_cpus=(self.tuning.agent_cpus or set()) | {self.plan.engine_core},
+            child_cpus=set(self.cpus.housekeeping) | {self.cpus.poll_core},
             pid_path=self.state.file("engine.pid"))
         self.supervisor.start()
         self.state.write_runtime({"pid": os.getpid(), "feed": self.plan.feed,
@@ -190,7 +212,7 @@ class Agent:
         cmd = [*self.options.engine_command, "run", "--iface", p.interface, "--queue", str(p.queue)]
         for line in p.lines:
             cmd += ["--line", line.engine_arg]
-        cmd += ["--mode", p.xdp_mode, "--zero-copy", p.zero_copy, "--core", str(p.engine_core),
+        cmd += ["--mode", p.xdp_mode, "--zero-copy", p.zero_copy, "--core", str(self.cpus.poll_core),
                 "--stats-json", self.state.stats_path, "--stats-interval", str(self.options.stats_interval),
                 "--hugepages" if self.tuning and self.tuning.hugepages else "--no-hugepages",
                 "--busy-poll", "on" if p.busy_poll.enabled else "off",

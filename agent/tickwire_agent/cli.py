@@ -1,6 +1,6 @@
 """tickwire-agent: run a plan, print an example plan, check one, or restore a crashed agent's host.
 
-    tickwire-agent run --plan FILE | --plan-env VAR [--state-dir DIR] [--kubeconfig FILE] [--quiet]
+    tickwire-agent run --plan FILE | --plan-env VAR [--state-dir DIR] [--irq-dir DIR] [--kubeconfig FILE] [--quiet]
     tickwire-agent plan --example        (JSON on stdout, a field reference on stderr)
     tickwire-agent plan --check FILE
     tickwire-agent restore --state-dir DIR
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 
@@ -32,7 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--plan", metavar="FILE", help="the plan, a JSON file")
     source.add_argument("--plan-env", metavar="VAR", help="read the plan's JSON from this environment "
                         "variable (in a Pod: TICKWIRE_PLAN)")
-    run.add_argument("--state-dir", help=f"journal, stats and lock (default {DEFAULT_ROOT}/<feed>)")
+    run.add_argument("--state-dir", help=f"journal, stats and lock (default {DEFAULT_ROOT}/<feed>); in a Pod, a "
+                     "hostPath, so that the journal outlives the container and the Pod")
+    run.add_argument("--irq-dir", default="/proc/irq", help="the host's /proc/irq, written for irqAffinity (in a "
+                     "Pod: where it is mounted, since a container's own /proc/irq is read-only)")
     run.add_argument("--kubeconfig", help="for status reports outside a Pod (default: $KUBECONFIG)")
     run.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     run.add_argument("--quiet", action="store_true", help="no per-second summary line")
@@ -97,8 +101,11 @@ def run_command(args) -> int:
     except plan_module.PlanError as e:
         print(f"tickwire-agent: {e}", file=sys.stderr)
         return EXIT_BAD_PLAN
-    options = Options(state_dir=args.state_dir or StateDir.for_feed(plan.feed).path,
-                      kubeconfig=args.kubeconfig, quiet=args.quiet, duration=args.duration)
+    options = Options(state_dir=args.state_dir or StateDir.for_feed(plan.feed).path, irq_dir=args.irq_dir,
+                      kubeconfig=args.kubeconfig, quiet=args.quiet, duration=args.duration,
+                      # the Pod sets these through the downward API; reported in status.observed
+                      node_name=os.environ.get("TICKWIRE_NODE_NAME", ""),
+                      pod_name=os.environ.get("TICKWIRE_POD_NAME", ""))
     if args.engine_command:
         options.engine_command = shlex.split(args.engine_command)
     agent = Agent(plan, options)

@@ -55,6 +55,8 @@ class AgentView:
         self.engine_restarts = 0
         self.drift_events: dict[str, int] = {}      # setting label -> times found changed
         self.drifted: dict[str, bool] = {}          # setting label -> differs right now
+        self.engine_cpus: tuple[int, ...] = ()      # where the poll thread runs (the agent's choice)
+        self.housekeeping_cpus: tuple[int, ...] = ()
 
 
 class EngineCollector(Collector):
@@ -69,6 +71,12 @@ class EngineCollector(Collector):
         feed = [view.feed]
         yield _gauge("tickwire_engine_up", "1 while the engine process runs", feed, float(view.engine_up))
         yield _counter("tickwire_engine_restarts", "Engine restarts after a crash", feed, view.engine_restarts)
+        cpus = GaugeMetricFamily("tickwire_cpu", "1 for each CPU this feed uses: role engine (its poll thread) "
+                                 "or housekeeping (the agent's own threads)", labels=["feed", "role", "cpu"])
+        for role, chosen in (("engine", view.engine_cpus), ("housekeeping", view.housekeeping_cpus)):
+            for c in chosen:
+                cpus.add_metric([view.feed, role, str(c)], 1.0)
+        yield cpus
         drift_events = CounterMetricFamily("tickwire_host_drift_events",
                                            "Times a host setting was found changed under the agent",
                                            labels=["feed", "setting"])

@@ -100,11 +100,6 @@ class Plan:
     restore_drift: bool = True
     status_interval_seconds: float = 5.0
 
-    @property
-    def engine_core(self) -> int:
-        """The poll thread's core: the first dedicated one."""
-        return self.cores[0]
-
 
 @lru_cache(maxsize=1)
 def schema() -> dict:
@@ -189,7 +184,7 @@ def _explain(error: jsonschema.ValidationError) -> Problem:
         return Problem(path, f"{error.instance!r} is not a valid {error.validator_value} address",
                        "write a dotted-quad IPv4 address such as 239.1.1.1")
     if kind == "oneOf" and path == "feedHandler":
-        return Problem(path, "must be null or an object with namespace, name and generation (>= 1)",
+        return Problem(path, "must be null or an object with namespace, name, uid and generation (>= 1)",
                        "set it to null in local mode, or name the FeedHandler this agent serves")
     if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
                 "minLength", "maxLength", "uniqueItems", "pattern", "type"):

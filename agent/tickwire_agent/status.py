@@ -1,10 +1,21 @@
-"""Report to the FeedHandler's status: a snapshot of the numbers and the agent's conditions.
+"""Report to the FeedHandler's status: a snapshot of the numbers, the agent's conditions, and
+where it runs (status.observed).
 
-Read-modify-write with optimistic concurrency: read the object, replace only our condition types
-in status.conditions, and send a merge patch to the status subresource that carries the
-resourceVersion we read. If the operator wrote in between, the API server answers 409 Conflict
-and we read again (a few times, then wait for the next round). The operator does the same with
-its own types, so neither ever overwrites the other's conditions.
+Only to the FeedHandler the plan was made for: a FeedHandler deleted and re-created under the
+same name is another object (another metadata.uid), and this agent must never write to it.
+
+Read-modify-write with optimistic concurrency, as one JSON patch to the status subresource:
+
+    test /metadata/uid              == the plan's feedHandler.uid   (the object is ours)
+    test /metadata/resourceVersion  == the version we read          (nobody wrote in between)
+    add  /status/conditions, /status/snapshot, /status/observed
+
+The API server applies the ops in order and applies none if a `test` fails (422). Checking the
+uid inside the patch, not only on the read before it, closes the window in which the object is
+deleted and re-created between our read and our write. After a 422 we read again: another uid
+means the FeedHandler is gone for good and this reporter stops; the same uid means the operator
+wrote in between, and we retry (a few times, then wait for the next round). We replace only our
+condition types; the operator does the same with its own, so neither overwrites the other's.
 
 Never flooding the API server: one patch per `interval` (statusIntervalSeconds), plus at most
 one early patch per `min_gap` seconds when a condition's status flips, and after an API error
@@ -51,9 +62,14 @@ def snapshot(stats: dict | None, now: str) -> dict:
 
 class StatusReporter:
     def __init__(self, ref: FeedHandlerRef, api, interval: float, min_gap: float = 1.0,
-                 clock=time.monotonic):
-        """`api`: a kubernetes.client.CustomObjectsApi."""
+                 clock=time.monotonic, observed: dict | None = None):
+        """`api`: a kubernetes.client.CustomObjectsApi; `observed`: status.observed (node, cores,
+        housekeepingCores, podName), written with every report."""
+        if not ref.uid:
+            raise ValueError(f"FeedHandler {ref.namespace}/{ref.name}: the plan carries no uid, so this "
+                             "agent cannot tell its FeedHandler from a re-created one of the same name")
         self.ref = ref
+        self.observed = observed
         self.api = api
         self.interval = interval
         self.min_gap = min_gap
@@ -65,6 +81,7 @@ class StatusReporter:
         self._last_at: float | None = None
         self._last_statuses: dict[str, str] = {}
         self._wait = interval
+        self.disowned: str | None = None   # why we stopped for good: the FeedHandler is not ours
 
     def due(self, conditions: list[Condition]) -> bool:
         if self._last_at is None:
@@ -75,7 +92,7 @@ class StatusReporter:
 
     def maybe_report(self, conditions: list[Condition], stats: dict | None, force: bool = False) -> bool:
         """Patch if due (or forced: the last report at exit); returns whether it was accepted."""
-        if not force and not self.due(conditions):
+        if self.disowned is not None or (not force and not self.due(conditions)):
             return False
         self._last_at = self.clock()
         try:
@@ -87,6 +104,8 @@ class StatusReporter:
             log.warning("status patch for %s/%s failed (%s); next try in %.0f s",
                         self.ref.namespace, self.ref.name, self.last_error, self._wait)
             return False
+        if self.disowned is not None:
+            return False
         self._wait = self.interval
         self._last_statuses = {c.type: c.status for c in conditions}
         return True
@@ -97,24 +116,44 @@ class StatusReporter:
         for attempt in range(CONFLICT_RETRIES):
             current = self.api.get_namespaced_custom_object_status(
                 GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name)
-            now = rfc3339()
-            existing = (current.get("status") or {}).get("conditions") or []
-            body = {
-                "metadata": {"resourceVersion": current["metadata"]["resourceVersion"]},
-                "status": {"conditions": merge(existing, conditions, self.ref.generation, now),
-                           "snapshot": snapshot(stats, now)},
-            }
+            if self._foreign(current):
+                return
             try:
                 self.api.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name, body,
-                    _content_type="application/merge-patch+json")
+                    GROUP, VERSION, self.ref.namespace, PLURAL, self.ref.name,
+                    self.patch(current, conditions, stats), _content_type="application/json-patch+json")
             except ApiException as e:
-                if e.status == 409 and attempt + 1 < CONFLICT_RETRIES:
-                    self.conflicts += 1
+                if e.status in (409, 422) and attempt + 1 < CONFLICT_RETRIES:
+                    self.conflicts += 1    # a failed `test`: re-read, and find out which one
                     continue
                 raise
             self.patches += 1
             return
+
+    def patch(self, current: dict, conditions: list[Condition], stats: dict | None) -> list[dict]:
+        """The JSON patch for `current` (the object as read): ours only if it is still that object."""
+        now = rfc3339()
+        status = current.get("status")
+        existing = (status or {}).get("conditions") or []
+        ops = [{"op": "test", "path": "/metadata/uid", "value": self.ref.uid},
+               {"op": "test", "path": "/metadata/resourceVersion", "value": current["metadata"]["resourceVersion"]}]
+        if status is None:
+            ops.append({"op": "add", "path": "/status", "value": {}})
+        ops += [{"op": "add", "path": "/status/conditions",
+                 "value": merge(existing, conditions, self.ref.generation, now)},
+                {"op": "add", "path": "/status/snapshot", "value": snapshot(stats, now)}]
+        if self.observed is not None:
+            ops.append({"op": "add", "path": "/status/observed", "value": self.observed})
+        return ops
+
+    def _foreign(self, current: dict) -> bool:
+        uid = current["metadata"].get("uid")
+        if uid == self.ref.uid:
+            return False
+        self.disowned = (f"FeedHandler {self.ref.namespace}/{self.ref.name} now has uid {uid}, not this "
+                         f"agent's {self.ref.uid} (deleted and re-created): no more status reports")
+        log.warning("%s", self.disowned)
+        return True
 
 
 def _describe(error: Exception) -> str:

@@ -1,9 +1,15 @@
 """The agent Pod of one FeedHandler: a pure function of (FeedHandler, placement, plan, settings).
 
 The operator is the scheduler for feed resources (cores, NIC queue, hugepages): it pins the Pod
-to the node it chose with spec.nodeName. The Pod asks the kubelet for the same CPUs count as
-integer requests equal to limits, so it gets Guaranteed QoS and, under the static CPU manager,
-exclusive CPUs.
+to the node it chose with spec.nodeName. The Pod asks the kubelet for the plan's cores plus one
+CPU, as integer requests equal to limits, so it gets Guaranteed QoS and, under the static CPU
+manager, exclusive CPUs: the extra one is the housekeeping CPU for the agent's own threads, so
+that a poll thread spinning at 100% never exhausts the CFS quota. The kubelet picks which CPUs;
+the agent runs on what it was given and reports them in status.observed.
+
+Everything the Pod may touch on the host follows from the plan (docs/privileges.md says why for
+each): a capability set with nothing to spare, a Localhost seccomp profile that adds bpf() to
+the runtime's default, and read-write host paths only where the plan writes.
 """
 from __future__ import annotations
 
@@ -25,27 +31,44 @@ PLAN_ENV = "TICKWIRE_PLAN"
 # Nodes kept for feeds may carry this taint so that nothing else lands on them.
 FEED_NODE_TAINT = "tickwire.dev/feed-node"
 
-# Each capability the agent gets, and why it needs it. Nothing else: the rest is dropped.
+# Each capability every agent gets, and why it needs it. Nothing else: the rest is dropped.
+# tests/netns/test_agent_privileges.py runs the engine without each one and sees the kernel refuse.
 CAPABILITIES = {
     "NET_ADMIN": "attach the XDP program to the NIC, set its channels, busy-poll and IRQ settings",
     "NET_RAW": "open the AF_XDP socket (AF_XDP needs CAP_NET_RAW)",
     "BPF": "load the XDP steering program and create its maps",
-    "IPC_LOCK": "pin the UMEM (AF_XDP charges it against RLIMIT_MEMLOCK without IPC_LOCK)",
-    "SYS_NICE": "give the poll thread a real-time priority and keep other threads off its cores",
+    "PERFMON": "let the verifier accept the steering program's packet-pointer arithmetic "
+               "(without it, a non-CAP_SYS_ADMIN loader gets the Spectre-v1 restrictions)",
+    "IPC_LOCK": "pin the UMEM (without it AF_XDP charges it to RLIMIT_MEMLOCK, shared by every uid-0 "
+                "process of the node)",
 }
+# Only for a plan asking for a real-time poll thread (busyPoll.rtPriority > 0).
+RT_CAPABILITY = ("SYS_NICE", "run the poll thread SCHED_FIFO at busyPoll.rtPriority")
 
 AGENT_MEMORY = "256Mi"  # the agent process and a UMEM on normal pages; requests == limits
+HOUSEKEEPING_CPUS = 1   # for the agent's own threads, beside the plan's dedicated cores
+
+# Host paths. The state root is tmpfs on the node: it outlives the container and the Pod (the
+# journal must reach the next agent) but not a reboot, which resets the host settings too.
+STATE_ROOT = "/run/tickwire/feedhandlers"
+IRQ_MOUNT = "/host/proc/irq"   # a container's own /proc/irq is read-only, whatever its capabilities
+HUGEPAGES_2M = "hugepages/hugepages-2048kB"
+SECCOMP_PROFILE = "tickwire/agent-seccomp.json"   # under the kubelet's seccomp dir on each feed node
 
 
 @dataclass(frozen=True)
 class AgentSettings:
     image: str = "tickwire/agent:0.1.0"
     service_account: str = "tickwire-agent"
+    state_root: str = STATE_ROOT
+    seccomp_profile: str = SECCOMP_PROFILE
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "AgentSettings":
         return cls(image=env.get("TICKWIRE_AGENT_IMAGE") or cls.image,
-                   service_account=env.get("TICKWIRE_AGENT_SERVICE_ACCOUNT") or cls.service_account)
+                   service_account=env.get("TICKWIRE_AGENT_SERVICE_ACCOUNT") or cls.service_account,
+                   state_root=env.get("TICKWIRE_AGENT_STATE_ROOT") or cls.state_root,
+                   seccomp_profile=env.get("TICKWIRE_AGENT_SECCOMP_PROFILE") or cls.seccomp_profile)
 
 
 def pod_name(feedhandler_name: str) -> str:
@@ -66,28 +89,71 @@ def desired_hash(plan: Mapping[str, Any], settings: AgentSettings) -> str:
     return plan_hash(plan, settings.image, settings.service_account)
 
 
+def capabilities(plan: Mapping[str, Any]) -> list[str]:
+    """The capabilities this plan's agent needs: CAPABILITIES, and SYS_NICE only for a real-time
+    poll thread (without it the engine runs on, normally scheduled, and says so)."""
+    wanted = set(CAPABILITIES)
+    if (plan.get("busyPoll") or {}).get("rtPriority", 0) > 0:
+        wanted.add(RT_CAPABILITY[0])
+    return sorted(wanted)
+
+
+def state_dir(body: Mapping[str, Any], settings: AgentSettings) -> str:
+    """The agent's journal on the node, per FeedHandler: the same path in the container."""
+    return os.path.join(settings.state_root, body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def _host_path(name: str, path: str, kind: str, mount_path: str | None = None,
+               read_only: bool = False) -> tuple[dict, dict]:
+    mount = {"name": name, "mountPath": mount_path or path}
+    if read_only:
+        mount["readOnly"] = True
+    return mount, {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
+def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: AgentSettings
+                ) -> tuple[list[dict], list[dict], list[str]]:
+    """(volumeMounts, volumes, agent arguments): read-write host paths only where the plan writes.
+
+    The runtime mounts the container's /sys read-only (hostNetwork shows the node's interfaces
+    there), which covers every read; these bind mounts make writable exactly the files the plan
+    changes. The engine pins nothing in bpffs and maps its UMEM with MAP_HUGETLB (no hugetlbfs),
+    so neither is mounted."""
+    pairs = [_host_path("state", state_dir(body, settings), "DirectoryOrCreate")]
+    args = ["--state-dir", state_dir(body, settings)]
+    busy_poll = plan.get("busyPoll") or {}
+    if busy_poll.get("napiDeferHardIrqs") is not None or busy_poll.get("groFlushTimeoutNs") is not None:
+        # napi_defer_hard_irqs, gro_flush_timeout of the plan's interface (a symlink the kubelet and
+        # the runtime resolve to the device's directory)
+        netdev = f"/sys/class/net/{plan['interface']}"
+        pairs.append(_host_path("netdev", netdev, "Directory"))
+    hugepages = plan.get("hugepages") or {}
+    if hugepages.get("count", 0) > 0:
+        node = hugepages.get("numaNode")
+        if node is not None:
+            pairs.append(_host_path("hugepages-node", f"/sys/devices/system/node/node{node}/{HUGEPAGES_2M}",
+                                    "Directory"))
+        else:
+            # The agent picks the pool: the global one on a one-node host, the NIC's node's otherwise.
+            pairs.append(_host_path("hugepages", f"/sys/kernel/mm/{HUGEPAGES_2M}", "Directory"))
+            pairs.append(_host_path("numa-nodes", "/sys/devices/system/node", "Directory"))
+    if plan.get("irqAffinity"):
+        pairs.append(_host_path("irq", "/proc/irq", "Directory", mount_path=IRQ_MOUNT))
+        args += ["--irq-dir", IRQ_MOUNT]
+    return [m for m, _ in pairs], [v for _, v in pairs], args
+
+
 def build_agent_pod(body: Mapping[str, Any], allocation: Allocation, plan: Mapping[str, Any],
                     settings: AgentSettings) -> dict:
     meta = body["metadata"]
     name = meta["name"]
     plan_json = json.dumps(plan, sort_keys=True, separators=(",", ":"))
     metrics_port = plan["metrics"]["port"]
-    resources = {"cpu": str(len(allocation.cores)), "memory": AGENT_MEMORY}
+    resources = {"cpu": str(len(allocation.cores) + HOUSEKEEPING_CPUS), "memory": AGENT_MEMORY}
     if allocation.hugepages:
+        # Charged to the Pod's hugetlb cgroup; the engine maps them with MAP_HUGETLB.
         resources["hugepages-2Mi"] = f"{allocation.hugepages * 2}Mi"
-    mounts = [
-        # sysfs read-write: NIC channels, napi_defer_hard_irqs, gro_flush_timeout, hugepage counts.
-        {"name": "sys", "mountPath": "/sys"},
-        # bpffs: the XDP program's maps are pinned here so a restarted agent finds and removes them.
-        {"name": "bpffs", "mountPath": "/sys/fs/bpf", "mountPropagation": "HostToContainer"},
-    ]
-    volumes = [
-        {"name": "sys", "hostPath": {"path": "/sys", "type": "Directory"}},
-        {"name": "bpffs", "hostPath": {"path": "/sys/fs/bpf", "type": "Directory"}},
-    ]
-    if allocation.hugepages:
-        mounts.append({"name": "hugepages", "mountPath": "/dev/hugepages"})
-        volumes.append({"name": "hugepages", "emptyDir": {"medium": "HugePages-2Mi"}})
+    mounts, volumes, host_args = host_access(body, plan, settings)
     probe = {"httpGet": {"path": "/metrics", "port": "metrics"}, "periodSeconds": 10, "timeoutSeconds": 2}
     return {
         "apiVersion": "v1",
@@ -111,11 +177,16 @@ def build_agent_pod(body: Mapping[str, Any], allocation: Allocation, plan: Mappi
             # Time to detach XDP and put every host setting back (the agent's journal).
             "terminationGracePeriodSeconds": 30,
             "tolerations": [{"key": FEED_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+            "securityContext": {
+                # The runtime's default profile refuses bpf() without CAP_SYS_ADMIN; this one is
+                # that default plus bpf() (charts/tickwire/files/agent-seccomp.json).
+                "seccompProfile": {"type": "Localhost", "localhostProfile": settings.seccomp_profile},
+            },
             "containers": [{
                 "name": "agent",
                 "image": settings.image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["tickwire-agent", "run", "--plan-env", PLAN_ENV],
+                "command": ["tickwire-agent", "run", "--plan-env", PLAN_ENV, *host_args],
                 "env": [
                     {"name": PLAN_ENV, "value": plan_json},
                     {"name": "TICKWIRE_NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
@@ -131,7 +202,7 @@ def build_agent_pod(body: Mapping[str, Any], allocation: Allocation, plan: Mappi
                     "privileged": False,
                     "allowPrivilegeEscalation": False,
                     "readOnlyRootFilesystem": True,
-                    "capabilities": {"drop": ["ALL"], "add": sorted(CAPABILITIES)},
+                    "capabilities": {"drop": ["ALL"], "add": capabilities(plan)},
                 },
                 "volumeMounts": mounts,
                 "livenessProbe": {**probe, "initialDelaySeconds": 10, "failureThreshold": 3},

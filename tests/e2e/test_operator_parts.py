@@ -225,12 +225,17 @@ def test_the_pod_is_pinned_guaranteed_least_privileged_and_owned():
     spec = pod["spec"]
     container = spec["containers"][0]
     assert spec["nodeName"] == "n1" and spec["hostNetwork"] is True
+    # cores + 1: the extra CPU keeps the agent's own threads out of the poll thread's CFS quota
     assert container["resources"]["requests"] == container["resources"]["limits"] == \
-        {"cpu": "2", "memory": "256Mi", "hugepages-2Mi": "16Mi"}
+        {"cpu": "3", "memory": "256Mi", "hugepages-2Mi": "16Mi"}
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": sorted(CAPABILITIES)}
+    assert sorted(CAPABILITIES) == ["BPF", "IPC_LOCK", "NET_ADMIN", "NET_RAW", "PERFMON"]
     assert container["securityContext"]["privileged"] is False
-    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/sys", "/sys/fs/bpf", "/dev/hugepages"}
-    assert container["command"] == ["tickwire-agent", "run", "--plan-env", "TICKWIRE_PLAN"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "Localhost",
+                                                         "localhostProfile": "tickwire/agent-seccomp.json"}
+    assert container["command"] == ["tickwire-agent", "run", "--plan-env", "TICKWIRE_PLAN",
+                                    "--state-dir", "/run/tickwire/feedhandlers/feeds/fh-a"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert json.loads(env["TICKWIRE_PLAN"]) == plan == json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"])
     assert container["ports"] == [{"name": "metrics", "containerPort": 9470, "hostPort": 9470, "protocol": "TCP"}]
@@ -239,9 +244,71 @@ def test_the_pod_is_pinned_guaranteed_least_privileged_and_owned():
     assert container["livenessProbe"]["httpGet"]["port"] == "metrics"
 
 
+def _host_paths(pod) -> dict[str, tuple[str, str, bool]]:
+    """{host path: (its type, where it is mounted, writable)} of the agent container."""
+    container = pod["spec"]["containers"][0]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert all(set(v) == {"name", "hostPath"} for v in volumes.values()), "host paths only, no other volumes"
+    return {volumes[m["name"]]["hostPath"]["path"]: (volumes[m["name"]]["hostPath"]["type"], m["mountPath"],
+                                                     not m.get("readOnly", False))
+            for m in container["volumeMounts"]}
+
+
+STATE = "/run/tickwire/feedhandlers/feeds/fh-a"
+
+
+@pytest.mark.parametrize("changes, writable", [
+    # nothing to write on the host but the journal
+    ({}, {STATE}),
+    # busy-poll knobs: that interface's sysfs directory
+    ({"busyPoll": {"napiDeferHardIrqs": 2}}, {STATE, "/sys/class/net/eth1"}),
+    # hugepages: the 2 MiB pool the agent grows (global, or the NIC's NUMA node's)
+    ({"hugepages": {"count": 4, "numaNode": None}},
+     {STATE, "/sys/kernel/mm/hugepages/hugepages-2048kB", "/sys/devices/system/node"}),
+    ({"hugepages": {"count": 4, "numaNode": 1}},
+     {STATE, "/sys/devices/system/node/node1/hugepages/hugepages-2048kB"}),
+    # IRQ affinity: /proc/irq, mounted beside the container's read-only one
+    ({"irqAffinity": [0]}, {STATE, "/proc/irq"}),
+])
+def test_the_pod_writes_on_the_host_only_what_its_plan_changes(changes, writable):
+    plan, _ = _pod()
+    plan.pop("busyPoll", None)
+    plan["hugepages"] = {"count": 0, "numaNode": None}
+    plan.update(changes)
+    allocation = Allocation("n1", "eth1", 0, (2,), plan["hugepages"]["count"])
+    pod = build_agent_pod(feedhandler(), allocation, plan, AgentSettings())
+    mounted = _host_paths(pod)
+    assert {path for path, (_, _, rw) in mounted.items() if rw} == writable
+    assert "/sys" not in mounted and "/sys/fs/bpf" not in mounted     # never the whole of /sys
+    assert mounted[STATE] == ("DirectoryOrCreate", STATE, True)      # same path inside: journal survives
+    command = pod["spec"]["containers"][0]["command"]
+    if "/proc/irq" in writable:
+        assert mounted["/proc/irq"][1] == "/host/proc/irq" and command[-2:] == ["--irq-dir", "/host/proc/irq"]
+    else:
+        assert "--irq-dir" not in command
+
+
+def test_sys_nice_only_for_a_real_time_poll_thread():
+    _, plain = _pod()
+    _, realtime = _pod(busyPoll={"rtPriority": 10})
+    added = [p["spec"]["containers"][0]["securityContext"]["capabilities"]["add"] for p in (plain, realtime)]
+    assert added == [sorted(CAPABILITIES), sorted([*CAPABILITIES, "SYS_NICE"])]
+
+
+def test_each_feedhandler_has_its_own_state_dir_under_the_configured_root(tmp_path):
+    settings = AgentSettings(state_root=str(tmp_path))
+    pods = [build_agent_pod(feedhandler(name), Allocation("n1", "eth1", 0, (2,)), _pod()[0], settings)
+            for name in ("fh-a", "fh-b")]
+    assert [pod["spec"]["volumes"][0]["hostPath"]["path"] for pod in pods] == \
+        [str(tmp_path / "feeds" / "fh-a"), str(tmp_path / "feeds" / "fh-b")]
+
+
 def test_agent_settings_come_from_the_environment():
-    settings = AgentSettings.from_env({"TICKWIRE_AGENT_IMAGE": "reg/agent:9", "TICKWIRE_AGENT_SERVICE_ACCOUNT": "sa"})
-    assert (settings.image, settings.service_account) == ("reg/agent:9", "sa")
+    settings = AgentSettings.from_env({"TICKWIRE_AGENT_IMAGE": "reg/agent:9", "TICKWIRE_AGENT_SERVICE_ACCOUNT": "sa",
+                                       "TICKWIRE_AGENT_STATE_ROOT": "/tmp/tw-state",
+                                       "TICKWIRE_AGENT_SECCOMP_PROFILE": "ops/agent.json"})
+    assert (settings.image, settings.service_account, settings.state_root, settings.seccomp_profile) == \
+        ("reg/agent:9", "sa", "/tmp/tw-state", "ops/agent.json")
 
 
 # ---- Ready ----

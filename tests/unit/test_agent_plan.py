@@ -24,7 +24,6 @@ def test_the_example_is_a_valid_plan_and_round_trips_into_typed_fields():
     p = plan.loads(example.example_json())
     assert p.feed == "nasdaq-totalview"
     assert [l.engine_arg for l in p.lines] == ["A=239.1.1.1:26400", "B=239.1.1.2:26400"]
-    assert p.engine_core == 1
     assert p.hugepages == plan.Hugepages(count=4, numa_node=None)
     assert p.busy_poll.gro_flush_timeout_ns == 200000
     assert p.feed_handler is None

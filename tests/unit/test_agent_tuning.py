@@ -55,6 +55,7 @@ def test_queue_irq_found_by_the_drivers_naming(tmp_path):
 
 def test_irq_affinity_set_and_restored_through_the_journal(tmp_path):
     from tickwire_agent.plan import loads
+    from tickwire_agent.tuning.cpu import choose_cpus
     from tickwire_agent.tuning.host import HostTuner, TuningReport
     from tickwire_agent import example
     import json
@@ -64,7 +65,9 @@ def test_irq_affinity_set_and_restored_through_the_journal(tmp_path):
     d = json.loads(example.example_json())
     d.update(interface="eth0", queue=1, irqAffinity=[0])
     journal = Journal(str(tmp_path))
-    tuner = HostTuner(loads(json.dumps(d)), journal, root)
+    plan = loads(json.dumps(d))
+    tuner = HostTuner(plan, journal, choose_cpus(plan.cores, range(8)), root,
+                      irq_dir=os.path.join(root, "proc/irq"))
     report = TuningReport()
     tuner._irq_affinity(report)
     assert report.irq == 26 and report.problems == []

@@ -1,14 +1,16 @@
 """CPU lists and affinity: the engine's poll thread on its dedicated core, everything else off it.
 
+Which CPUs those are is decided by `choose_cpus` from the CPUs this process was actually given
+(its affinity mask: the kubelet's cpuset in a Pod, `taskset` by hand), not only from the plan:
+under the kubelet's static CPU manager the kubelet picks a Guaranteed Pod's exclusive CPUs.
 The engine pins its own poll thread (`--core`); the agent's part is to keep its own threads (the
-metrics server, the status client, ...) off the dedicated cores. Affinity is per thread and
+metrics server, the status client, ...) on the housekeeping CPUs. Affinity is per thread and
 inherited at creation, so the agent narrows every thread it has at start, before it starts more.
-A child process inherits the narrowed mask too, which is fine: the engine's poll thread sets its
-own, and sched_setaffinity is not bounded by the parent's mask (only a cpuset cgroup bounds it).
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 
 def parse_cpulist(text: str) -> list[int]:
@@ -41,16 +43,10 @@ def online_cpus(root: str = "/") -> list[int]:
         return parse_cpulist(f.read())
 
 
-def keep_process_off(cores, pid: int = 0) -> set[int] | None:
-    """Move every thread of `pid` (this process by default) off `cores`.
-
-    Returns the CPUs left to it, or None when the dedicated cores are all there is (then the
-    threads stay where they are: sharing beats not running).
-    """
+def keep_process_on(cpus, pid: int = 0) -> set[int]:
+    """Move every thread of `pid` (this process by default) onto `cpus`; returns them."""
     pid = pid or os.getpid()
-    allowed = set(os.sched_getaffinity(pid)) - set(cores)
-    if not allowed:
-        return None
+    allowed = set(cpus)
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             os.sched_setaffinity(int(tid), allowed)
@@ -71,3 +67,58 @@ def thread_affinities(pid: int) -> dict[int, list[int]]:
         except (FileNotFoundError, ProcessLookupError):
             pass
     return result
+
+
+class CpuShortage(RuntimeError):
+    """This agent was given too few CPUs for its plan: no restart can fix that, only a new Pod."""
+
+
+@dataclass(frozen=True)
+class CpuChoice:
+    """Where things run: the engine's poll thread on `engine`, the agent's own threads on
+    `housekeeping`, both taken from the CPUs this process may actually use."""
+    engine: tuple[int, ...]
+    housekeeping: tuple[int, ...]
+    planned: bool          # the plan's cores were all usable; False: chosen from the given CPUs
+
+    @property
+    def poll_core(self) -> int:
+        return self.engine[0]
+
+    def describe(self, plan_cores) -> str:
+        where = (f"engine poll thread on CPU {self.poll_core}, agent threads on CPU "
+                 f"{format_cpulist(self.housekeeping)}")
+        if self.planned:
+            return where
+        return (f"{where} (the plan's CPU {format_cpulist(plan_cores)} is not among the CPUs this agent "
+                f"was given, {format_cpulist(self.engine + self.housekeeping)}: the kubelet's choice wins)")
+
+
+def choose_cpus(plan_cores, given) -> CpuChoice:
+    """Pick the engine's and the agent's CPUs from `given` (the affinity mask the kubelet, a cpuset
+    or `taskset` left this process).
+
+    The plan's cores when all of them were given and at least one more is left for the agent's
+    threads. Otherwise (under the kubelet's static CPU manager the kubelet, not the operator,
+    picks a Guaranteed Pod's exclusive CPUs) as many of the given CPUs as the plan has cores,
+    the lowest one kept back for housekeeping. Fewer than cores + 1 CPUs is an error: a poll
+    thread spinning on the agent's only CPU starves the agent (and under a CFS quota of exactly
+    `cores`, gets throttled with it).
+    """
+    plan_cores = tuple(plan_cores)
+    given = sorted(set(given))
+    needed = len(plan_cores) + 1
+    if len(given) < needed:
+        raise CpuShortage(
+            f"this agent may run on CPU {format_cpulist(given)} only ({len(given)} CPU"
+            f"{'s' if len(given) != 1 else ''}), but its plan needs {needed}: {len(plan_cores)} for the "
+            f"engine and 1 for the agent's own threads; give the Pod {needed} integer CPUs "
+            "(requests == limits) or run the agent with a wider CPU mask")
+    if set(plan_cores) <= set(given):
+        rest = tuple(c for c in given if c not in plan_cores)
+        return CpuChoice(plan_cores, rest, planned=True)
+    housekeeping, candidates = given[0], given[1:]
+    engine = tuple(candidates[:len(plan_cores)])
+    rest = tuple(c for c in given if c not in engine)
+    assert housekeeping in rest
+    return CpuChoice(engine, rest, planned=False)

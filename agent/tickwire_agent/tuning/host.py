@@ -38,8 +38,11 @@ class TuningReport:
 
 
 class HostTuner:
-    def __init__(self, plan: Plan, journal: Journal, root: str = "/"):
+    def __init__(self, plan: Plan, journal: Journal, cpus: cpu.CpuChoice, root: str = "/",
+                 irq_dir: str = "/proc/irq"):
         self.plan = plan
+        self.cpus = cpus
+        self.irq_dir = irq_dir
         self.journal = journal
         self.root = root
         self.memberships = Memberships(plan.interface)
@@ -117,16 +120,11 @@ class HostTuner:
                                 "its own (virtual device?): nothing to pin")
             return
         report.irq = irq
-        self._set(report, nic.irq_affinity_setting(irq, self.root), nic.irq_affinity_value(self.plan.irq_affinity))
+        self._set(report, nic.irq_affinity_setting(irq, self.irq_dir), nic.irq_affinity_value(self.plan.irq_affinity))
 
     def _agent_affinity(self, report: TuningReport) -> None:
-        report.agent_cpus = cpu.keep_process_off(self.plan.cores)
-        if report.agent_cpus is None:
-            report.notes.append(f"agent shares CPU {cpu.format_cpulist(self.plan.cores)} with the engine: "
-                                "the plan dedicates every CPU this agent may use")
-        else:
-            report.notes.append(f"agent threads on CPU {cpu.format_cpulist(report.agent_cpus)}, "
-                                f"engine poll thread on CPU {self.plan.engine_core}")
+        report.agent_cpus = cpu.keep_process_on(self.cpus.housekeeping)
+        report.notes.append(self.cpus.describe(self.plan.cores))
 
     def _multicast(self, report: TuningReport) -> None:
         for line in self.plan.lines:

@@ -101,8 +101,10 @@ def find_queue_irq(ifname: str, queue: int, root: str = "/") -> int | None:
     return None
 
 
-def irq_affinity_setting(irq: int, root: str = "/") -> FileSetting:
-    return FileSetting(os.path.join(root, f"proc/irq/{irq}/smp_affinity_list"), "irq_affinity")
+def irq_affinity_setting(irq: int, irq_dir: str = "/proc/irq") -> FileSetting:
+    """`irq_dir`: /proc/irq, or where the Pod mounts the host's (a container runtime makes the
+    container's own /proc/irq read-only, whatever the capabilities)."""
+    return FileSetting(os.path.join(irq_dir, str(irq), "smp_affinity_list"), "irq_affinity")
 
 
 def irq_affinity_value(cpus) -> str:
