@@ -9,11 +9,21 @@ assertion API. What it adds, each one a behaviour kopf or the agent relies on:
   change nothing change nothing (no new version, no event), and a merge patch or PUT carrying a
   `metadata.resourceVersion` that is not the current one fails with 409 Conflict (the optimistic
   concurrency both the operator and the agent use for status.conditions);
-- JSON patches whose `test` op fails answer 422, as kopf expects;
+- JSON patches whose `test` op fails answer 422, as kopf expects (and as the agent's uid-checked
+  status patch needs); a write to the object that changes `metadata.uid` answers 422 (immutable);
 - `metadata.uid`, `creationTimestamp`, `generation` (bumped only when something outside metadata
   and status changes) and `namespace` (from the URL) are filled in on create; `generateName` works;
 - status-subresource semantics: writes to the object ignore `.status`, writes to `/status`
-  change only `.status`;
+  change only `.status` (metadata and spec changes in them are dropped, as a real API server's
+  status strategy does: an agent's status patch can never touch an annotation);
+- admission: `refuse(check)` makes creates fail with 403 Forbidden as a refusing admission plugin
+  (PodSecurity, ResourceQuota, a webhook) would;
+- graceful Pod deletion: a Pod bound to a node in `unreachable_nodes` stays Terminating
+  (deletionTimestamp = now + grace) until deleted with grace 0, since no kubelet there confirms
+  it; on every other node the emulated kubelet confirms at once and the Pod goes;
+- RBAC for service accounts: a request bearing a token from `service_account_token()` is allowed
+  only what the Roles/ClusterRoles bound to that ServiceAccount grant (resourceNames included),
+  else 403 Forbidden; the kubeconfig's own token is a cluster admin's;
 - watches honour `?resourceVersion=` (replay what happened after it, no duplicate ADDED events,
   410 Gone when it is too old) and `timeoutSeconds`; the snapshot and the subscription are taken
   under one lock so no event is lost between them;
@@ -26,8 +36,9 @@ assertion API. What it adds, each one a behaviour kopf or the agent relies on:
   gets one built from the CRD's additionalPrinterColumns (printer_columns.py), so
   `kubectl get feedhandlers` shows NODE, QUEUE, CORES, ... as against a real cluster.
 
-Still not an API server: no admission (schemas, CEL and defaults are not applied), no
-strategic-merge semantics (treated as a merge patch), no RBAC, no kubelet or controllers.
+Still not an API server: no schema admission (schemas, CEL and defaults are not applied), no
+strategic-merge semantics (treated as a merge patch), no RBAC escalation checks, no kubelet or
+controllers.
 
 It lives in the product, not in tests/, because `make demo-operator` runs the operator against
 it (tests/support/kube_emulator.py re-exports it for the tests). kmock is a test dependency.
@@ -60,7 +71,7 @@ import pathlib
 import threading
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import aiohttp.web
@@ -171,6 +182,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: kmock.Server | None = None
         self._thread: threading.Thread | None = None
+        self._admission: list[Callable[[str, dict], str | None]] = []
+        self._tokens: dict[str, tuple[str, str]] = {}  # bearer token -> (namespace, service account)
+        self.unreachable_nodes: set[str] = set()  # nodes whose kubelet never confirms a Pod's deletion
 
     # ---- the public API ------------------------------------------------------------------------
 
@@ -253,6 +267,17 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return None
         return copy.deepcopy(self.objects[key].raw)
 
+    def refuse(self, check: Callable[[str, dict], str | None]) -> None:
+        """Admit creates through `check(resource, object)`: a message refuses one with 403 Forbidden
+        (how PodSecurity, a ResourceQuota or a validating webhook answers), None admits it."""
+        self._admission.append(check)
+
+    def service_account_token(self, namespace: str, name: str) -> str:
+        """A bearer token that authenticates as ServiceAccount namespace/name (RBAC applies)."""
+        token = f"sa-{namespace}-{name}-{uuid.uuid4().hex}"
+        self._tokens[token] = (namespace, name)
+        return token
+
     def call(self, coro_fn, *args):
         """Run `coro_fn(*args)` on the emulator's loop (to change objects from a test thread)."""
         assert self._loop is not None
@@ -305,6 +330,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return await super()._handle(request)  # discovery, or an unknown resource's 404
         info = self.resources[resource]
         method = getattr(request.method, "value", str(request.method)).upper()
+        refused = self._forbidden(request, resource, method)
+        if refused is not None:
+            return refused
         try:
             if method == "GET" and request.params.get("watch") in ("true", "1"):
                 return await self._watch(request, resource, info)
@@ -322,12 +350,61 @@ class KubeEmulator(kmock.KubernetesEmulator):
             if method in ("PATCH", "PUT") and request.name is not None:
                 return await self._write(request, resource, info, replace=(method == "PUT"))
             if method == "DELETE" and request.name is not None:
-                return await self._delete(resource, request.namespace, request.name)
+                return await self._delete(resource, request.namespace, request.name,
+                                          grace=_grace_period(request))
         except _Gone as exc:
             return _status(410, "Expired", str(exc))
         except ValueError as exc:
             return _status(400, "BadRequest", str(exc))
         return _status(405, "MethodNotAllowed", f"{method} is not supported on {request.url.path}")
+
+    # ---- RBAC for service-account tokens -------------------------------------------------------
+
+    def _forbidden(self, request, resource, method: str) -> aiohttp.web.Response | None:
+        auth = next((v for k, v in request.headers.items() if k.lower() == "authorization"), "")
+        account = self._tokens.get(auth.removeprefix("Bearer ").strip())
+        if account is None:
+            return None  # the kubeconfig's token: a cluster admin
+        if method == "GET":
+            verb = "watch" if request.params.get("watch") in ("true", "1") else (
+                "get" if request.name is not None else "list")
+        else:
+            verb = {"POST": "create", "PATCH": "patch", "PUT": "update", "DELETE": "delete"}.get(method, method)
+        what = resource.plural + (f"/{request.subresource}" if request.subresource else "")
+        if any(_rule_allows(rule, resource.group or "", what, verb, request.name)
+               for rule in self._rules_for(*account, request.namespace)):
+            return None
+        user = f"system:serviceaccount:{account[0]}:{account[1]}"
+        target = f'{resource.plural}.{resource.group} "{request.name}"' if resource.group else \
+            f'{resource.plural} "{request.name}"'
+        scope = f' in the namespace "{request.namespace}"' if request.namespace else " at the cluster scope"
+        return _status(403, "Forbidden", (
+            f'{target if request.name else resource.plural} is forbidden: User "{user}" cannot {verb} '
+            f'resource "{what}" in API group "{resource.group or ""}"{scope}'))
+
+    def _rules_for(self, sa_namespace: str, sa_name: str, namespace: str | None) -> list[dict]:
+        def bound(binding: dict) -> bool:
+            return any(s.get("kind") == "ServiceAccount" and s.get("name") == sa_name
+                       and s.get("namespace", binding["metadata"].get("namespace")) == sa_namespace
+                       for s in binding.get("subjects") or [])
+
+        rbac = "rbac.authorization.k8s.io/v1"
+        bindings = [(b, namespace) for b in self._objects_of(f"{rbac}/rolebindings", namespace)] if namespace else []
+        bindings += [(b, None) for b in self._objects_of(f"{rbac}/clusterrolebindings", None)]
+        rules: list[dict] = []
+        for binding, scope in bindings:
+            if not bound(binding):
+                continue
+            ref = binding.get("roleRef") or {}
+            role = self._find(kmock.resource(f"{rbac}/roles"), scope, ref.get("name")) if ref.get("kind") == "Role" \
+                else self._find(kmock.resource(f"{rbac}/clusterroles"), None, ref.get("name"))
+            rules += (role or {}).get("rules") or []
+        return rules
+
+    def _objects_of(self, resource: str, namespace: str | None) -> list[dict]:
+        wanted = kmock.resource(resource)
+        return [copy.deepcopy(stored.raw) for (res, ns, _), stored in list(self.objects.items())
+                if res == wanted and not stored.deleted and ns == namespace]
 
     # ---- storage helpers -----------------------------------------------------------------------
 
@@ -381,6 +458,10 @@ class KubeEmulator(kmock.KubernetesEmulator):
             return _status(422, "Invalid", "metadata.name: Required value: name or generateName is required")
         if "status" in info.subresources:
             obj.pop("status", None)
+        for check in self._admission:
+            refusal = check(f"{resource.group}/{resource.version}/{resource.plural}".lstrip("/"), obj)
+            if refusal:
+                return _status(403, "Forbidden", f'{resource.plural} "{name}" is forbidden: {refusal}')
         async with self._lock:
             if self._find(resource, namespace, name) is not None:
                 return _status(409, "AlreadyExists", f'{resource.plural} "{name}" already exists')
@@ -440,9 +521,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 new.pop("status", None)
                 if "status" in old:
                     new["status"] = old["status"]
+            new_uid = (new.get("metadata") or {}).get("uid")
+            if not to_status and new_uid and new_uid != old["metadata"].get("uid"):
+                return _status(422, "Invalid", (
+                    f'{info.kind} "{name}" is invalid: metadata.uid: Invalid value: "{new_uid}": '
+                    f"field is immutable"))
             # The server owns these, whatever the client sent.
             for field in ("uid", "creationTimestamp", "namespace", "name", "generation",
-                          "resourceVersion", "deletionTimestamp"):
+                          "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
                 if field in old["metadata"]:
                     new["metadata"][field] = old["metadata"][field]
                 else:
@@ -460,11 +546,14 @@ class KubeEmulator(kmock.KubernetesEmulator):
                 await self._emit(resource, "MODIFIED", new)
         return aiohttp.web.json_response(new)
 
-    async def _delete(self, resource, namespace, name) -> aiohttp.web.Response:
+    async def _delete(self, resource, namespace, name, grace: int | None = None) -> aiohttp.web.Response:
         async with self._lock:
             obj = self._find(resource, namespace, name)
             if obj is None:
                 return self._not_found(resource, name)
+            if self._terminates_gracefully(resource, obj, grace):
+                await self._begin_termination(resource, namespace, name, obj, grace)
+                return aiohttp.web.json_response(obj)
             if obj["metadata"].get("finalizers"):
                 if not obj["metadata"].get("deletionTimestamp"):
                     obj["metadata"]["deletionTimestamp"] = _now()
@@ -475,6 +564,30 @@ class KubeEmulator(kmock.KubernetesEmulator):
             obj["metadata"]["resourceVersion"] = self._next_version()
             await self._remove(resource, namespace, name, obj)
         return aiohttp.web.json_response(obj)
+
+    def _terminates_gracefully(self, resource, obj: dict, grace: int | None) -> bool:
+        """A bound, running Pod whose node's kubelet cannot confirm its end stays Terminating
+        until someone deletes it with grace 0 (a real API server waits for the kubelet too)."""
+        if resource != kmock.resource("v1/pods") or grace == 0:
+            return False
+        if (obj.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            return False
+        return (obj.get("spec") or {}).get("nodeName") in self.unreachable_nodes
+
+    async def _begin_termination(self, resource, namespace, name, obj: dict, grace: int | None) -> None:
+        """deletionTimestamp = now + grace (only ever moved earlier), as the API server sets it."""
+        if grace is None:
+            grace = int((obj.get("spec") or {}).get("terminationGracePeriodSeconds", 30))
+        meta = obj["metadata"]
+        deadline = datetime.datetime.now(tz=datetime.timezone.utc) + datetime.timedelta(seconds=grace)
+        stamp = deadline.strftime("%Y-%m-%dT%H:%M:%SZ")
+        if meta.get("deletionTimestamp") and meta["deletionTimestamp"] <= stamp:
+            return
+        meta["deletionTimestamp"] = stamp
+        meta["deletionGracePeriodSeconds"] = grace
+        meta["resourceVersion"] = self._next_version()
+        self._store(resource, namespace, name, obj)
+        await self._emit(resource, "MODIFIED", obj)
 
     async def _remove(self, resource, namespace, name, obj: dict) -> None:
         """Delete for good, then collect the dependents (caller holds the lock)."""
@@ -490,7 +603,9 @@ class KubeEmulator(kmock.KubernetesEmulator):
         ]
         for res, ns, n in dependents:
             dependent = self._find(res, ns, n)
-            if dependent["metadata"].get("finalizers"):
+            if self._terminates_gracefully(res, dependent, None):
+                await self._begin_termination(res, ns, n, dependent, None)
+            elif dependent["metadata"].get("finalizers"):
                 if not dependent["metadata"].get("deletionTimestamp"):
                     dependent["metadata"]["deletionTimestamp"] = _now()
                     dependent["metadata"]["resourceVersion"] = self._next_version()
@@ -597,6 +712,25 @@ class KubeEmulator(kmock.KubernetesEmulator):
         with contextlib.suppress(ConnectionError, RuntimeError):
             await response.write_eof()
         return response
+
+
+def _grace_period(request) -> int | None:
+    """DeleteOptions.gracePeriodSeconds from the query or the body; None when not given."""
+    value = request.params.get("gracePeriodSeconds")
+    if value is None and isinstance(request.data, Mapping):
+        value = request.data.get("gracePeriodSeconds")
+    return None if value is None else int(value)
+
+
+def _rule_allows(rule: Mapping[str, Any], group: str, resource: str, verb: str, name: str | None) -> bool:
+    """One PolicyRule against a request (wildcards as RBAC has them)."""
+    def has(values, wanted):
+        return "*" in (values or ()) or wanted in (values or ())
+    if not (has(rule.get("apiGroups"), group) and has(rule.get("resources"), resource)
+            and has(rule.get("verbs"), verb)):
+        return False
+    names = rule.get("resourceNames")
+    return not names or (name is not None and name in names)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:

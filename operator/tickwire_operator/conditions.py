@@ -1,10 +1,13 @@
 """Kubernetes-style conditions and the Ready summary.
 
-The operator owns `Placed` and `Ready`; the agent owns `Tuned`, `EngineReady`, `Receiving`,
-`GapFree` and `LatencySLOMet`. Ready is True only when Placed, Tuned, EngineReady and Receiving
-are True for the current plan, GapFree and LatencySLOMet are not False, and the agent's snapshot
-is fresh. Otherwise Ready is False with the reason of the first thing that is wrong, in this
-order: Placed, the agent Pod, Tuned, EngineReady, Receiving, GapFree, LatencySLOMet, freshness.
+The operator owns `Placed`, `PodHealthy` (the agent Pod as the API server and kubelet see it),
+`CoresExclusive` (no other FeedHandler's agent runs on the same CPUs) and `Ready`; the agent owns
+`Tuned`, `EngineReady`, `Receiving`, `GapFree` and `LatencySLOMet`. Ready is True only when
+Placed, Tuned, EngineReady and Receiving are True for the current plan, PodHealthy,
+CoresExclusive, GapFree and LatencySLOMet are not False, and the agent's snapshot is fresh.
+Otherwise Ready is False with the reason of the first thing that is wrong, in this order:
+Placed, PodHealthy, the agent Pod, CoresExclusive, Tuned, EngineReady, Receiving, GapFree,
+LatencySLOMet, freshness.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import datetime
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-OPERATOR_TYPES = ("Placed", "Ready")
+OPERATOR_TYPES = ("Placed", "PodHealthy", "CoresExclusive", "Ready")
 REQUIRED_AGENT_TYPES = ("Tuned", "EngineReady", "Receiving")
 VETO_AGENT_TYPES = ("GapFree", "LatencySLOMet")  # False vetoes Ready; absent does not
 
@@ -80,8 +83,14 @@ def summarize(body: Mapping[str, Any], *, pod_exists: bool, now: datetime.dateti
         if placed is None or placed.get("observedGeneration") != generation:
             return ready(False, "Placing", "the operator has not placed this generation yet")
         return ready(False, placed.get("reason", "NotPlaced"), placed.get("message", ""))
+    pod_healthy = find(conditions, "PodHealthy")
+    if pod_healthy is not None and pod_healthy.get("status") == "False":
+        return ready(False, pod_healthy.get("reason") or "PodUnhealthy", pod_healthy.get("message", ""))
     if not pod_exists:
         return ready(False, "AgentPodPending", f"agent Pod {placement.get('pod', '')} is not running yet")
+    exclusive = find(conditions, "CoresExclusive")
+    if exclusive is not None and exclusive.get("status") == "False":
+        return ready(False, exclusive.get("reason") or "CoreClash", exclusive.get("message", ""))
     for type_ in REQUIRED_AGENT_TYPES:
         found = find(conditions, type_)
         if found is None or int(found.get("observedGeneration") or 0) < plan_generation:

@@ -12,6 +12,10 @@
       tickwire.dev/feed-hugepages: "512"        2 MiB hugepages set aside for UMEMs; when absent,
                                                 the node's allocatable hugepages-2Mi is used
 
+The node's allocatable `cpu` (when it publishes one) bounds how many agent Pods fit: each asks
+for its cores + 1 CPUs. The Ready condition's lastTransitionTime says since when a NotReady node
+has been gone (the operator moves its FeedHandlers after a grace period).
+
 A node whose annotations cannot be read offers nothing, and `problems` says why (placement
 reports it), so a typo never turns into a wrong allocation.
 """
@@ -97,6 +101,8 @@ class NodeInventory:
     hugepages: int = 0
     schedulable: bool = True
     problems: tuple[str, ...] = ()
+    cpus: int | None = None  # allocatable CPUs, whole ones; None: the node does not say
+    not_ready_since: str | None = None  # RFC 3339, when Ready turned False/Unknown; None: Ready
 
     @property
     def is_feed_node(self) -> bool:
@@ -108,6 +114,15 @@ class NodeInventory:
         if not self.schedulable:
             return "cordoned or not Ready"
         return None
+
+
+def _whole_cpus(value: Any) -> int:
+    """Allocatable cpu ("8", "7500m") -> whole CPUs (exclusive cores are whole CPUs)."""
+    text = str(value).strip()
+    match = re.fullmatch(r"(\d+)(m?)", text)
+    if not match:
+        raise ValueError(f"allocatable cpu {text!r} is not a quantity like 8 or 7500m")
+    return int(match[1]) // 1000 if match[2] else int(match[1])
 
 
 def read_node(node: Mapping[str, Any]) -> NodeInventory:
@@ -137,9 +152,20 @@ def read_node(node: Mapping[str, Any]) -> NodeInventory:
             hugepages = _hugepages_from_allocatable(allocatable.get("hugepages-2Mi", "0"))
     except ValueError as exc:
         problems.append(str(exc))
-    ready = next((c.get("status") for c in (node.get("status") or {}).get("conditions") or []
-                  if c.get("type") == "Ready"), "True")  # a node that reports nothing is not held back
+    cpus = None
+    allocatable_cpu = ((node.get("status") or {}).get("allocatable") or {}).get("cpu")
+    if allocatable_cpu is not None:
+        try:
+            cpus = _whole_cpus(allocatable_cpu)
+        except ValueError as exc:
+            problems.append(str(exc))
+    ready_condition = next((c for c in (node.get("status") or {}).get("conditions") or []
+                            if c.get("type") == "Ready"), None)
+    ready = (ready_condition or {}).get("status", "True")  # a node that reports nothing is not held back
+    not_ready_since = None
+    if ready != "True":
+        not_ready_since = (ready_condition or {}).get("lastTransitionTime") or "1970-01-01T00:00:00Z"
     return NodeInventory(
         name=meta["name"], labels=dict(meta.get("labels") or {}), cores=cores, nics=nics,
         hugepages=hugepages, schedulable=not (node.get("spec") or {}).get("unschedulable") and ready == "True",
-        problems=tuple(problems))
+        problems=tuple(problems), cpus=cpus, not_ready_since=not_ready_since)

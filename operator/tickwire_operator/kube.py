@@ -8,6 +8,7 @@ calls run in worker threads so kopf's event loop never blocks.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -21,6 +22,22 @@ CONFLICT_RETRIES = 20
 
 class StatusConflict(RuntimeError):
     pass
+
+
+class AdmissionRefused(RuntimeError):
+    """The API server refused to create an object (PodSecurity, a quota, a webhook...): `status`
+    is the HTTP code, the message is the API server's own."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _api_message(exc: ApiException) -> str:
+    try:
+        return json.loads(exc.body or "{}").get("message") or str(exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
 
 
 def load_config() -> kubernetes.client.ApiClient:
@@ -37,6 +54,7 @@ class KubeApi:
     def __init__(self, api_client: kubernetes.client.ApiClient):
         self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.core = kubernetes.client.CoreV1Api(api_client)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(api_client)
 
     # ---- FeedHandlers ----
 
@@ -77,6 +95,54 @@ class KubeApi:
         """Apply `change(fresh body) -> status merge patch or None`; the body after, or None if gone."""
         return await asyncio.to_thread(self._update_status, namespace, name, change)
 
+    def _update_annotation(self, namespace: str, name: str, key: str,
+                           change: Callable[[Mapping[str, Any]], tuple[bool, str | None]]) -> dict | None:
+        """Set annotation `key` to `change(fresh body)`'s value (None removes it) with a
+        resourceVersion precondition, on the object itself (never on /status)."""
+        for _ in range(CONFLICT_RETRIES):
+            body = self._get_feedhandler(namespace, name)
+            if body is None:
+                return None
+            wanted, value = change(body)
+            if not wanted or ((body["metadata"].get("annotations") or {}).get(key) == value):
+                return body
+            patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"],
+                                  "annotations": {key: value}}}
+            try:
+                return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return None
+                if exc.status != 409:
+                    raise
+        raise StatusConflict(f"{namespace}/{name} kept changing under {CONFLICT_RETRIES} attempts")
+
+    async def update_annotation(self, namespace: str, name: str, key: str,
+                                change: Callable[[Mapping[str, Any]], tuple[bool, str | None]]) -> dict | None:
+        """`change(fresh) -> (write?, value)`; returns the body after, or None if it is gone."""
+        return await asyncio.to_thread(self._update_annotation, namespace, name, key, change)
+
+    # ---- the agents' identities ----
+
+    def _apply(self, manifest: Mapping[str, Any]) -> None:
+        """Create, or bring an existing one back to `manifest` (a merge patch of what we own)."""
+        kind, meta = manifest["kind"], manifest["metadata"]
+        create, patch = {
+            "ServiceAccount": (self.core.create_namespaced_service_account, self.core.patch_namespaced_service_account),
+            "Role": (self.rbac.create_namespaced_role, self.rbac.patch_namespaced_role),
+            "RoleBinding": (self.rbac.create_namespaced_role_binding, self.rbac.patch_namespaced_role_binding),
+        }[kind]
+        try:
+            create(meta["namespace"], manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise AdmissionRefused(exc.status, _api_message(exc)) if 400 <= exc.status < 500 else exc
+            patch(meta["name"], meta["namespace"], manifest)
+
+    async def apply(self, manifests: list[Mapping[str, Any]]) -> None:
+        for manifest in manifests:
+            await asyncio.to_thread(self._apply, manifest)
+
     # ---- Pods ----
 
     def _get_pod(self, namespace: str, name: str) -> dict | None:
@@ -97,17 +163,23 @@ class KubeApi:
         except ApiException as exc:
             if exc.status == 409:
                 return False  # already there: the next pass compares it
+            if 400 <= exc.status < 500 and exc.status not in (404, 429):
+                raise AdmissionRefused(exc.status, _api_message(exc)) from None
             raise
 
     async def create_pod(self, pod: Mapping[str, Any]) -> bool:
         return await asyncio.to_thread(self._create_pod, pod)
 
-    def _delete_pod(self, namespace: str, name: str) -> None:
+    def _delete_pod(self, namespace: str, name: str, grace: int | None) -> None:
         try:
-            self.core.delete_namespaced_pod(name, namespace)
+            if grace is None:
+                self.core.delete_namespaced_pod(name, namespace)
+            else:
+                self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=grace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
 
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        await asyncio.to_thread(self._delete_pod, namespace, name)
+    async def delete_pod(self, namespace: str, name: str, grace: int | None = None) -> None:
+        """Delete; `grace=0` forces it (the API object goes without waiting for the kubelet)."""
+        await asyncio.to_thread(self._delete_pod, namespace, name, grace)

@@ -21,6 +21,12 @@ PLACEMENT_FAILURES = Counter("tickwire_operator_placement_failures",
 PODS_CREATED = Counter("tickwire_operator_agent_pods_created", "Agent Pods created.", registry=REGISTRY)
 PODS_REPLACED = Counter("tickwire_operator_agent_pods_replaced", "Agent Pods deleted because the plan changed.",
                         registry=REGISTRY)
+PODS_FORCE_DELETED = Counter("tickwire_operator_agent_pods_force_deleted",
+                             "Agent Pods deleted with grace 0: their node was lost or they hung Terminating.",
+                             ["why"], registry=REGISTRY)
+POD_FAILURES = Counter("tickwire_operator_agent_pod_failures",
+                       "Agent Pod failures seen (admission refused, image pull, crash loop, failed), by reason.",
+                       ["reason"], registry=REGISTRY)
 RELEASES = Counter("tickwire_operator_releases", "Allocations released by the finalizer.", registry=REGISTRY)
 PLACED = Gauge("tickwire_operator_feedhandlers_placed", "FeedHandlers holding an allocation.", registry=REGISTRY)
 SLO_BREACHED = Gauge("tickwire_operator_latency_slo_breached",

@@ -2,13 +2,20 @@
 
 Pure functions over plain data: the caller passes the node inventories and every allocation
 already held, gets back an Allocation or NoFit with the reason per node. The truth lives in the
-API server (each FeedHandler's status.placement, and each agent Pod's plan while it runs); the
-`Ledger` only remembers the decisions this process made that the watch has not shown back yet.
+API server (each FeedHandler's ledger annotation, see ledger.py, and each agent Pod's plan while
+it runs); the `Ledger` only remembers the decisions this process made that the watch has not
+shown back yet.
+
+An allocation has the cores the operator planned (`cores`, in the plan) and, once the agent has
+reported them, the CPUs it actually runs on (`running_cores` for the engine, `housekeeping_cores`
+for its own threads): under the kubelet's static CPU manager the kubelet, not the operator, picks
+a Guaranteed Pod's CPUs. A core is free only when nobody plans it and nobody runs on it, and each
+FeedHandler counts cores + 1 CPUs against the node's allocatable CPUs (the Pod asks for that).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .inventory import NodeInventory, format_cpuset
@@ -21,28 +28,63 @@ class Allocation:
     queue: int
     cores: tuple[int, ...]
     hugepages: int = 0
+    running_cores: tuple[int, ...] = ()  # what the agent reported it runs the engine on
+    housekeeping_cores: tuple[int, ...] = ()  # ... and its own threads on
+
+    @property
+    def cpus(self) -> int:
+        """CPUs the agent Pod asks for: the engine's cores and one for housekeeping."""
+        return len(self.cores) + 1
+
+    @property
+    def held_cores(self) -> frozenset[int]:
+        """Cores nobody else may plan: the planned ones and every CPU the agent runs on."""
+        return frozenset(self.cores) | frozenset(self.running_cores) | frozenset(self.housekeeping_cores)
+
+    @property
+    def effective_cores(self) -> tuple[int, ...]:
+        """The engine's cores as running when the agent has said so, else as planned."""
+        return self.running_cores or self.cores
 
     def overlaps(self, other: "Allocation") -> bool:
+        """Same node and the same queue or a planned core in common (what placement decides)."""
         if self.node != other.node:
             return False
         same_queue = self.interface == other.interface and self.queue == other.queue
         return same_queue or bool(set(self.cores) & set(other.cores))
 
+    def running_clash(self, other: "Allocation") -> frozenset[int]:
+        """CPUs both agents reported they run on (never planned that way: the kubelet's doing)."""
+        if self.node != other.node or not self.running_cores or not other.running_cores:
+            return frozenset()
+        mine = set(self.running_cores) | set(self.housekeeping_cores)
+        return frozenset(mine & (set(other.running_cores) | set(other.housekeeping_cores)))
+
+    def planned(self) -> "Allocation":
+        """The same allocation without what the agent reported (as a plan names it)."""
+        return replace(self, running_cores=(), housekeeping_cores=())
+
     def as_status(self) -> dict:
-        return {"node": self.node, "interface": self.interface, "queue": self.queue,
-                "cores": list(self.cores), "coreList": format_cpuset(self.cores),
-                "hugepages": self.hugepages}
+        shown = {"node": self.node, "interface": self.interface, "queue": self.queue,
+                 "cores": list(self.cores), "coreList": format_cpuset(self.effective_cores),
+                 "hugepages": self.hugepages}
+        if self.running_cores:
+            shown["runningCores"] = list(self.running_cores)
+            shown["housekeepingCores"] = list(self.housekeeping_cores)
+        return shown
 
     @classmethod
     def from_status(cls, placement: Mapping[str, Any] | None) -> "Allocation | None":
-        """status.placement (or a plan) -> Allocation; None when absent or incomplete."""
+        """A ledger record, status.placement or a plan -> Allocation; None when absent or incomplete."""
         if not placement:
             return None
         try:
             return cls(node=str(placement["node"]), interface=str(placement["interface"]),
                        queue=int(placement["queue"]), cores=tuple(int(c) for c in placement["cores"]),
-                       hugepages=int(placement.get("hugepages") or 0))
-        except (KeyError, TypeError, ValueError):
+                       hugepages=int(placement.get("hugepages") or 0),
+                       running_cores=tuple(int(c) for c in placement.get("runningCores") or ()),
+                       housekeeping_cores=tuple(int(c) for c in placement.get("housekeepingCores") or ()))
+        except (KeyError, TypeError, ValueError, AttributeError):
             return None
 
 
@@ -67,16 +109,25 @@ class Ledger:
         self.claimed.pop(owner, None)
 
 
-def used_on(node: str, holdings: Iterable[Allocation]) -> tuple[set[int], set[tuple[str, int]], int]:
-    cores: set[int] = set()
-    queues: set[tuple[str, int]] = set()
-    hugepages = 0
+@dataclass
+class NodeUse:
+    cores: set[int] = field(default_factory=set)
+    queues: set[tuple[str, int]] = field(default_factory=set)
+    hugepages: int = 0
+    cpus: int = 0
+
+
+def used_on(node: str, holdings: Iterable[Allocation]) -> NodeUse:
+    """What the holdings take on `node` (a FeedHandler whose old Pod still runs counts twice,
+    on purpose: the old Pod holds its resources until it is gone)."""
+    use = NodeUse()
     for allocation in holdings:
         if allocation.node == node:
-            cores.update(allocation.cores)
-            queues.add((allocation.interface, allocation.queue))
-            hugepages += allocation.hugepages
-    return cores, queues, hugepages
+            use.cores.update(allocation.held_cores)
+            use.queues.add((allocation.interface, allocation.queue))
+            use.hugepages += allocation.hugepages
+            use.cpus += allocation.cpus
+    return use
 
 
 def candidate_nodes(spec: Mapping[str, Any], inventories: Mapping[str, NodeInventory]) -> list[NodeInventory]:
@@ -95,16 +146,20 @@ def _fit_on(node: NodeInventory, spec: Mapping[str, Any], holdings: list[Allocat
     unusable = node.unusable_because()
     if unusable:
         return f"{node.name}: {unusable}"
-    used_cores, used_queues, used_pages = used_on(node.name, holdings)
+    use = used_on(node.name, holdings)
+    used_queues = use.queues
     wanted_cores = int(spec.get("cores", 1))
-    free_cores = sorted(node.cores - used_cores)
+    free_cores = sorted(node.cores - use.cores)
     if len(free_cores) < wanted_cores:
         offered = format_cpuset(node.cores) or "none"
         return f"{node.name}: needs {wanted_cores} feed cores, {len(free_cores)} free (feed cores: {offered})"
+    if node.cpus is not None and use.cpus + wanted_cores + 1 > node.cpus:
+        return (f"{node.name}: needs {wanted_cores + 1} CPUs ({wanted_cores} cores + 1 housekeeping), "
+                f"{max(node.cpus - use.cpus, 0)} of {node.cpus} allocatable left for feeds")
     wanted_pages = int(spec.get("hugepages", 0))
-    if wanted_pages > node.hugepages - used_pages:
+    if wanted_pages > node.hugepages - use.hugepages:
         return (f"{node.name}: needs {wanted_pages} hugepages (2 MiB), "
-                f"{node.hugepages - used_pages} free of {node.hugepages}")
+                f"{node.hugepages - use.hugepages} free of {node.hugepages}")
     if spec.get("interface"):
         if spec["interface"] not in node.nics:
             offered = ", ".join(sorted(node.nics)) or "none"
