@@ -9,7 +9,8 @@ Where a kubelet would refuse the Pod, `admit()` refuses it too instead of runnin
 The node is a network namespace here (the "node" side of a veth): `hostNetwork: true` must mean
 that namespace, so podman runs inside it (nsenter --net) and the container shares it.
 
-    node = Node(name="trading-1", netns="tw-nd-123", kubeconfig=..., seccomp_root=...)
+    node = Node(name="trading-1", api_server=kube.url, issue_token=kube.service_account_token,
+                seccomp_root=..., netns="tw-nd-123", sysfs=...)
     with PodmanPod(pod, node, workdir) as running:     # admit, translate, kube play, wait
         running.exec("cat", "/proc/1/status")
         running.stop()                                  # `podman pod stop`, the Pod's grace period
@@ -28,7 +29,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,14 +57,17 @@ class Node:
     """The node this runner is the kubelet of.
 
     name          spec.nodeName of the Pods it runs (others are not its Pods)
-    kubeconfig    how the Pod reaches the API server (there are no service-account tokens here)
+    api_server    the API server's URL, as reachable from the node
+    issue_token   (namespace, service account) -> a bearer token for it, as the kubelet gets one
+                  from the API server's TokenRequest for the Pod's serviceAccountName
     seccomp_root  the kubelet's seccomp directory: Localhost profiles are relative to it
     netns         the node's network namespace (None: this machine's own)
     sysfs         a sysfs mounted from inside `netns` (see `node_sysfs`): hostPaths under /sys
                   mean the node's /sys, and its net/ part depends on who mounted it
     """
     name: str
-    kubeconfig: pathlib.Path
+    api_server: str
+    issue_token: Callable[[str, str], str]
     seccomp_root: pathlib.Path
     netns: str | None = None
     sysfs: pathlib.Path | None = None
@@ -93,10 +97,30 @@ def _downward_api(pod: Mapping[str, Any], field_path: str, where: str) -> str:
     raise PodRejected(f"{where}: downward-API field {field_path!r} cannot be resolved by this runner")
 
 
-def podman_manifest(pod: Mapping[str, Any], node: Node) -> dict:
+def write_pod_kubeconfig(pod: Mapping[str, Any], node: Node, directory: pathlib.Path) -> pathlib.Path:
+    """A kubeconfig holding the token of the Pod's service account: what the kubelet would mount
+    as the token, in a form the agent reads where no KUBERNETES_SERVICE_HOST is set. The API
+    server applies the service account's RBAC to every call made with it."""
+    namespace = pod["metadata"].get("namespace", "default")
+    account = pod["spec"].get("serviceAccountName") or "default"
+    path = pathlib.Path(directory) / f"{pod['metadata']['name']}.kubeconfig"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "pod",
+        "clusters": [{"name": "cluster", "cluster": {"server": node.api_server}}],
+        "users": [{"name": f"system:serviceaccount:{namespace}:{account}",
+                   "user": {"token": node.issue_token(namespace, account)}}],
+        "contexts": [{"name": "pod", "context": {"cluster": "cluster", "namespace": namespace,
+                                                  "user": f"system:serviceaccount:{namespace}:{account}"}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+def podman_manifest(pod: Mapping[str, Any], node: Node, kubeconfig: pathlib.Path) -> dict:
     """The Pod as `podman kube play` must be given it to run as a kubelet would run `pod`.
 
-    Every rule is here, each with the podman behaviour that forces it. Nothing a kubelet enforces
+    `kubeconfig` is the Pod's own (write_pod_kubeconfig). Every rule is here, each with the
+    podman behaviour that forces it. Nothing a kubelet enforces
     is dropped: capabilities, runAsUser, readOnlyRootFilesystem, allowPrivilegeEscalation,
     resources and volumes pass through unchanged (only where a hostPath points is adapted).
     """
@@ -129,10 +153,11 @@ def podman_manifest(pod: Mapping[str, Any], node: Node) -> dict:
                 # the kubelet would put there, taken from the Pod object, are set as literals.
                 var = {"name": var["name"], "value": _downward_api(pod, field_ref["fieldPath"], where)}
             env.append(var)
-        # R3 API access. A kubelet mounts a service-account token here and sets
-        # KUBERNETES_SERVICE_HOST; this machine has no token issuer, so the runner's kubeconfig is
-        # mounted read-only in the token's place and KUBECONFIG names it (the agent uses a
-        # kubeconfig when KUBERNETES_SERVICE_HOST is not set).
+        # R3 API access. A kubelet mounts the service account's token in this directory and
+        # sets KUBERNETES_SERVICE_HOST; podman does neither. A kubeconfig holding that same
+        # account's token is mounted read-only in the token's place and KUBECONFIG names it (the
+        # agent reads a kubeconfig when KUBERNETES_SERVICE_HOST is not set). RBAC is unchanged:
+        # the API server sees the service account's token.
         env.append({"name": "KUBECONFIG", "value": KUBECONFIG_IN_POD})
         container["env"] = env
         container.setdefault("volumeMounts", []).append(
@@ -143,7 +168,7 @@ def podman_manifest(pod: Mapping[str, Any], node: Node) -> dict:
         if spec.get("hostNetwork"):
             container.pop("ports", None)
     spec.setdefault("volumes", []).append(
-        {"name": "tickwire-kubeconfig", "hostPath": {"path": str(node.kubeconfig), "type": "File"}})
+        {"name": "tickwire-kubeconfig", "hostPath": {"path": str(kubeconfig), "type": "File"}})
 
     for volume in spec["volumes"]:
         host_path = volume.get("hostPath")
@@ -308,8 +333,8 @@ class PodmanPod:
         admit(self.pod, self.node)
         if _podman("pod", "exists", self.name, check=False).returncode == 0:
             raise PodRejected(f"a Pod named {self.name} already runs on this machine")
-        manifest = podman_manifest(self.pod, self.node)
         self.workdir.mkdir(parents=True, exist_ok=True)
+        manifest = podman_manifest(self.pod, self.node, write_pod_kubeconfig(self.pod, self.node, self.workdir))
         self.manifest_path.write_text(json.dumps(manifest, indent=2))
         self._played = True
         _podman("kube", "play", "--seccomp-profile-root", str(self.node.seccomp_root),
