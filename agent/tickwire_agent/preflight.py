@@ -1,13 +1,14 @@
 """Does this plan fit this host? Checked before anything is touched.
 
 A plan can be valid and still name an interface this node does not have, or a core that is
-offline. Every such problem is reported at once, as a PlanError naming the field, and the agent
+offline, or ask for more than this process's capabilities allow. Every such problem is reported at once, as a PlanError naming the field, and the agent
 changes nothing: no half-applied tuning to unwind.
 """
 from __future__ import annotations
 
 import socket
 
+from . import privileges
 from .plan import Plan, PlanError, Problem
 from .tuning import cpu, hugepages, nic
 
@@ -21,11 +22,9 @@ def check(plan: Plan, root: str = "/") -> None:
                                  "(or in this network namespace)",
                                  "name an interface `ip link` lists")], "plan") from None
 
+    # plan.cores are not checked here: the engine runs on the CPUs this agent was given
+    # (cpu.choose_cpus), the plan's only when they are among them.
     online = set(cpu.online_cpus(root))
-    offline = [c for c in plan.cores if c not in online]
-    if offline:
-        problems.append(Problem("cores", f"CPU {cpu.format_cpulist(offline)} is not online here "
-                                f"(online: {cpu.format_cpulist(online)})", "pick online CPUs"))
     bad_irq = [c for c in plan.irq_affinity if c not in online]
     if bad_irq:
         problems.append(Problem("irqAffinity", f"CPU {cpu.format_cpulist(bad_irq)} is not online here "
@@ -46,5 +45,6 @@ def check(plan: Plan, root: str = "/") -> None:
     if problem:
         problems.append(Problem("queue", problem))
 
+    problems += privileges.problems(plan)
     if problems:
         raise PlanError(problems, "plan")

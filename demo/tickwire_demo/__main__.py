@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -135,6 +136,19 @@ def run_demo(args: argparse.Namespace) -> int:
         finally:
             stop(feed)
             stop(agent)
+            remove_state(state_dir, agent)
+
+
+def remove_state(state_dir: str, agent: subprocess.Popen | None) -> None:
+    """The agent's state directory goes once the agent has put the host back (exit 0, no journal);
+    otherwise it stays, and we say how to finish the job."""
+    if not os.path.isdir(state_dir):
+        return
+    if agent is not None and agent.returncode == 0 and not os.path.exists(os.path.join(state_dir, "journal.jsonl")):
+        shutil.rmtree(state_dir)
+    else:
+        print(f"  host settings may be left changed: tickwire-agent restore --state-dir {state_dir}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ HOUSEKEEPING_CPUS = 1   # for the agent's own threads, beside the plan's dedicat
 STATE_ROOT = "/run/tickwire/feedhandlers"
 IRQ_MOUNT = "/host/proc/irq"   # a container's own /proc/irq is read-only, whatever its capabilities
 HUGEPAGES_2M = "hugepages/hugepages-2048kB"
-SECCOMP_PROFILE = "tickwire/agent-seccomp.json"   # under the kubelet's seccomp dir on each feed node
+SECCOMP_PROFILE = "tickwire-agent-seccomp.json"   # under the kubelet's seccomp dir on each feed node
 
 
 @dataclass(frozen=True)

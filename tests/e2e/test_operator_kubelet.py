@@ -62,8 +62,10 @@ def test_apply_place_run_receive_ready(tmp_path):
                                 "tickwire.dev/feed-hugepages": "0"}}})
 
             operator_log = tmp_path / "operator.log"
+            # The agent's state root (a hostPath on a node) in this test's own directory.
             env = dict(os.environ, KUBECONFIG=str(kubeconfig), TICKWIRE_RESYNC_SECONDS="1",
-                       TICKWIRE_HEALTH_SECONDS="1", TICKWIRE_OPERATOR_METRICS_PORT="0")
+                       TICKWIRE_HEALTH_SECONDS="1", TICKWIRE_OPERATOR_METRICS_PORT="0",
+                       TICKWIRE_AGENT_STATE_ROOT=str(tmp_path / "node-state"))
             processes.append(pair.popen(pair.node_ns, [
                 sys.executable, "-m", "tickwire_operator", "--standalone", "--liveness", ""],
                 env=env, stdout=open(operator_log, "wb"), stderr=subprocess.STDOUT))
@@ -79,7 +81,9 @@ def test_apply_place_run_receive_ready(tmp_path):
 
             # -- the test is the kubelet now --
             command, agent_env = container_process(pod, kubeconfig, BIN)
-            assert command[1:] == ["run", "--plan-env", "TICKWIRE_PLAN"]
+            state_dir = tmp_path / "node-state" / NS / "itch-a"
+            assert command[1:] == ["run", "--plan-env", "TICKWIRE_PLAN", "--state-dir", str(state_dir)]
+            state_dir.mkdir(parents=True)    # the hostPath's DirectoryOrCreate
             agent_log = tmp_path / "agent.log"
             processes.append(pair.popen(pair.node_ns, command, env=agent_env,
                                         stdout=open(agent_log, "wb"), stderr=subprocess.STDOUT))

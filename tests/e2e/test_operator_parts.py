@@ -233,7 +233,7 @@ def test_the_pod_is_pinned_guaranteed_least_privileged_and_owned():
     assert container["securityContext"]["privileged"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "Localhost",
-                                                         "localhostProfile": "tickwire/agent-seccomp.json"}
+                                                         "localhostProfile": "tickwire-agent-seccomp.json"}
     assert container["command"] == ["tickwire-agent", "run", "--plan-env", "TICKWIRE_PLAN",
                                     "--state-dir", "/run/tickwire/feedhandlers/feeds/fh-a"]
     env = {e["name"]: e.get("value") for e in container["env"]}

@@ -16,7 +16,7 @@ import signal
 import pytest
 
 from tests.support.agent_run import (HUGEPAGES, AgentProcess, host_snapshot, igmp_hex, metric,
-                                            metric_sum, plan_for, thread_cpus, wait_for)
+                                            metric_sum, on_cpus, plan_for, read_only_root, thread_cpus, wait_for)
 from tests.support.engine_run import publish
 from tests.support.netns import VethPair
 from tickwire_agent.tuning.cpu import parse_cpulist
@@ -134,6 +134,40 @@ def test_a_sigkilled_agent_is_undone_by_the_next_one(pair, tmp_path, agents):
     assert host_snapshot(pair) == before
 
 
+def test_a_replacement_agent_on_a_read_only_root_restores_the_original_values_not_the_tuned_ones(
+        pair, tmp_path, agents):
+    """The Pod's case: the root filesystem is read-only, the state directory is a hostPath that
+    outlives the container. The first agent is killed (container killed, Pod replaced); the next
+    one, on the same host directory, finds the journal, restores what was there before the first
+    one, and at its own stop the host is as it was before either."""
+    before = host_snapshot(pair)
+    state = tmp_path / "hostpath-state"          # stands for /run/tickwire/feedhandlers/NS/NAME
+    state.mkdir()
+    first = start(agents, pair, plan_for(pair), tmp_path, state_dir=state, wrap=read_only_root(state))
+    first.wait_ready()
+    tuned = host_snapshot(pair)
+    assert tuned != before and tuned["napi_defer_hard_irqs"] == "2"
+    first.stop(signal.SIGKILL)
+
+    second = start(agents, pair, plan_for(pair), tmp_path, state_dir=state, wrap=read_only_root(state))
+    second.wait_ready()
+    changed = 3 + (tuned["nr_hugepages"] != before["nr_hugepages"])
+    assert f"restoring {changed} host setting(s) left by an earlier agent" in second.output
+    assert "napi_defer_hard_irqs: back to 0" in second.output   # the original, not the tuned 2
+    assert second.stop() == 0
+    assert host_snapshot(pair) == before
+
+
+def test_without_a_writable_state_dir_the_agent_says_so_and_touches_nothing(pair, tmp_path, agents):
+    """What the Pod did before it mounted a state directory: the default one on a read-only root."""
+    before = host_snapshot(pair)
+    agent = start(agents, pair, plan_for(pair), tmp_path, state_dir=f"/run/tickwire/test-ro-{os.getpid()}",
+                  wrap=read_only_root())
+    assert agent.proc.wait(30) != 0
+    assert "Read-only file system" in agent.output
+    assert host_snapshot(pair) == before
+
+
 def test_restore_command_undoes_a_sigkilled_agent(pair, tmp_path, agents):
     import subprocess
     import sys
@@ -208,9 +242,37 @@ def test_channels_are_raised_for_the_planned_queue_and_restored(pair, tmp_path, 
     assert host_snapshot(pair) == before
 
 
+def test_the_engine_runs_on_a_cpu_the_agent_was_given_when_the_plans_is_not(pair, tmp_path, agents):
+    """Under the static CPU manager the kubelet picks the Pod's CPUs. Here `taskset` gives the agent
+    CPUs that do not include the plan's core: the poll thread runs on one of the given CPUs, the
+    agent's threads on the other, and the metrics and the log say which."""
+    given = sorted(os.sched_getaffinity(0))[:2]
+    plan_core = max(given) + 1                       # not among them (and, on a 2-CPU machine, not even online)
+    agent = start(agents, pair, plan_for(pair, cores=[plan_core]), tmp_path, wrap=on_cpus(given))
+    agent.wait_ready()
+    engine_cpu, housekeeping = given[1], given[0]
+    assert f"engine poll thread on CPU {engine_cpu}, agent threads on CPU {housekeeping}" in agent.output
+    assert f"the plan's CPU {plan_core} is not among the CPUs this agent was given" in agent.output
+    assert [engine_cpu] in [parse_cpulist(c) for c in thread_cpus(agent.engine_pid()).values()], \
+        "the engine's poll thread is pinned to a given CPU"
+    assert all(parse_cpulist(c) == [housekeeping] for c in thread_cpus(agent.proc.pid).values())
+    m = agent.metrics()
+    assert metric(m, "tickwire_cpu", role="engine", cpu=str(engine_cpu)) == 1
+    assert metric(m, "tickwire_cpu", role="housekeeping", cpu=str(housekeeping)) == 1
+    assert agent.stop() == 0
+
+
+def test_too_few_cpus_is_a_permanent_error_that_touches_nothing(pair, tmp_path, agents):
+    before = host_snapshot(pair)
+    only = min(os.sched_getaffinity(0))
+    agent = start(agents, pair, plan_for(pair, cores=[only]), tmp_path, wrap=on_cpus([only]))
+    assert agent.proc.wait(30) == 2
+    assert f"cores: this agent may run on CPU {only} only (1 CPU), but its plan needs 2" in agent.output
+    assert host_snapshot(pair) == before
+
+
 @pytest.mark.parametrize("changes, expected", [
     ({"interface": "nosuchif0"}, "interface: 'nosuchif0' does not exist on this host"),
-    ({"cores": [4095]}, "cores: CPU 4095 is not online here"),
     ({"queue": 7}, "queue: queue 7 needs 8 RX channels but"),
 ])
 def test_a_plan_that_does_not_fit_this_host_changes_nothing(pair, tmp_path, agents, changes, expected):
@@ -295,3 +357,20 @@ def emulator_in_namespace(netns: str, setup):
     finally:
         done.set()
         thread.join(30)
+
+
+def test_the_local_demo_puts_the_host_back_and_leaves_no_state_dir(tmp_path):
+    """`make demo` runs the agent with its state in the demo's output directory; once the agent
+    has restored the host, that state goes (the plan, logs and plot stay)."""
+    import subprocess
+    import sys
+    from tests.support.netns import require_netns
+    require_netns()
+    out = tmp_path / "demo"
+    hugepages_before = int(open(f"{HUGEPAGES}/nr_hugepages").read())
+    done = subprocess.run([sys.executable, "-m", "tickwire_demo", "--duration", "1", "--rate", "2000",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["agent.log", "feed-summary.json", "latency.png", "plan.json"]
+    assert "restored" in (out / "agent.log").read_text()
+    assert int(open(f"{HUGEPAGES}/nr_hugepages").read()) == hugepages_before

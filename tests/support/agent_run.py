@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -94,19 +95,21 @@ def plan_for(pair: VethPair, **changes) -> dict:
 class AgentProcess:
     """One agent in the node namespace; its stdout goes to a file the test can read."""
 
-    def __init__(self, pair: VethPair, plan: dict, tmp_path, state_dir=None, extra=()):
+    def __init__(self, pair: VethPair, plan: dict, tmp_path, state_dir=None, extra=(), wrap=()):
+        """`wrap`: a command prefix the agent runs under (setpriv, taskset, a read-only root...)."""
         self.pair = pair
         self.tmp = tmp_path
         self.plan_path = tmp_path / f"plan-{time.monotonic_ns()}.json"
         self.plan_path.write_text(json.dumps(plan))
-        self.state_dir = state_dir or (tmp_path / "state")
+        self.state_dir = pathlib.Path(state_dir or (tmp_path / "state"))
         self.log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
         self.extra = list(extra)
+        self.wrap = list(wrap)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "AgentProcess":
         self._log = open(self.log_path, "w")
-        self.proc = self.pair.popen(self.pair.node_ns, [*AGENT, "run", "--plan", str(self.plan_path),
+        self.proc = self.pair.popen(self.pair.node_ns, [*self.wrap, *AGENT, "run", "--plan", str(self.plan_path),
                                                         "--state-dir", str(self.state_dir), *self.extra],
                                     stdout=self._log, stderr=subprocess.STDOUT)
         return self
@@ -185,3 +188,39 @@ def thread_cpus(pid: int) -> dict[int, str]:
         except FileNotFoundError:
             pass
     return out
+
+
+# ---- what a container runtime does to the agent, one piece at a time, as command prefixes ----
+
+SECCOMP_EXEC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seccomp_exec.py")
+
+
+def only_capabilities(caps) -> list[str]:
+    """Run as root with exactly `caps` (names such as NET_ADMIN), as a container's runtime leaves
+    it: the bounding set cut to them, so even root gets nothing else."""
+    spec = ",".join(["-all", *(f"+{c.lower()}" for c in sorted(caps))])
+    return ["setpriv", f"--bounding-set={spec}", f"--inh-caps={spec}"]
+
+
+def under_seccomp(profile, caps) -> list[str]:
+    """Under a container seccomp profile, resolved for `caps` (tests/support/seccomp_exec.py)."""
+    return [sys.executable, SECCOMP_EXEC, str(profile), ",".join(sorted(caps)), "--"]
+
+
+def read_only_root(*writable) -> list[str]:
+    """A private mount namespace whose root filesystem is read-only, as readOnlyRootFilesystem
+    makes a container's, except the `writable` directories (bind-mounted onto themselves first,
+    like the Pod's hostPath volumes). /run and /tmp are on the root filesystem here, so the
+    agent's default state root (/run/tickwire) is read-only too."""
+    binds = " && ".join(f'mount --bind "{d}" "{d}"' for d in writable)
+    script = f'{binds + " && " if binds else ""}mount -o remount,bind,ro / && exec "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "read-only-root"]
+
+
+def on_cpus(cpus) -> list[str]:
+    return ["taskset", "-c", ",".join(map(str, sorted(cpus)))]
+
+
+def capability_mask(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return int(next(l for l in f if l.startswith("CapEff:")).split()[1], 16)

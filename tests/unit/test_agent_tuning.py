@@ -96,7 +96,8 @@ def test_hugepages_pool_is_per_node_only_on_a_multi_node_host(tmp_path):
     assert hugepages.nic_numa_node("veth0", root) is None
 
 
-def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path):
+def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(hugepages, "FREE_WAIT_S", 0.1)
     # Files do not allocate pages: free_hugepages stays 0 whatever we write, as when the
     # kernel cannot find contiguous memory. The agent must give the pages back and say so.
     root = str(tmp_path)
@@ -138,3 +139,15 @@ def test_kernel_membership_tables_parse(tmp_path):
     write(root, "sys/class/net/twn1234/ifindex", "5\n")
     assert multicast.kernel_groups("twn1", root) == {"239.1.1.1", "224.0.0.1"}
     assert multicast.kernel_sources("twn1234", root) == {("232.1.1.1", "198.18.0.1")}
+
+
+def test_pages_a_dying_engine_still_holds_are_not_taken_for_the_pool(tmp_path):
+    """After the pool is shrunk below the pages in use, the kernel counts those in nr_hugepages as
+    surplus until they are freed (an AF_XDP UMEM is freed in the background after its process
+    dies). The pool is what stays: journaling nr_hugepages as "previous" there leaked the pages."""
+    from tickwire_agent.tuning.settings import HugepagesSetting
+    root = str(tmp_path)
+    write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "4\n")
+    write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/surplus_hugepages", "4\n")
+    pool = HugepagesSetting(str(tmp_path / "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"), "hugepages")
+    assert pool.read() == 0

@@ -8,12 +8,14 @@ a UMEM half on hugepages is not a thing, and pages held for nothing hurt other t
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from ..journal import Journal
 from .settings import HugepagesSetting
 
 PAGE_DIR = "hugepages/hugepages-2048kB"
+FREE_WAIT_S = 2.0
 
 
 @dataclass
@@ -69,12 +71,24 @@ def reserve(count: int, numa_node: int | None, journal: Journal, root: str = "/"
     except OSError as e:
         return HugepagesResult(False, f"cannot reserve hugepages on {node_text} ({e.strerror}): "
                                       "UMEM on normal pages")
-    if _read_int(os.path.join(where, "free_hugepages")) >= count:
+    if _free_within(os.path.join(where, "free_hugepages"), count, FREE_WAIT_S):
         return HugepagesResult(True, f"{count} hugepages of 2 MiB reserved on {node_text}", pool, granted)
     pool.write(previous)            # give back a partial grant: the engine cannot use it
     journal.mark_restored(entry)
     return HugepagesResult(False, f"asked for {count} hugepages on {node_text}, the kernel granted "
                                   f"{granted - previous} (memory fragmented?): UMEM on normal pages")
+
+
+def _free_within(path: str, count: int, timeout: float) -> bool:
+    """Whether `count` pages are free, waiting up to `timeout`: pages a just-stopped engine held
+    come back only when the kernel has freed its UMEM, in the background."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if _read_int(path) >= count:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _read_int(path: str) -> int:

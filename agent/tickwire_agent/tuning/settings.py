@@ -91,7 +91,16 @@ class HugepagesSetting(FileSetting):
     kind = "hugepages"
 
     def read(self) -> int:
-        return int(super().read())
+        """The persistent pool: nr_hugepages minus surplus_hugepages. After a shrink below the pages
+        in use (an engine that just died: the kernel frees an AF_XDP UMEM in the background),
+        nr_hugepages still counts those pages, as surplus, until they are freed; taking that for
+        the pool's size would journal it as "previous" and leak it at restore."""
+        total = int(super().read())
+        try:
+            with open(os.path.join(os.path.dirname(self.path), "surplus_hugepages"), encoding="ascii") as f:
+                return total - int(f.read())
+        except FileNotFoundError:
+            return total
 
     def drifted(self, current: int, applied: int) -> bool:
         return current < applied
