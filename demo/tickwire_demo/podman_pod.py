@@ -236,9 +236,9 @@ def node_hugepages_bytes() -> int:
 def admit(pod: Mapping[str, Any], node: Node) -> None:
     """Refuse what a kubelet would refuse, before anything runs: a Pod bound to another node, more
     CPUs or hugepages than the node has (the kubelet's OutOfcpu / OutOfhugepages-2Mi admission;
-    podman enforces no hugepages limit at all, so this is the only check), an image that is not
-    on the node (no registry: ErrImagePull), a Localhost seccomp profile the node does not have
-    (CreateContainerError)."""
+    podman enforces no hugepages limit at all, so this is the only check), a Localhost seccomp
+    profile the node does not have (CreateContainerError), an image that is not on the node (no
+    registry: ErrImagePull)."""
     meta, spec = pod["metadata"], pod["spec"]
     name = f"{meta.get('namespace', 'default')}/{meta['name']}"
     if spec.get("nodeName") != node.name:
@@ -253,10 +253,6 @@ def admit(pod: Mapping[str, Any], node: Node) -> None:
     if hugepages > node_hugepages_bytes():
         raise PodRejected(f"Pod {name}: OutOfhugepages-2Mi: asks for {hugepages / 2**20:g} MiB, node "
                           f"{node.name} has {node_hugepages_bytes() / 2**20:g} MiB")
-    for container in spec["containers"]:
-        if _podman("image", "exists", container["image"], check=False).returncode != 0:
-            raise PodRejected(f"Pod {name}: ErrImagePull: image {container['image']} is not on this node "
-                              f"and there is no registry (build it: make images)")
     profiles = [(spec.get("securityContext") or {}).get("seccompProfile")]
     profiles += [(c.get("securityContext") or {}).get("seccompProfile") for c in spec["containers"]]
     for profile in profiles:
@@ -265,6 +261,10 @@ def admit(pod: Mapping[str, Any], node: Node) -> None:
             if not path.is_file():
                 raise PodRejected(f"Pod {name}: CreateContainerError: seccomp profile {path} is not on "
                                   f"node {node.name}")
+    for container in spec["containers"]:
+        if _podman("image", "exists", container["image"], check=False).returncode != 0:
+            raise PodRejected(f"Pod {name}: ErrImagePull: image {container['image']} is not on this node "
+                              f"and there is no registry (build it: make images)")
 
 
 # ---- running it ------------------------------------------------------------------------------------
