@@ -27,6 +27,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -373,8 +374,11 @@ class PodmanPod:
         """Run `argv` inside the running container (its user, capabilities, filter and mounts)."""
         return _podman("exec", self.container(container), *argv, check=check)
 
-    def logs(self, container: str | None = None) -> str:
-        done = _podman("logs", self.container(container), check=False)
+    def logs(self, container: str | None = None, current_run: bool = False) -> str:
+        """The container's output, of every run podman started (after restarts), or only of the
+        current one."""
+        since = ["--since", self.inspect(container)["State"]["StartedAt"]] if current_run else []
+        done = _podman("logs", *since, self.container(container), check=False)
         return done.stdout + done.stderr
 
     def stop(self) -> None:
@@ -382,10 +386,14 @@ class PodmanPod:
         kubelet deleting the Pod would (podman's own default would be 10 s)."""
         _podman("pod", "stop", "--time", str(self.grace), self.name, timeout=self.grace + COMMAND_TIMEOUT_S)
 
-    def kill(self, container: str | None = None) -> None:
-        """SIGKILL the container's process (a crash, an OOM kill): what follows is the Pod's
-        restartPolicy, which podman applies as a kubelet would (Always: started again)."""
-        _podman("kill", "--signal", "KILL", self.container(container))
+    def kill(self, container: str | None = None) -> int:
+        """SIGKILL the container's main process from outside, as a crash or the OOM killer would
+        (not `podman kill`: podman takes that for a user's stop and does not restart). What
+        follows is the Pod's restartPolicy, which podman applies as a kubelet would (Always:
+        started again). Returns the killed pid."""
+        pid = self.pid(container)
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     def remove(self) -> None:
         if not getattr(self, "_played", False):
