@@ -23,7 +23,7 @@ The FeedHandler is examples/feedhandler-ab.yaml, with the fields that name produ
 printed with its reason. The table is printed every ~2 s until the FeedHandler is Ready (or the
 timeout passes), then its conditions as `kubectl describe` lists them. Everything is torn down
 on the way out, Ctrl-C and SIGTERM included. Exit status: 0 Ready, 1 not Ready in time or a
-process died, 2 cannot run here (not root, no such manifest), 130 interrupted.
+process died, 2 cannot run here (not root, no podman, no such manifest), 130 interrupted.
 """
 from __future__ import annotations
 
