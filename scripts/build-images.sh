@@ -94,12 +94,18 @@ for name in agent operator; do
   if [ "$(image_label "$image")" = "$key" ]; then
     log "$image is up to date ($INPUTS_LABEL=$key)"
   else
-    log "building $image from $dockerfile"
+    build_log="$CACHE/logs/$name.log"
+    log "building $image from $dockerfile (a few minutes; log $build_log)"
+    mkdir -p "$CACHE/logs"
     previous=$(podman image inspect --format '{{.Id}}' "$image" 2>/dev/null || true)
     # --no-cache: buildah 1.28 (podman 4.3) may reuse a stale stage for RUN --mount=from=build.
-    podman build --quiet --no-cache --pull=never --layers=false \
-      --build-arg "DEBIAN_IMAGE=$BASE_IMAGE" --label "$INPUTS_LABEL=$key" \
-      "${volumes[@]}" -f "$dockerfile" -t "$image" . >/dev/null
+    if ! podman build --no-cache --pull=never --layers=false \
+        --build-arg "DEBIAN_IMAGE=$BASE_IMAGE" --label "$INPUTS_LABEL=$key" \
+        "${volumes[@]}" -f "$dockerfile" -t "$image" . >"$build_log" 2>&1; then
+      tail -n 40 "$build_log" >&2
+      log "building $image failed; the whole log: $build_log"
+      exit 1
+    fi
     remove_if_replaced "$image" "$previous"
   fi
   echo "$image"
