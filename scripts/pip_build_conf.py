@@ -26,15 +26,27 @@ SKIPPED = {"user", "target", "prefix", "root", "src", "cache-dir", "log"}
 MOUNT_ROOT = "/run/host-pip"
 
 
-def host_pip() -> list[str]:
+def host_pip() -> list[str] | None:
     for candidate in ("pip3", "pip"):
         if shutil.which(candidate):
             return [candidate]
-    return [sys.executable, "-m", "pip"]
+    if subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True).returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    return None
+
+
+def environment_settings() -> dict[str, str]:
+    """PIP_* variables as pip reads them (PIP_FIND_LINKS -> find-links)."""
+    return {name[4:].lower().replace("_", "-"): value for name, value in os.environ.items()
+            if name.startswith("PIP_") and name != "PIP_CONFIG_FILE"}
 
 
 def effective_settings() -> dict[str, str]:
-    result = subprocess.run([*host_pip(), "config", "list"], capture_output=True, text=True, timeout=60)
+    pip = host_pip()
+    if pip is None:
+        # A fresh Debian has no pip outside the project's venv: its variables still count.
+        return {k: v for k, v in environment_settings().items() if k not in SKIPPED}
+    result = subprocess.run([*pip, "config", "list"], capture_output=True, text=True, timeout=60)
     if result.returncode != 0:
         raise SystemExit(f"pip_build_conf: `pip config list` failed: {result.stderr.strip()}")
     files, env = {}, {}
