@@ -8,7 +8,9 @@
 # image, labelled with a hash of everything it is built from (Dockerfile, the files it copies, the
 # base image): an image whose label matches is not built again. A fresh machine builds all.
 #
-# Usage: scripts/build-images.sh   (root; run scripts/podman-host.sh first, `make images` does)
+# Usage: scripts/build-images.sh           (root; run scripts/podman-host.sh first, `make images` does)
+#        scripts/build-images.sh --check   builds nothing; fails if an image is missing or was not
+#                                          built from this tree (the podman tests ask this)
 # Prints the image names, one a line, on stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +20,8 @@ BASE_IMAGE=localhost/debian:bookworm
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 INPUTS_LABEL=dev.tickwire.inputs
 log() { echo "build-images: $*" >&2; }
+check_only=0
+if [ "${1:-}" = "--check" ]; then check_only=1; fi
 
 # -- the base: a minbase Debian 12 made from this machine's own apt sources ---------------------
 sources=""
@@ -28,7 +32,7 @@ done
 
 base_key=$(cat "$sources" <(echo "mmdebstrap --format=tar --variant=minbase bookworm") | sha256sum | cut -c1-16)
 base_tar="$CACHE/base/debian-bookworm-minbase-$base_key.tar"
-if [ ! -s "$base_tar" ]; then
+if [ ! -s "$base_tar" ] && [ "$check_only" = 0 ]; then
   mkdir -p "$CACHE/base"
   log "making the base rootfs from $sources (about a minute)"
   mmdebstrap --quiet --format=tar --variant=minbase bookworm "$base_tar.partial" "$sources"
@@ -51,14 +55,15 @@ image_label() {  # the inputs hash an image was built from, or nothing
 import_changes=(--change "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
                 --change 'CMD ["bash"]')
 import_key=$(echo "$base_key ${import_changes[*]}" | sha256sum | cut -c1-16)
-if [ "$(image_label "$BASE_IMAGE")" != "$import_key" ]; then
+if [ "$(image_label "$BASE_IMAGE")" != "$import_key" ] && [ "$check_only" = 0 ]; then
   log "importing $base_tar as $BASE_IMAGE"
   previous=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null || true)
   podman import --quiet "${import_changes[@]}" --change "LABEL $INPUTS_LABEL=$import_key" \
     "$base_tar" "$BASE_IMAGE" >/dev/null
   remove_if_replaced "$BASE_IMAGE" "$previous"
 fi
-base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")
+base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) || {
+  log "there is no $BASE_IMAGE (make images)"; exit 1; }
 
 # -- pip inside the build: the host's own pip configuration -------------------------------------
 # The host's effective settings (files and PIP_* variables, as `pip config list` shows them) go
@@ -66,7 +71,8 @@ base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE")
 # directories, file:// indexes, constraint files) is bind-mounted read-only (scripts/pip_build_conf.py).
 build_dir=$(mktemp -d)
 trap 'rm -rf "$build_dir"' EXIT
-python3 scripts/pip_build_conf.py "$build_dir/pip.conf" > "$build_dir/mounts"
+touch "$build_dir/mounts"
+[ "$check_only" = 1 ] || python3 scripts/pip_build_conf.py "$build_dir/pip.conf" > "$build_dir/mounts"
 volumes=(-v "$build_dir/pip.conf:/etc/pip.conf:ro")
 while IFS= read -r mount; do
   [ -n "$mount" ] && volumes+=(-v "$mount:ro")
@@ -87,12 +93,16 @@ inputs_hash() {  # the Dockerfile, every file its COPY lines name (minus build j
   } | sha256sum | cut -c1-16
 }
 
+stale=0
 for name in agent operator; do
   dockerfile=docker/$name.Dockerfile
   image=localhost/tickwire/$name:$VERSION
   key=$(inputs_hash "$dockerfile")
   if [ "$(image_label "$image")" = "$key" ]; then
     log "$image is up to date ($INPUTS_LABEL=$key)"
+  elif [ "$check_only" = 1 ]; then
+    log "$image is missing or was not built from this tree (make images)"
+    stale=1
   else
     build_log="$CACHE/logs/$name.log"
     log "building $image from $dockerfile (a few minutes; log $build_log)"
@@ -110,3 +120,4 @@ for name in agent operator; do
   fi
   echo "$image"
 done
+exit $stale
