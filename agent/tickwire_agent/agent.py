@@ -58,6 +58,7 @@ class Options:
     irq_dir: str = "/proc/irq"       # in a Pod: where the host's /proc/irq is mounted read-write
     node_name: str = ""              # reported in status.observed (the downward API in a Pod)
     pod_name: str = ""
+    remove_state_on_clean_exit: bool = False   # in a Pod: nodes must not collect a dir per FeedHandler
 
 
 def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreResult]:
@@ -120,10 +121,17 @@ class Agent:
             self._loop()
         finally:
             code = self._teardown()
+            if self.options.remove_state_on_clean_exit and self._clean_exit(code):
+                self.state.remove()
             self.state.unlock()
         if self.supervisor is not None and self.supervisor.state is State.FAILED:
             return EXIT_ENGINE_CONFIG
         return code
+
+    def _clean_exit(self, code: int) -> bool:
+        """Host fully restored and nothing to look into: the state directory has served its purpose."""
+        failed = self.supervisor is not None and self.supervisor.state is State.FAILED
+        return code == EXIT_OK and not failed and (self.journal is None or not self.journal.exists())
 
     def request_stop(self, *_args) -> None:
         self.stop_requested.set()

@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "variable (in a Pod: TICKWIRE_PLAN)")
     run.add_argument("--state-dir", help=f"journal, stats and lock (default {DEFAULT_ROOT}/<feed>); in a Pod, a "
                      "hostPath, so that the journal outlives the container and the Pod")
+    run.add_argument("--remove-state-on-clean-exit", action="store_true",
+                     help="once the host is fully restored, delete the state directory's files (the Pod "
+                     "does: its hostPath would otherwise keep them until the node reboots)")
     run.add_argument("--irq-dir", default="/proc/irq", help="the host's /proc/irq, written for irqAffinity (in a "
                      "Pod: where it is mounted, since a container's own /proc/irq is read-only)")
     run.add_argument("--kubeconfig", help="for status reports outside a Pod (default: $KUBECONFIG)")
@@ -105,7 +108,8 @@ def run_command(args) -> int:
                       kubeconfig=args.kubeconfig, quiet=args.quiet, duration=args.duration,
                       # the Pod sets these through the downward API; reported in status.observed
                       node_name=os.environ.get("TICKWIRE_NODE_NAME", ""),
-                      pod_name=os.environ.get("TICKWIRE_POD_NAME", ""))
+                      pod_name=os.environ.get("TICKWIRE_POD_NAME", ""),
+                      remove_state_on_clean_exit=args.remove_state_on_clean_exit)
     if args.engine_command:
         options.engine_command = shlex.split(args.engine_command)
     agent = Agent(plan, options)

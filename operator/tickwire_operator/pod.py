@@ -120,7 +120,7 @@ def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: Agen
     changes. The engine pins nothing in bpffs and maps its UMEM with MAP_HUGETLB (no hugetlbfs),
     so neither is mounted."""
     pairs = [_host_path("state", state_dir(body, settings), "DirectoryOrCreate")]
-    args = ["--state-dir", state_dir(body, settings)]
+    args = ["--state-dir", state_dir(body, settings), "--remove-state-on-clean-exit"]
     busy_poll = plan.get("busyPoll") or {}
     if busy_poll.get("napiDeferHardIrqs") is not None or busy_poll.get("groFlushTimeoutNs") is not None:
         # napi_defer_hard_irqs, gro_flush_timeout of the plan's interface (a symlink the kubelet and
@@ -179,7 +179,7 @@ def build_agent_pod(body: Mapping[str, Any], allocation: Allocation, plan: Mappi
             "tolerations": [{"key": FEED_NODE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
             "securityContext": {
                 # The runtime's default profile refuses bpf() without CAP_SYS_ADMIN; this one is
-                # that default plus bpf() (charts/tickwire/files/agent-seccomp.json).
+                # that default plus bpf() (charts/tickwire/files/tickwire-agent-seccomp.json).
                 "seccompProfile": {"type": "Localhost", "localhostProfile": settings.seccomp_profile},
             },
             "containers": [{

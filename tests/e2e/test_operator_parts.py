@@ -235,7 +235,8 @@ def test_the_pod_is_pinned_guaranteed_least_privileged_and_owned():
     assert spec["securityContext"]["seccompProfile"] == {"type": "Localhost",
                                                          "localhostProfile": "tickwire-agent-seccomp.json"}
     assert container["command"] == ["tickwire-agent", "run", "--plan-env", "TICKWIRE_PLAN",
-                                    "--state-dir", "/run/tickwire/feedhandlers/feeds/fh-a"]
+                                    "--state-dir", "/run/tickwire/feedhandlers/feeds/fh-a",
+                                    "--remove-state-on-clean-exit"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert json.loads(env["TICKWIRE_PLAN"]) == plan == json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"])
     assert container["ports"] == [{"name": "metrics", "containerPort": 9470, "hostPort": 9470, "protocol": "TCP"}]

@@ -149,13 +149,17 @@ def test_a_replacement_agent_on_a_read_only_root_restores_the_original_values_no
     assert tuned != before and tuned["napi_defer_hard_irqs"] == "2"
     first.stop(signal.SIGKILL)
 
-    second = start(agents, pair, plan_for(pair), tmp_path, state_dir=state, wrap=read_only_root(state))
+    assert (state / "journal.jsonl").exists()
+
+    second = start(agents, pair, plan_for(pair), tmp_path, state_dir=state, wrap=read_only_root(state),
+                   extra=["--remove-state-on-clean-exit"])        # as the Pod runs it
     second.wait_ready()
     changed = 3 + (tuned["nr_hugepages"] != before["nr_hugepages"])
     assert f"restoring {changed} host setting(s) left by an earlier agent" in second.output
     assert "napi_defer_hard_irqs: back to 0" in second.output   # the original, not the tuned 2
     assert second.stop() == 0
     assert host_snapshot(pair) == before
+    assert list(state.iterdir()) == []      # nothing left on the node but the hostPath's directory
 
 
 def test_without_a_writable_state_dir_the_agent_says_so_and_touches_nothing(pair, tmp_path, agents):
@@ -297,7 +301,8 @@ def test_the_agent_reports_status_to_the_feedhandler(pair, tmp_path, agents):
 
     with emulator_in_namespace(pair.node_ns, setup=operator_did) as emulator:
         kubeconfig = emulator.write_kubeconfig(tmp_path)
-        plan = plan_for(pair, feedHandler={"namespace": "feeds", "name": "nasdaq", "generation": 4})
+        uid = emulator.get("tickwire.dev/v1alpha1/feedhandlers", "feeds", "nasdaq")["metadata"]["uid"]
+        plan = plan_for(pair, feedHandler={"namespace": "feeds", "name": "nasdaq", "uid": uid, "generation": 4})
         agent = start(agents, pair, plan, tmp_path, extra=["--kubeconfig", str(kubeconfig)])
         agent.wait_ready()
         publish(pair, tmp_path, ["--line", "A=239.7.1.1:26400", "--messages", "500", "--rate", "20000"])
@@ -312,6 +317,9 @@ def test_the_agent_reports_status_to_the_feedhandler(pair, tmp_path, agents):
         assert conditions["Receiving"]["status"] == "True"
         assert {c["observedGeneration"] for t, c in conditions.items() if t != "Placed"} == {4}
         assert status["snapshot"]["xdpMode"] == "generic" and status["snapshot"]["latency"]["p99Micros"] > 0
+        engine_cpu = max(os.sched_getaffinity(0))             # plan_for's core, given to the agent
+        assert status["observed"] == {"node": "", "podName": "", "cores": [engine_cpu],
+                                      "housekeepingCores": sorted(os.sched_getaffinity(0) - {engine_cpu})}
         assert agent.stop() == 0
         final = emulator.get("tickwire.dev/v1alpha1/feedhandlers", "feeds", "nasdaq")["status"]
         engine_ready = {c["type"]: c for c in final["conditions"]}["EngineReady"]

@@ -25,7 +25,7 @@ from tickwire_operator.pod import CAPABILITIES, RT_CAPABILITY
 pytestmark = pytest.mark.netns
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-PROFILE = REPO / "charts" / "tickwire" / "files" / "agent-seccomp.json"
+PROFILE = REPO / "charts" / "tickwire" / "files" / "tickwire-agent-seccomp.json"
 # The container runtime's own default (Debian's containers-common: podman's and CRI-O's).
 RUNTIME_DEFAULT = pathlib.Path("/usr/share/containers/seccomp.json")
 LINE = "A=239.77.3.1:26477"

@@ -81,7 +81,8 @@ def test_records_are_json_lines_with_the_previous_value(tmp_path):
     Journal(str(tmp_path)).record(a, "0", "1")
     (line,) = open(tmp_path / "journal.jsonl").read().splitlines()
     assert json.loads(line) == {"op": "set", "id": 1, "previous": "0", "applied": "1",
-                                "setting": {"kind": "file", "path": a.path, "label": "a"}}
+                                "setting": {"kind": "file", "path": a.path, "label": "a"},
+                                "boot": open("/proc/sys/kernel/random/boot_id").read().strip()}
     assert oct(os.stat(tmp_path / "journal.jsonl").st_mode & 0o777) == "0o600"
 
 
@@ -105,3 +106,16 @@ def test_every_kind_rebuilds_from_its_record():
                     HugepagesSetting("/x/nr_hugepages", "hugepages"), FileSetting("/x/y", "y")):
         rebuilt = from_record(setting.to_record())
         assert type(rebuilt) is type(setting) and rebuilt.to_record() == setting.to_record()
+
+
+def test_records_from_before_a_reboot_are_not_restored(tmp_path):
+    """The boot reset (or set anew) what an agent changed before it: restoring those "previous"
+    values would undo the boot's own settings (a hugepage pool the boot reserved, say)."""
+    pool = knob(tmp_path, "nr_hugepages", "8")            # the boot reserved 8
+    Journal(str(tmp_path), boot="boot-1").record(pool, "0", "4")
+    after_reboot = Journal(str(tmp_path), boot="boot-2")
+    assert after_reboot.pending() == []
+    results = after_reboot.restore_all()
+    assert results == [] and pool.read() == "8" and not after_reboot.exists()
+    entry = after_reboot.record(pool, "8", "12")          # ids never collide with the old records
+    assert entry.id == 2 and [e.id for e in Journal(str(tmp_path), boot="boot-2").pending()] == [2]

@@ -141,6 +141,19 @@ def test_kernel_membership_tables_parse(tmp_path):
     assert multicast.kernel_sources("twn1234", root) == {("232.1.1.1", "198.18.0.1")}
 
 
+def test_long_device_names_in_the_igmp_table(tmp_path):
+    """The kernel prints the name with "%-10s:", so from 10 characters on the colon follows it
+    directly (an agent on enp129s0f1 reported its joins as missing)."""
+    root = str(tmp_path)
+    little = int.from_bytes(socket.inet_aton("239.1.1.1"), "little")
+    write(root, "proc/net/igmp",
+          "Idx\tDevice    : Count Querier\tGroup    Users Timer\tReporter\n"
+          f"5\tenp129s0f1:     1      V3\n\t\t\t\t{little:08X}     1 0:00000000\t\t0\n"
+          f"6\tfeed-nic-15char:     1      V3\n\t\t\t\t010000E0     1 0:00000000\t\t0\n")
+    assert multicast.kernel_groups("enp129s0f1", root) == {"239.1.1.1"}
+    assert multicast.kernel_groups("feed-nic-15char", root) == {"224.0.0.1"}
+
+
 def test_pages_a_dying_engine_still_holds_are_not_taken_for_the_pool(tmp_path):
     """After the pool is shrunk below the pages in use, the kernel counts those in nr_hugepages as
     surplus until they are freed (an AF_XDP UMEM is freed in the background after its process

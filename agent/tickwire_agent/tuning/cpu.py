@@ -117,8 +117,5 @@ def choose_cpus(plan_cores, given) -> CpuChoice:
     if set(plan_cores) <= set(given):
         rest = tuple(c for c in given if c not in plan_cores)
         return CpuChoice(plan_cores, rest, planned=True)
-    housekeeping, candidates = given[0], given[1:]
-    engine = tuple(candidates[:len(plan_cores)])
-    rest = tuple(c for c in given if c not in engine)
-    assert housekeeping in rest
-    return CpuChoice(engine, rest, planned=False)
+    engine = tuple(given[1:1 + len(plan_cores)])     # given[0] stays with the agent
+    return CpuChoice(engine, tuple(c for c in given if c not in engine), planned=False)

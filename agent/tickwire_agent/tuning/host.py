@@ -124,7 +124,7 @@ class HostTuner:
 
     def _agent_affinity(self, report: TuningReport) -> None:
         report.agent_cpus = cpu.keep_process_on(self.cpus.housekeeping)
-        report.notes.append(self.cpus.describe(self.plan.cores))
+        report.notes.append(f"agent threads moved to CPU {cpu.format_cpulist(report.agent_cpus)}")
 
     def _multicast(self, report: TuningReport) -> None:
         for line in self.plan.lines:

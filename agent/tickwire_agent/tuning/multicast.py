@@ -68,7 +68,9 @@ def kernel_groups(ifname: str, root: str = "/") -> set[str]:
             if not fields:
                 continue
             if not line[0].isspace():          # "2\teth0      :     1      V3"
-                device = fields[1]
+                # "%-10s:" leaves no space before the colon from 10 characters on ("5\tenp129s0f1:");
+                # a device name never holds a colon.
+                device = line.split(":", 1)[0].split()[1]
             elif device == ifname:             # "\t\t\t\tE8010101     1 0:00000000\t\t0"
                 # printed as a host-order u32 of a network-order address
                 groups.add(socket.inet_ntoa(int(fields[0], 16).to_bytes(4, sys.byteorder)))
