@@ -53,7 +53,7 @@ from .processes import stop
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "feedhandler-ab.yaml"
 # The agent's Localhost seccomp profile, which the chart installs on feed nodes.
-SECCOMP_PROFILE = REPO / "charts" / "tickwire" / "files" / "agent-seccomp.json"
+SECCOMP_PROFILE = REPO / "charts" / "tickwire" / "files" / "tickwire-agent-seccomp.json"
 BIN = pathlib.Path(sys.executable).parent
 GROUP, VERSION, PLURAL = "tickwire.dev", "v1alpha1", "feedhandlers"
 FEEDHANDLERS = f"{GROUP}/{VERSION}/{PLURAL}"

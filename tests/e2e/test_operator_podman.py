@@ -46,7 +46,7 @@ NS = "feeds"
 NODE = "trading-1"
 BIN = pathlib.Path(sys.executable).parent
 AGENT_IMAGE = "tickwire/agent:0.1.0"          # the operator's default, as `make images` tags it
-SECCOMP_PROFILE = ROOT / "charts" / "tickwire" / "files" / "agent-seccomp.json"
+SECCOMP_PROFILE = ROOT / "charts" / "tickwire" / "files" / "tickwire-agent-seccomp.json"
 MESSAGES = 20_000
 # Linux capability numbers (include/uapi/linux/capability.h) of the names a Pod may add.
 CAPABILITY_BITS = {"CHOWN": 0, "DAC_OVERRIDE": 1, "FOWNER": 3, "KILL": 5, "SETGID": 6, "SETUID": 7,
