@@ -81,6 +81,11 @@ def _seccomp_annotation(profile: Mapping[str, Any], where: str) -> str:
     if kind == "Unconfined":
         return "unconfined"
     if kind == "Localhost" and profile.get("localhostProfile"):
+        if "/" in profile["localhostProfile"]:
+            # podman 4.3 opens only the first path segment under --seccomp-profile-root ("read
+            # <root>/<dir>: is a directory"); running without the profile is not an option.
+            raise PodRejected(f"{where}.seccompProfile: podman cannot open a Localhost profile in a "
+                              f"subdirectory ({profile['localhostProfile']!r})")
         return f"localhost/{profile['localhostProfile']}"
     raise PodRejected(f"{where}.seccompProfile {dict(profile)}: not a profile a kubelet accepts")
 

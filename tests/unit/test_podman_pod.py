@@ -60,6 +60,10 @@ def test_r1_seccomp_profile_becomes_the_annotation_podman_reads(tmp_path):
     pod["spec"]["securityContext"]["seccompProfile"] = {"type": "Localhost"}
     with pytest.raises(PodRejected, match="seccompProfile"):
         podman_manifest(pod, node(tmp_path), kubeconfig(tmp_path))
+    # podman opens only the first path segment: refused rather than run with another filter.
+    pod["spec"]["securityContext"]["seccompProfile"] = {"type": "Localhost", "localhostProfile": "tickwire/a.json"}
+    with pytest.raises(PodRejected, match="subdirectory"):
+        podman_manifest(pod, node(tmp_path), kubeconfig(tmp_path))
 
 
 def test_r2_downward_api_fields_are_resolved_as_the_kubelet_would(tmp_path):
