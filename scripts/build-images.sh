@@ -69,6 +69,7 @@ base_id=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) || 
 # The host's effective settings (files and PIP_* variables, as `pip config list` shows them) go
 # into a pip.conf for the build, and every local path they name (CA bundle, find-links
 # directories, file:// indexes, constraint files) is bind-mounted read-only (scripts/pip_build_conf.py).
+# buildah leaves the mount points behind, empty: /etc/pip.conf (0 bytes) and /run/host-pip/.
 build_dir=$(mktemp -d)
 trap 'rm -rf "$build_dir"' EXIT
 touch "$build_dir/mounts"
