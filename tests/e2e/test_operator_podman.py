@@ -192,6 +192,12 @@ def run_until_ready_and_check(pod, node, pair, kube, name, tmp_path, logs, wait_
             wait_for("EngineReady", lambda: save_logs() or status_is(kube, name, "EngineReady"), 90)
             pid = running.pid()
             container = pod["spec"]["containers"][0]
+            # The Pod's infra container: podman's own pause image, built here from catatonit.
+            infra = json.loads(subprocess.run(["podman", "pod", "inspect", running.name], capture_output=True,
+                                              text=True, check=True).stdout)["InfraContainerID"]
+            infra_image = subprocess.run(["podman", "container", "inspect", "--format", "{{.ImageName}}", infra],
+                                         capture_output=True, text=True, check=True).stdout.strip()
+            assert infra_image.startswith("localhost/podman-pause:"), infra_image
 
             # What a kubelet enforces, seen from the running container.
             status = proc_status(pid)
