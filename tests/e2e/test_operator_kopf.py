@@ -2,7 +2,7 @@
 emulator (tests/support/kube_emulator.py), FeedHandlers applied with the official client.
 
 The emulator is not a cluster (no kubelet, no admission; see its docstring), so no Pod ever runs
-here; test_operator_podman.py runs the operator's Pod in podman for one full run.
+here; test_operator_kubelet.py plays the kubelet for one full run.
 """
 from __future__ import annotations
 
