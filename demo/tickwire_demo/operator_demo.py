@@ -244,8 +244,11 @@ class Demo:
         self.state_root = out / "node-state"
         seccomp_root = out / "kubelet-seccomp"
         seccomp_root.mkdir(exist_ok=True)
+        core = k8s.CoreV1Api(kube.api_client())
         self.node = Node(name=NODE_NAME, api_server=kube.url, issue_token=kube.service_account_token,
-                         seccomp_root=seccomp_root, netns=pair.node_ns, sysfs=sysfs)
+                         seccomp_root=seccomp_root, netns=pair.node_ns, sysfs=sysfs,
+                         report_status=lambda namespace, pod, status: self.call(
+                             core.patch_namespaced_pod_status, pod, namespace, {"status": status}))
 
     def call(self, fn: Callable, *args, **kwargs):
         """A client call made from the node namespace, where the emulator listens."""

@@ -46,7 +46,13 @@ COMMAND_TIMEOUT_S = 120
 
 
 class PodRejected(Exception):
-    """What a kubelet would refuse (admission, a missing image or profile): nothing was started."""
+    """What a kubelet would refuse (admission, a missing image or profile): nothing was started.
+    `reason` is the kubelet's word for it (OutOfcpu, ErrImagePull, ...), `waiting` whether the
+    kubelet would keep the Pod Pending (a container waiting) rather than fail it."""
+
+    def __init__(self, message: str, reason: str = "Invalid", waiting: bool = False):
+        super().__init__(message)
+        self.reason, self.waiting = reason, waiting
 
 
 class PodFailed(Exception):
@@ -65,6 +71,8 @@ class Node:
     netns         the node's network namespace (None: this machine's own)
     sysfs         a sysfs mounted from inside `netns` (see `node_sysfs`): hostPaths under /sys
                   mean the node's /sys, and its net/ part depends on who mounted it
+    report_status (namespace, pod name, status) -> None: writes the Pod's status to the API
+                  server, as the kubelet does (None: nothing is reported)
     """
     name: str
     api_server: str
@@ -72,6 +80,7 @@ class Node:
     seccomp_root: pathlib.Path
     netns: str | None = None
     sysfs: pathlib.Path | None = None
+    report_status: Callable[[str, str, dict], None] | None = None
 
 
 def _seccomp_annotation(profile: Mapping[str, Any], where: str) -> str:
@@ -255,10 +264,11 @@ def admit(pod: Mapping[str, Any], node: Node) -> None:
         cpu += _quantity(limits.get("cpu", 0))
         hugepages += _quantity(limits.get("hugepages-2Mi", 0))
     if cpu > node_cpus():
-        raise PodRejected(f"Pod {name}: OutOfcpu: asks for {cpu:g} CPUs, node {node.name} has {node_cpus()}")
+        raise PodRejected(f"Pod {name}: OutOfcpu: asks for {cpu:g} CPUs, node {node.name} has {node_cpus()}",
+                          "OutOfcpu")
     if hugepages > node_hugepages_bytes():
         raise PodRejected(f"Pod {name}: OutOfhugepages-2Mi: asks for {hugepages / 2**20:g} MiB, node "
-                          f"{node.name} has {node_hugepages_bytes() / 2**20:g} MiB")
+                          f"{node.name} has {node_hugepages_bytes() / 2**20:g} MiB", "OutOfhugepages-2Mi")
     profiles = [(spec.get("securityContext") or {}).get("seccompProfile")]
     profiles += [(c.get("securityContext") or {}).get("seccompProfile") for c in spec["containers"]]
     for profile in profiles:
@@ -266,11 +276,11 @@ def admit(pod: Mapping[str, Any], node: Node) -> None:
             path = node.seccomp_root / profile.get("localhostProfile", "")
             if not path.is_file():
                 raise PodRejected(f"Pod {name}: CreateContainerError: seccomp profile {path} is not on "
-                                  f"node {node.name}")
+                                  f"node {node.name}", "CreateContainerError", waiting=True)
     for container in spec["containers"]:
         if _podman("image", "exists", container["image"], check=False).returncode != 0:
             raise PodRejected(f"Pod {name}: ErrImagePull: image {container['image']} is not on this node "
-                              f"and there is no registry (build it: make images)")
+                              f"and there is no registry (build it: make images)", "ErrImagePull", waiting=True)
 
 
 # ---- running it ------------------------------------------------------------------------------------
@@ -336,7 +346,12 @@ class PodmanPod:
         self.remove()
 
     def play(self) -> None:
-        admit(self.pod, self.node)
+        try:
+            admit(self.pod, self.node)
+        except PodRejected as refused:
+            if self.pod["spec"].get("nodeName") == self.node.name:   # another node's Pod is not ours to report
+                self._report(self._refused_status(refused))
+            raise
         if _podman("pod", "exists", self.name, check=False).returncode == 0:
             raise PodRejected(f"a Pod named {self.name} already runs on this machine")
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -345,6 +360,40 @@ class PodmanPod:
         self._played = True
         _podman("kube", "play", "--seccomp-profile-root", str(self.node.seccomp_root),
                 str(self.manifest_path), netns=self.node.netns)
+
+    # -- what the kubelet writes to the Pod's status -----------------------------------------------
+
+    def _report(self, status: dict) -> None:
+        if self.node.report_status is not None:
+            self.node.report_status(self.pod["metadata"].get("namespace", "default"), self.name, status)
+
+    def _refused_status(self, refused: PodRejected) -> dict:
+        if refused.waiting:   # the kubelet keeps the Pod and retries: a container waits
+            return {"phase": "Pending", "containerStatuses": [
+                {"name": c["name"], "image": c["image"], "ready": False, "restartCount": 0,
+                 "state": {"waiting": {"reason": refused.reason, "message": str(refused)}}}
+                for c in self.pod["spec"]["containers"]]}
+        return {"phase": "Failed", "reason": refused.reason, "message": str(refused)}
+
+    def sync_status(self) -> dict:
+        """Report what podman shows as the kubelet would: phase and each container's state and
+        restart count. Returns the status written."""
+        containers, phase = [], "Running"
+        for spec in self.pod["spec"]["containers"]:
+            info = self.inspect(spec["name"])
+            state = info["State"]
+            running = state["Status"] == "running"
+            phase = phase if running else "Pending"
+            containers.append({
+                "name": spec["name"], "image": spec["image"], "imageID": info.get("Image", ""),
+                "containerID": f"podman://{info['Id']}", "ready": running, "started": running,
+                "restartCount": int(info.get("RestartCount") or 0),
+                "state": {"running": {"startedAt": state["StartedAt"]}} if running else
+                         {"terminated": {"exitCode": state.get("ExitCode", 0), "reason": "Error" if state.get("ExitCode") else "Completed",
+                                         "finishedAt": state.get("FinishedAt", "")}}})
+        status = {"phase": phase, "containerStatuses": containers}
+        self._report(status)
+        return status
 
     def container(self, name: str | None = None) -> str:
         """podman's name for a container of the Pod (the first unless named)."""
@@ -359,6 +408,7 @@ class PodmanPod:
         while True:
             state = self.inspect(container)["State"]
             if state["Status"] == "running":
+                self.sync_status()
                 return state
             if state["Status"] in ("exited", "stopped", "dead") and state.get("ExitCode"):
                 raise PodFailed(f"container {self.container(container)} exited with {state['ExitCode']}: "

@@ -152,7 +152,9 @@ def test_the_operator_s_pod_runs_in_podman_counts_the_feed_and_restores_the_host
             shutil.copy(SECCOMP_PROFILE, seccomp_root / profile["localhostProfile"])
 
             node = Node(name=NODE, api_server=kube.url, issue_token=kube.service_account_token,
-                        seccomp_root=seccomp_root, netns=pair.node_ns, sysfs=sysfs)
+                        seccomp_root=seccomp_root, netns=pair.node_ns, sysfs=sysfs,
+                        report_status=lambda namespace, pod_name, status: call(
+                            core.patch_namespaced_pod_status, pod_name, namespace, {"status": status}))
             before = host_snapshot(pair)
             fh = run_until_ready_and_check(pod, node, pair, kube, name, tmp_path, logs, wait_for)
             assert host_snapshot(pair) == before, "the host after `podman pod stop`"
@@ -273,6 +275,11 @@ def kill_restart_and_remove(pod, node, pair, kube, name, tmp_path, logs, wait_fo
             wait_for("the container started again (restartPolicy Always)",
                      lambda: running.inspect()["State"]["Status"] == "running" and running.pid() != killed, 60)
             assert running.inspect()["RestartCount"] >= 1
+            # As a kubelet, the runner reports the restart in the Pod's status.
+            reported = running.sync_status()["containerStatuses"][0]
+            assert reported["restartCount"] >= 1 and "running" in reported["state"]
+            in_api = kube.get("v1/pods", NS, f"{name}-agent")["status"]
+            assert in_api["phase"] == "Running" and in_api["containerStatuses"][0]["restartCount"] >= 1, in_api
             restarted = wait_engine_up(running, save_logs, wait_for, "the engine after the restart")
             # The journal on the node outlived the container: the new agent put back what the
             # killed one changed, then tuned again from the values of before.

@@ -152,3 +152,22 @@ def test_admission_refuses_what_a_kubelet_would(tmp_path, change, message):
     change(pod)
     with pytest.raises(PodRejected, match=message):
         admit(pod, node(tmp_path))
+
+
+def test_a_refused_pod_is_reported_as_the_kubelet_would_and_nothing_runs(tmp_path):
+    reports = []
+    pod = operator_pod()
+    pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "4096"
+    runner = podman_pod.PodmanPod(pod, node(tmp_path, report_status=lambda *args: reports.append(args)), tmp_path)
+    with pytest.raises(PodRejected, match="OutOfcpu"):
+        runner.play()
+    assert reports == [("feeds", "itch-a-agent", {"phase": "Failed", "reason": "OutOfcpu", "message": reports[0][2]["message"]})]
+    runner.remove()   # nothing was played: nothing to do, and no podman call
+    # A missing seccomp profile keeps the Pod Pending with its container waiting.
+    reports.clear()
+    pod["spec"]["containers"][0]["resources"]["limits"]["cpu"] = "1"
+    with pytest.raises(PodRejected, match="CreateContainerError"):
+        podman_pod.PodmanPod(pod, node(tmp_path, report_status=lambda *args: reports.append(args)), tmp_path).play()
+    status = reports[0][2]
+    assert status["phase"] == "Pending"
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerError"
