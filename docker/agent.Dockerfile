@@ -22,6 +22,8 @@ COPY pyproject.toml setup.py README.md ./
 COPY native/ native/
 COPY agent/ agent/
 COPY operator/ operator/
+# Every package dir pyproject.toml lists ([tool.setuptools] package-dir), or `pip wheel .` fails.
+COPY demo/ demo/
 RUN /opt/build-venv/bin/pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${DEBIAN_IMAGE} AS runtime

@@ -21,6 +21,8 @@ COPY pyproject.toml setup.py README.md ./
 COPY native/ native/
 COPY agent/ agent/
 COPY operator/ operator/
+# Every package dir pyproject.toml lists ([tool.setuptools] package-dir), or `pip wheel .` fails.
+COPY demo/ demo/
 RUN /opt/build-venv/bin/pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${DEBIAN_IMAGE} AS runtime
@@ -41,6 +43,9 @@ LABEL org.opencontainers.image.title="tickwire-operator" \
       org.opencontainers.image.licenses="Apache-2.0"
 # The same numeric user the chart's runAsUser names, so runAsNonRoot can verify it.
 USER 10001:10001
-EXPOSE 8080
+# The chart's defaults: kopf's liveness probe on 8081, the operator's metrics on 8080.
+EXPOSE 8080 8081
 ENTRYPOINT ["python3", "-m", "tickwire_operator"]
-CMD ["--standalone", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
+# One replica, cluster-wide (the operator always is; it takes no namespace flag), as the chart
+# runs it by default (charts/tickwire/templates/operator-deployment.yaml).
+CMD ["--standalone", "--liveness=http://0.0.0.0:8081/healthz"]

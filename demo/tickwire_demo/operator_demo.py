@@ -10,8 +10,10 @@ faithfully as this machine allows, and everything else is the real product:
     the exchange    network namespace "exchange" on the other side, where `tickwire-feed
                     publish` sends ITCH 5.0 over MoldUDP64 on lines A and B
     the operator    `python -m tickwire_operator`, kopf for real, against the emulator
-    the kubelet     this program: it starts the agent Pod's container exactly as the Pod
-                    describes it (command, plan, downward API) inside the node namespace
+    the kubelet     this program, with podman as its container runtime: the agent Pod the
+                    operator wrote runs from the image `make images` built, under `podman kube
+                    play` in the node namespace (tickwire_demo.podman_pod: the manifest is
+                    translated only where podman reads it differently, docs/podman.md)
     kubectl         /usr/bin/kubectl when there is one: the emulator serves the Table kubectl
                     asks for (server-side printing from the CRD's additionalPrinterColumns);
                     without kubectl the same Table is fetched and laid out here, as kubectl would
@@ -21,7 +23,7 @@ The FeedHandler is examples/feedhandler-ab.yaml, with the fields that name produ
 printed with its reason. The table is printed every ~2 s until the FeedHandler is Ready (or the
 timeout passes), then its conditions as `kubectl describe` lists them. Everything is torn down
 on the way out, Ctrl-C and SIGTERM included. Exit status: 0 Ready, 1 not Ready in time or a
-process died, 2 cannot run here (not root, no such manifest), 130 interrupted.
+process died, 2 cannot run here (not root, no podman, no such manifest), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -43,13 +45,15 @@ import kubernetes.client as k8s
 import yaml
 
 from .kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml, netns_executor
-from .kubelet import container_process
 from .localnet import VethPair, netns_available
+from .podman_pod import Node, PodmanPod, PodRejected, PodFailed, node_sysfs, podman_available
 from .printer_columns import format_table, layout
 from .processes import stop
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "feedhandler-ab.yaml"
+# The agent's Localhost seccomp profile, which the chart installs on feed nodes.
+SECCOMP_PROFILE = REPO / "charts" / "tickwire" / "files" / "tickwire-agent-seccomp.json"
 BIN = pathlib.Path(sys.executable).parent
 GROUP, VERSION, PLURAL = "tickwire.dev", "v1alpha1", "feedhandlers"
 FEEDHANDLERS = f"{GROUP}/{VERSION}/{PLURAL}"
@@ -159,7 +163,7 @@ def node_manifest(fh: Mapping[str, Any], pair: VethPair, core: int) -> dict:
 
 def node_ready_status() -> dict:
     return {"status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                       "message": "tickwire operator demo (the demo plays the kubelet)"}]}}
+                                       "message": "tickwire operator demo (the demo plays the kubelet, with podman)"}]}}
 
 
 # ---- what is printed ---------------------------------------------------------------------------
@@ -230,10 +234,21 @@ def tail(path: pathlib.Path, lines: int = 15) -> str:
 
 class Demo:
     def __init__(self, args: argparse.Namespace, example: Mapping[str, Any], pair: VethPair, kube: KubeEmulator,
-                 client, out: pathlib.Path):
+                 client, out: pathlib.Path, sysfs: pathlib.Path):
         self.args, self.example, self.pair, self.kube, self.client, self.out = args, example, pair, kube, client, out
         self.processes: dict[str, subprocess.Popen] = {}
         self.logs = {name: out / f"{name}.log" for name in ("operator", "agent", "feed")}
+        self.agent: PodmanPod | None = None
+        # The agent's journal: a hostPath on the node, here inside the demo's output (no state is
+        # left in the machine's /run/tickwire).
+        self.state_root = out / "node-state"
+        seccomp_root = out / "kubelet-seccomp"
+        seccomp_root.mkdir(exist_ok=True)
+        core = k8s.CoreV1Api(kube.api_client())
+        self.node = Node(name=NODE_NAME, api_server=kube.url, issue_token=kube.service_account_token,
+                         seccomp_root=seccomp_root, netns=pair.node_ns, sysfs=sysfs,
+                         report_status=lambda namespace, pod, status: self.call(
+                             core.patch_namespaced_pod_status, pod, namespace, {"status": status}))
 
     def call(self, fn: Callable, *args, **kwargs):
         """A client call made from the node namespace, where the emulator listens."""
@@ -251,10 +266,26 @@ class Demo:
         for name, proc in self.processes.items():
             if name != "feed" and proc.poll() is not None:
                 raise DemoFailed(f"the {name} exited with status {proc.returncode}{tail(self.logs[name])}")
+        if self.agent is not None:
+            self.logs["agent"].write_text(self.agent.logs())
+            state = self.agent.inspect()["State"]
+            if state["Status"] != "running":
+                raise DemoFailed(f"the agent container is {state['Status']} (exit {state.get('ExitCode')})"
+                                 f"{tail(self.logs['agent'])}")
 
     def stop_all(self) -> None:
-        for name in ("feed", "agent", "operator"):  # the agent before the operator, as a kubelet would
-            stop(self.processes.get(name))
+        stop(self.processes.get("feed"))
+        if self.agent is not None:  # the agent before the operator, as a kubelet would
+            try:
+                self.agent.stop()   # SIGTERM: the agent puts the host back
+            except PodFailed as exc:
+                print(f"operator demo: {exc}", file=sys.stderr)
+            finally:
+                self.logs["agent"].write_text(self.agent.logs())
+                self.agent.remove()
+                print(f"removed the agent Pod {self.agent.name}", flush=True)
+        stop(self.processes.get("operator"))
+        shutil.rmtree(self.state_root, ignore_errors=True)
 
     def run(self) -> int:
         fh, changes = adapt_to_veth(self.example, self.pair)
@@ -282,7 +313,7 @@ class Demo:
         print(f"node {NODE_NAME}: feed core {core}, NIC {self.pair.node_if} queues 0-{VETH_QUEUES - 1}, "
               f"no hugepages")
         operator_env = dict(os.environ, KUBECONFIG=str(kubeconfig), TICKWIRE_RESYNC_SECONDS="2",
-                            TICKWIRE_HEALTH_SECONDS="2")
+                            TICKWIRE_HEALTH_SECONDS="2", TICKWIRE_AGENT_STATE_ROOT=str(self.state_root))
         self.start("operator", self.pair.node_ns, [sys.executable, "-m", "tickwire_operator", "--standalone",
                                                    "--liveness", ""], operator_env)
         self.call(custom.create_namespaced_custom_object, GROUP, VERSION, NAMESPACE, PLURAL, fh)
@@ -325,16 +356,34 @@ class Demo:
         print(describe(self.kube.get(FEEDHANDLERS, NAMESPACE, name)))
         return 0
 
+    def run_agent_pod(self, pod: Mapping[str, Any]) -> None:
+        """The kubelet's part: the Pod's Localhost seccomp profile on the node (the chart installs
+        it on real nodes), then the Pod under podman."""
+        profile = ((pod["spec"].get("securityContext") or {}).get("seccompProfile") or {})
+        if profile.get("type") == "Localhost":
+            target = self.node.seccomp_root / profile["localhostProfile"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(SECCOMP_PROFILE, target)
+        print(f"the operator created Pod {NAMESPACE}/{pod['metadata']['name']} on node "
+              f"{pod['spec']['nodeName']}; as its kubelet: podman kube play, image "
+              f"{pod['spec']['containers'][0]['image']}", flush=True)
+        agent = PodmanPod(pod, self.node, self.out / "pod")
+        self.agent = agent
+        try:
+            agent.play()
+            agent.wait_running()
+        except (PodRejected, PodFailed) as exc:
+            raise DemoFailed(f"the agent Pod did not start: {exc}") from None
+        print(f"started agent Pod {agent.name} (podman container {agent.container()}, pid {agent.pid()}) "
+              f"in {self.pair.node_ns}; log {self.logs['agent']}", flush=True)
+
     def play_kubelet(self, fh: Mapping[str, Any] | None, name: str, kubeconfig: pathlib.Path) -> None:
         """Start the agent once the operator has created its Pod, and the exchange's feed once
         the engine is up (so the feed starts at sequence 1 and the first report is gap-free)."""
-        if "agent" not in self.processes:
+        if self.agent is None:
             pod = self.kube.get("v1/pods", NAMESPACE, f"{name}-agent")
             if pod is not None:
-                command, env = container_process(pod, kubeconfig, BIN)
-                print(f"the operator created Pod {NAMESPACE}/{pod['metadata']['name']} on node "
-                      f"{pod['spec']['nodeName']}; as its kubelet: {' '.join(command)}")
-                self.start("agent", self.pair.node_ns, command, env)
+                self.run_agent_pod(pod)
         elif "feed" not in self.processes and condition(fh, "EngineReady").get("status") == "True":
             spec = fh["spec"]
             lines = [a for line in spec["lines"] for a in ("--line", f"{line['name']}={line['group']}:{line['port']}")]
@@ -357,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"operator demo: {exc}", file=sys.stderr)
         return 2
     ok, why = netns_available()
+    if ok:
+        ok, why = podman_available()
     if not ok:
         print(f"operator demo: cannot run here: {why}", file=sys.stderr)
         return 2
@@ -369,10 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     namespaces = "none created"
     try:
         try:
-            with VethPair(queues=VETH_QUEUES) as pair, KubeEmulator.running(netns=pair.node_ns) as kube:
+            with VethPair(queues=VETH_QUEUES) as pair, KubeEmulator.running(netns=pair.node_ns) as kube, \
+                    node_sysfs(pair.node_ns, out / "node-sys") as sysfs:
                 namespaces = f"{pair.exchange_ns} and {pair.node_ns} deleted"
                 client = netns_executor(pair.node_ns)
-                demo = Demo(args, example, pair, kube, client, out)
+                demo = Demo(args, example, pair, kube, client, out, sysfs)
                 try:
                     return demo.run()
                 finally:

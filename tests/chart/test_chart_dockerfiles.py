@@ -1,4 +1,5 @@
-"""The container images' Dockerfiles, checked statically: no Docker engine runs on these machines.
+"""The container images' Dockerfiles, checked statically (tests/e2e/test_images.py builds nothing
+but starts the images `make images` built with podman).
 
 The files are parsed with the `dockerfile` package, which wraps BuildKit's own Dockerfile parser,
 so line continuations, flags and JSON forms are read exactly as `docker build` reads them. What a
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import pathlib
 import re
+import shlex
 import subprocess
 import sys
+import tomllib
 
 import dockerfile
 import helm_python as helm
@@ -148,3 +151,27 @@ def test_the_operator_never_loads_the_engine():
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[] False False", result.stdout
+
+
+@pytest.mark.parametrize("image", list(IMAGES))
+def test_the_build_copies_every_package_dir_the_wheel_needs(image):
+    """`pip wheel .` fails when a package dir pyproject.toml names is missing from the context."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    dirs = {path.split("/")[0] for path in pyproject["tool"]["setuptools"]["package-dir"].values()}
+    copied = {source.rstrip("/").split("/")[0] for c in stages(IMAGES[image])[0]["commands"]
+              if c.cmd == "COPY" for source in c.value[:-1]}
+    assert dirs <= copied, f"{image}: pyproject.toml packages live in {sorted(dirs - copied)}, not copied"
+
+
+def test_the_operator_image_s_default_command_parses():
+    """ENTRYPOINT + CMD must be a command line the operator accepts (it once said
+    --all-namespaces, an argument error on start)."""
+    runtime = stages(IMAGES["operator"])[1]
+    cmd = last(runtime["commands"], "CMD")
+    assert cmd.json, "exec form, so no shell sits between the runtime and the operator"
+    probe = ("import sys; from tickwire_operator.__main__ import parse_args; "
+             "a = parse_args(sys.argv[1:]); print(a.standalone, a.liveness)")
+    done = subprocess.run([sys.executable, "-c", probe, *cmd.value], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"CMD {shlex.join(cmd.value)}: {done.stderr.strip()}"
+    port = yaml.safe_load((ROOT / "charts" / "tickwire" / "values.yaml").read_text())["operator"]["livenessPort"]
+    assert done.stdout.split() == ["True", f"http://0.0.0.0:{port}/healthz"], "the chart's liveness port"

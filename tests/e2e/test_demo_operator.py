@@ -1,12 +1,14 @@
 """`make demo-operator` (python -m tickwire_demo.operator_demo), run for real and read like a user.
 
-The demo creates its namespaces and veth, serves the emulator, runs the operator, plays the
-kubelet for the agent Pod and publishes the feed; these tests read what it prints (the
-`kubectl get feedhandlers` table by its column positions, the describe-style conditions) and
-check that it left nothing behind: its namespaces and its processes are gone.
+The demo creates its namespaces and veth, serves the emulator, runs the operator, runs the agent
+Pod under podman as the node's kubelet and publishes the feed; these tests read what it prints
+(the `kubectl get feedhandlers` table by its column positions, the describe-style conditions) and
+check that it left nothing behind: its namespaces, its processes, its podman Pod, its mount of the
+node's sysfs and the agent's state directory are gone.
 
-The runs need root and network namespaces: they fail instead of skipping when
-TICKWIRE_REQUIRE_NETNS=1 (CI). The first tests need neither (the manifest the demo applies).
+The runs need root, network namespaces, podman and the images (`make images`): they fail instead
+of skipping when TICKWIRE_REQUIRE_NETNS=1 (CI). The first tests need none of it (the manifest the
+demo applies).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import sys
 import pytest
 import yaml
 
+from tests.e2e.test_operator_podman import require_podman
 from tests.support.netns import require_netns
 from tickwire_demo.localnet import VethPair as PlainVethPair
 from tickwire_demo.operator_demo import EXAMPLE, DemoFailed, adapt_to_veth, load_feedhandler
@@ -76,6 +79,7 @@ def test_a_bad_manifest_is_refused_before_anything_is_created(tmp_path, content,
 
 def run_demo(tmp_path: pathlib.Path, *extra: str) -> subprocess.CompletedProcess:
     require_netns()
+    require_podman()
     return subprocess.run([sys.executable, "-m", "tickwire_demo.operator_demo", "--out", str(tmp_path / "out"),
                            *extra], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
 
@@ -111,13 +115,20 @@ def conditions(stdout: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def assert_nothing_left(stdout: str, started=("operator", "agent", "feed")) -> None:
+def assert_nothing_left(stdout: str, out: pathlib.Path, started=("operator", "agent", "feed")) -> None:
     namespaces = re.search(r"^exchange (tw-ex-\d+) .* node (tw-nd-\d+) ", stdout, re.M)
     assert namespaces, stdout[:2000]
     listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert namespaces[1] not in listed and namespaces[2] not in listed
     pids = {name: int(pid) for name, pid in re.findall(r"^started (\w+) \(pid (\d+)\)", stdout, re.M)}
+    agent = re.search(r"^started agent Pod (\S+) \(podman container \S+, pid (\d+)\)", stdout, re.M)
+    if agent:
+        pids["agent"] = int(agent[2])
+        assert subprocess.run(["podman", "pod", "exists", agent[1]]).returncode == 1, f"Pod {agent[1]} left"
     assert set(started) == set(pids), stdout[:3000]
+    mounts = pathlib.Path("/proc/self/mountinfo").read_text()
+    assert f" {out / 'node-sys'} " not in mounts, "the node's sysfs is still mounted"
+    assert not (out / "node-state").exists(), "the agent's state directory was left"
     for name, pid in pids.items():
         alive = pathlib.Path(f"/proc/{pid}/cmdline")
         # A reused pid would run something else; the demo's children name these in their argv.
@@ -158,7 +169,7 @@ def test_the_demo_reaches_ready_and_cleans_up(tmp_path, printer):
     # What the operator put in the Pod is what ran: the agent's log names the applied feed.
     applied = yaml.safe_load((tmp_path / "out" / "feedhandler.yaml").read_text())
     assert f"FeedHandler feeds/{applied['metadata']['name']}" in (tmp_path / "out" / "agent.log").read_text()
-    assert_nothing_left(out)
+    assert_nothing_left(out, tmp_path / "out")
 
 
 @pytest.mark.netns
@@ -176,4 +187,4 @@ def test_a_feedhandler_that_never_gets_ready_fails_with_the_reason(tmp_path):
     assert "lines A and B must differ in group or port" in done.stderr + done.stdout
     assert conditions(done.stdout)["Placed"] == ("False", "InvalidSpec")
     # No agent ran for it (the operator made no Pod), and nothing is left.
-    assert_nothing_left(done.stdout, started=("operator",))
+    assert_nothing_left(done.stdout, tmp_path / "out", started=("operator",))
