@@ -2,7 +2,7 @@
 emulator (tests/support/kube_emulator.py), FeedHandlers applied with the official client.
 
 The emulator is not a cluster (no kubelet, no schema admission; see its docstring), so no Pod
-ever runs here; test_operator_kubelet.py plays the kubelet for one full run. Where a test needs
+ever runs here; test_operator_podman.py runs the agent Pod in podman for one full run. Where a test needs
 what a kubelet or the node lifecycle controller would write (a Pod's container states or phase,
 a node's Ready condition) it writes it itself, through the API, as they would; admission refusals,
 unreachable nodes and RBAC are the emulator's (refuse, unreachable_nodes, service_account_token).

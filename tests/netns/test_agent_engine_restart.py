@@ -43,8 +43,13 @@ def test_prometheus_counters_keep_rising_across_an_engine_restart(agent, tmp_pat
     pair = agent.pair
     agent.wait_ready()
     first = publish(pair, tmp_path, [*FEED, "--messages", "3000", "--seed", "7"])
-    before = wait_for(lambda: (lambda s: s if metric_sum(s, "tickwire_messages_total") == 3000 and
-                               metric_sum(s, HIST + "_count") == 3000 else None)(agent.metrics()),
+    # Every packet of both lines, not only every message: B's copy of the last packet may be
+    # counted after A's, and what a SIGKILLed engine counted since its last snapshot is gone.
+    def first_feed_counted(s):
+        return (metric_sum(s, "tickwire_messages_total") == 3000 and metric_sum(s, HIST + "_count") == 3000
+                and all(metric(s, "tickwire_packets_total", line=line) == first["packets_sent"][line]
+                        for line in "AB"))
+    before = wait_for(lambda: (lambda s: s if first_feed_counted(s) else None)(agent.metrics()),
                       "the first feed to be counted")
     old_engine = agent.engine_pid()
     os.kill(old_engine, signal.SIGKILL)
