@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <linux/capability.h>
 #include <linux/if_link.h>
 #include <linux/if_xdp.h>
 #include <linux/types.h>
@@ -34,6 +35,7 @@
 #include <xdp/xsk.h>
 
 #include "../bpf/steer_meta.h"
+#include "caps.h"
 #include "tickwire.h"
 
 #ifndef SO_PREFER_BUSY_POLL
@@ -174,10 +176,18 @@ static int create_umem(struct tw_engine *e, char *err, size_t errlen)
 		return fail(err, errlen, ret, "UMEM: cannot map %u frames of %u bytes: %s",
 			    e->cfg.frame_count, e->cfg.frame_size, strerror(-ret));
 	ret = xsk_umem__create(&e->umem, e->umem_area, e->umem_size, &e->fill, &e->comp, &ucfg);
-	if (ret)
-		return fail(err, errlen, ret, "UMEM: registration failed: %s%s", strerror(-ret),
-			    ret == -EPERM || ret == -ENOMEM
-				    ? " (needs CAP_IPC_LOCK or a larger RLIMIT_MEMLOCK)" : "");
+	if (ret) {
+		/* EPERM: the AF_XDP socket the UMEM is registered on (socket() needs CAP_NET_RAW);
+		 * ENOBUFS: the pages charged to RLIMIT_MEMLOCK, which CAP_IPC_LOCK exempts from. */
+		static const int need[] = { CAP_NET_RAW, -1 };
+		char why[400] = "";
+
+		if (ret == -EPERM)
+			tw_caps_explain(why, sizeof(why), need, "open an AF_XDP socket");
+		else if (ret == -ENOBUFS)
+			tw_memlock_explain(why, sizeof(why), e->umem_size);
+		return fail(err, errlen, ret, "UMEM: registration failed: %s%s", strerror(-ret), why);
+	}
 	e->info.umem_bytes = e->umem_size;
 	return 0;
 }
@@ -230,11 +240,17 @@ static int create_socket(struct tw_engine *e, char *err, size_t errlen)
 				    e->cfg.ifname, e->cfg.queue, strerror(-ret));
 		}
 	}
-	if (ret)
+	if (ret) {
+		static const int need[] = { CAP_NET_RAW, -1 };
+		char why[200] = "";
+
+		if (ret == -EINVAL)
+			snprintf(why, sizeof(why), " (queue out of range?)");
+		else if (ret == -EPERM)
+			tw_caps_explain(why, sizeof(why), need, "open an AF_XDP socket");
 		return fail(err, errlen, ret, "AF_XDP socket on %s queue %u: %s%s", e->cfg.ifname,
-			    e->cfg.queue, strerror(-ret),
-			    ret == -EINVAL ? " (queue out of range?)" :
-			    ret == -EPERM ? " (needs CAP_NET_RAW and CAP_NET_ADMIN)" : "");
+			    e->cfg.queue, strerror(-ret), why);
+	}
 
 	if (getsockopt(xsk_socket__fd(e->xsk), SOL_XDP, XDP_OPTIONS, &opts, &optlen) == 0)
 		e->info.zero_copy = !!(opts.flags & XDP_OPTIONS_ZEROCOPY);
@@ -302,9 +318,23 @@ static int load_program(struct tw_engine *e, char *err, size_t errlen)
 			    strerror(-ret));
 	}
 	ret = bpf_object__load(e->obj);
-	if (ret)
-		return fail(err, errlen, ret, "cannot load XDP program: %s%s", strerror(-ret),
-			    ret == -EPERM ? " (needs CAP_BPF and CAP_NET_ADMIN, or root)" : "");
+	if (ret) {
+		/* EPERM: bpf() needs CAP_BPF; an XDP program and its XSKMAP need CAP_NET_ADMIN.
+		 * EACCES: the verifier refused, and without CAP_PERFMON it refuses the program's
+		 * packet-pointer arithmetic. */
+		static const int load[] = { CAP_BPF, CAP_NET_ADMIN, -1 };
+		static const int verify[] = { CAP_PERFMON, -1 };
+		char why[200] = "";
+
+		if (ret == -EPERM)
+			tw_caps_explain(why, sizeof(why), load,
+					"load the XDP steering program and create its maps");
+		else if (ret == -EACCES && tw_lacks_cap(CAP_PERFMON))
+			tw_caps_explain(why, sizeof(why), verify,
+					"let the verifier accept the steering program's "
+					"packet-pointer arithmetic");
+		return fail(err, errlen, ret, "cannot load XDP program: %s%s", strerror(-ret), why);
+	}
 	prog = bpf_object__find_program_by_name(e->obj, TW_PROG_NAME);
 	lines_fd = bpf_object__find_map_fd_by_name(e->obj, "tw_lines");
 	xsks_fd = bpf_object__find_map_fd_by_name(e->obj, "tw_xsks");
@@ -410,9 +440,15 @@ static int attach_program(struct tw_engine *e, char *err, size_t errlen)
 				    e->cfg.ifname, strerror(-fd));
 		}
 	}
-	if (fd < 0)
-		return fail(err, errlen, fd, "cannot attach XDP to %s: %s", e->cfg.ifname,
-			    strerror(-fd));
+	if (fd < 0) {
+		static const int need[] = { CAP_NET_ADMIN, -1 };
+		char why[200] = "";
+
+		if (fd == -EPERM)
+			tw_caps_explain(why, sizeof(why), need, "attach an XDP program");
+		return fail(err, errlen, fd, "cannot attach XDP to %s: %s%s", e->cfg.ifname,
+			    strerror(-fd), why);
+	}
 	e->link_fd = fd;
 
 	memset(&pinfo, 0, sizeof(pinfo));

@@ -27,15 +27,6 @@ LOCAL_ZONE = "local"     # explicit opt-in to the node's own zone (a private fee
 # a year of days. An engine running past the last one stops recording exchange latency and says so.
 LATER_MIDNIGHTS = 512
 
-# Linux capability bits (include/uapi/linux/capability.h) the engine needs, and why.
-CAPABILITIES = {
-    12: ("CAP_NET_ADMIN", "attach the XDP program and bind the AF_XDP socket"),
-    13: ("CAP_NET_RAW", "open an AF_XDP socket"),
-    39: ("CAP_BPF", "load the XDP program and its maps"),
-}
-CAP_SYS_ADMIN = 21
-
-
 class ConfigError(ValueError):
     """The configuration cannot work; the message names the field and the fix."""
 
@@ -325,24 +316,3 @@ def rx_queue_count(interface: str) -> int | None:
         return sum(1 for entry in os.listdir(path) if entry.startswith("rx-"))
     except OSError:
         return None
-
-
-def effective_capabilities() -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return 0
-
-
-def check_privileges() -> None:
-    """Raise PrivilegeError naming each capability the engine needs and this process lacks."""
-    caps = effective_capabilities()
-    missing = [f"{name} (to {why})" for bit, (name, why) in CAPABILITIES.items()
-               if not caps & (1 << bit)]
-    # Before CAP_BPF existed CAP_SYS_ADMIN covered it; accept either.
-    if caps & (1 << CAP_SYS_ADMIN):
-        missing = [m for m in missing if not m.startswith("CAP_BPF")]
-    if missing:
-        raise PrivilegeError("the engine lacks " + ", ".join(missing) +
-                             ": run as root or grant these capabilities")

@@ -9,8 +9,9 @@ import errno
 import time
 
 from ._native import ffi, lib
-from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, check_privileges,
-                     fill_decoder_config, fill_sequencing_config)
+from .capabilities import check_privileges
+from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, fill_decoder_config,
+                     fill_sequencing_config)
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -56,7 +57,7 @@ class Engine:
 
     def __init__(self, config: EngineConfig):
         config.validate()
-        check_privileges()
+        check_privileges(umem_bytes=config.frame_count * config.frame_size)
         self.config = config
         self._err = ffi.new("char[512]")
         self._handle = ffi.new("struct tw_engine **")

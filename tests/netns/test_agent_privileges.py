@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import pathlib
-import sys
 
 import pytest
 
 from tests.support.agent_run import (AgentProcess, capability_mask, host_snapshot, metric_sum, only_capabilities,
                                      plan_for, read_only_root, under_seccomp, wait_for)
-from tests.support.engine_run import publish, xdp_attached
+from tests.support.engine_run import ENGINE_UNCHECKED, publish, xdp_attached
 from tests.support.netns import VethPair
 from tickwire_agent import privileges
 from tickwire_operator.pod import CAPABILITIES, RT_CAPABILITY
@@ -29,10 +28,6 @@ PROFILE = REPO / "charts" / "tickwire" / "files" / "tickwire-agent-seccomp.json"
 # The container runtime's own default (Debian's containers-common: podman's and CRI-O's).
 RUNTIME_DEFAULT = pathlib.Path("/usr/share/containers/seccomp.json")
 LINE = "A=239.77.3.1:26477"
-# The engine with its own capability pre-check taken out, so that the kernel alone decides.
-ENGINE_UNCHECKED = [sys.executable, "-c", "import sys, tickwire_engine.engine as e; "
-                    "e.check_privileges = lambda: None; from tickwire_engine.cli import main; "
-                    "sys.exit(main(sys.argv[1:]))"]
 # AF_XDP charges a UMEM to RLIMIT_MEMLOCK of the *user* (uid 0: every root process on the node,
 # every other feed's engine included) unless the process has CAP_IPC_LOCK. 4 MiB stands for the
 # share left once another feed's 8 MiB UMEM is charged: below this engine's 8 MiB UMEM.

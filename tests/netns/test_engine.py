@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -16,9 +17,12 @@ import time
 
 import pytest
 
-from tests.support.engine_run import ENGINE, FEED, EngineProcess, engine_running, publish, xdp_attached
+from tests.support.agent_run import only_capabilities
+from tests.support.engine_run import (ENGINE, ENGINE_UNCHECKED, FEED, EngineProcess, engine_running, publish,
+                                      xdp_attached)
 from tests.support.netns import VethPair
 from tests.support.testdata import capture_files
+from tickwire_engine import capabilities
 
 pytestmark = pytest.mark.netns
 
@@ -308,13 +312,65 @@ def test_sigusr1_writes_a_snapshot_on_demand(pair, tmp_path):
     assert proc.returncode == 0
 
 
-def test_a_missing_capability_is_named(pair):
-    # setpriv drops CAP_NET_ADMIN from the bounding set, so even root runs the engine without it.
-    result = pair.run(pair.node_ns, "setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
-                      ENGINE, "run", "--iface", pair.node_if, "--line", LINE_A, "--duration", "1",
-                      check=False)
-    assert result.returncode == 2
-    assert "lacks CAP_NET_ADMIN" in result.stderr
+# The engine's UMEM by default (8192 frames of 2 KiB) against a memlock limit that cannot hold it:
+# without CAP_IPC_LOCK the kernel charges the UMEM to RLIMIT_MEMLOCK and refuses (ENOBUFS).
+UMEM_MIB = 16
+MEMLOCK_BELOW_UMEM = ["prlimit", f"--memlock={4 << 20}"]
+NEEDED = sorted(name.removeprefix("CAP_") for name in capabilities.NEEDED)
+# What the kernel refuses without each capability, and the explanation the engine adds to it.
+KERNEL_REFUSAL = {
+    "NET_ADMIN": "cannot load XDP program: Operation not permitted (this process lacks CAP_NET_ADMIN, "
+                 "needed to load the XDP steering program and create its maps)",   # the XSKMAP
+    "NET_RAW": "UMEM: registration failed: Operation not permitted (this process lacks CAP_NET_RAW, "
+               "needed to open an AF_XDP socket)",
+    "BPF": "cannot load XDP program: Operation not permitted (this process lacks CAP_BPF, "
+           "needed to load the XDP steering program and create its maps)",
+    "PERFMON": "cannot load XDP program: Permission denied (this process lacks CAP_PERFMON, needed to "
+               "let the verifier accept the steering program's packet-pointer arithmetic)",
+    "IPC_LOCK": f"UMEM: registration failed: No buffer space available (this process lacks CAP_IPC_LOCK, "
+                f"so the UMEM's {UMEM_MIB} MiB are charged to RLIMIT_MEMLOCK, 4 MiB, shared by every "
+                f"process of this user: grant CAP_IPC_LOCK, or raise the memlock limit",
+}
+
+
+def run_with_only(pair, caps, engine=(ENGINE,)):
+    """The engine as root with exactly `caps` (setpriv cuts the bounding set, so root gets nothing
+    else) and a memlock limit below its UMEM."""
+    return pair.run(pair.node_ns, *only_capabilities(caps), *MEMLOCK_BELOW_UMEM, *engine, "run",
+                    "--iface", pair.node_if, "--mode", "generic", "--line", LINE_A, "--duration", "1",
+                    "--quiet", check=False)
+
+
+def named_capabilities(text: str) -> set[str]:
+    return set(re.findall(r"CAP_[A-Z_]+", text))
+
+
+def test_with_every_capability_it_checks_for_the_engine_runs(pair):
+    result = run_with_only(pair, NEEDED)
+    assert result.returncode == 0, result.stderr     # so each refusal below is its one missing capability
+
+
+@pytest.mark.parametrize("missing", NEEDED)
+def test_a_missing_capability_is_named_before_anything_is_touched(pair, missing):
+    result = run_with_only(pair, set(NEEDED) - {missing})
+    assert result.returncode == 2, result.stderr     # permanent: a supervisor must not retry it
+    name = f"CAP_{missing}"
+    assert f"tickwire-engine: the engine lacks {name} (to {capabilities.NEEDED[name][1]}" in result.stderr
+    assert named_capabilities(result.stderr) == {name}, result.stderr
+    if missing == "IPC_LOCK":
+        assert f"RLIMIT_MEMLOCK is 4 MiB, below the UMEM's {UMEM_MIB} MiB: grant CAP_IPC_LOCK, or raise " \
+               "the memlock limit (prlimit --memlock" in result.stderr
+    assert xdp_attached(pair) == ""
+
+
+@pytest.mark.parametrize("missing", NEEDED)
+def test_a_kernel_refusal_names_the_capability_it_lacks(pair, missing):
+    """Past the pre-check (taken out here: a kernel or a security module may still say no), the
+    engine's message names the capability the kernel wanted, and only that one."""
+    result = run_with_only(pair, set(NEEDED) - {missing}, engine=ENGINE_UNCHECKED)
+    assert result.returncode == 3, result.stderr
+    assert KERNEL_REFUSAL[missing] in result.stderr
+    assert named_capabilities(result.stderr) == {f"CAP_{missing}"}, result.stderr
     assert xdp_attached(pair) == ""
 
 
