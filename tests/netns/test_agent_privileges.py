@@ -30,7 +30,7 @@ RUNTIME_DEFAULT = pathlib.Path("/usr/share/containers/seccomp.json")
 LINE = "A=239.77.3.1:26477"
 # AF_XDP charges a UMEM to RLIMIT_MEMLOCK of the *user* (uid 0: every root process on the node,
 # every other feed's engine included) unless the process has CAP_IPC_LOCK. 4 MiB stands for the
-# share left once another feed's 8 MiB UMEM is charged: below this engine's 8 MiB UMEM.
+# share left once another feed's UMEM is charged: below this engine's 16 MiB UMEM.
 MEMLOCK_LEFT = ["prlimit", f"--memlock={4 << 20}"]
 
 # What the kernel says without each capability, from the engine's own error message.
