@@ -274,7 +274,9 @@ def kill_restart_and_remove(pod, node, pair, kube, name, tmp_path, logs, wait_fo
             killed = running.kill()
             wait_for("the container started again (restartPolicy Always)",
                      lambda: running.inspect()["State"]["Status"] == "running" and running.pid() != killed, 60)
-            assert running.inspect()["RestartCount"] >= 1
+            # podman records the restart in its state after the new process runs: wait for it.
+            wait_for("podman to count the restart",
+                     lambda: running.inspect()["RestartCount"] >= 1, 15)
             # As a kubelet, the runner reports the restart in the Pod's status.
             reported = running.sync_status()["containerStatuses"][0]
             assert reported["restartCount"] >= 1 and "running" in reported["state"]
