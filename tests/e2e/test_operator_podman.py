@@ -136,11 +136,10 @@ def test_the_operator_s_pod_runs_in_podman_counts_the_feed_and_restores_the_host
                 "apiVersion": f"{GROUP}/{VERSION}", "kind": "FeedHandler", "metadata": {"name": name},
                 "spec": {"lines": [{"name": "A", "group": "239.7.1.1", "port": 26400}],
                          "xdpMode": "generic", "statusIntervalSeconds": 1, "staleAfterSeconds": 30,
-                         # gro_flush_timeout: a host setting in the node's sysfs, through a hostPath.
-                         # (With napiDeferHardIrqs > 0 too, the agent under podman stopped receiving
-                         # after ~19k of 20k messages, busy polling on or off, where the same plan
-                         # as a plain process counted all: reported, not yet understood.)
-                         "busyPoll": {"enabled": True, "groFlushTimeoutNs": 200000},
+                         # napi_defer_hard_irqs, gro_flush_timeout: host settings in the node's
+                         # sysfs, through a hostPath (rule R5). A stall once seen with them under
+                         # podman did not reproduce with this tree's image: docs/podman.md.
+                         "busyPoll": {"enabled": True, "napiDeferHardIrqs": 2, "groFlushTimeoutNs": 200000},
                          "latencySLO": {"p99Micros": 1_000_000}}})
             pod = wait_for("the agent Pod", lambda: kube.get("v1/pods", NS, f"{name}-agent"), 30)
             assert pod["spec"]["nodeName"] == NODE
@@ -215,6 +214,10 @@ def run_until_ready_and_check(pod, node, pair, kube, name, tmp_path, logs, wait_
             quota, period = (int((cgroup / f).read_text()) for f in ("cpu.cfs_quota_us", "cpu.cfs_period_us"))
             assert quota == cpus * period, (quota, period, cpus)      # the Pod's CPU limit is in force
             throttled_at_start = cpu_stat(cgroup)
+            # The busy-poll knobs landed on the node's veth, read from the node's own namespace:
+            # the agent wrote them through the sysfs R5 mounts, not to a device of the host.
+            tuned = host_snapshot(pair)
+            assert (tuned["napi_defer_hard_irqs"], tuned["gro_flush_timeout"]) == ("2", "200000"), tuned
 
             # The feed, counted exactly against the publisher's ledger.
             summary_path = tmp_path / "feed-summary.json"
@@ -272,9 +275,10 @@ def kill_restart_and_remove(pod, node, pair, kube, name, tmp_path, logs, wait_fo
             tuned = host_snapshot(pair)
             assert tuned != before, "the agent tuned nothing: nothing to restore would prove nothing"
             killed = running.kill()
+            # podman may show the new process a moment before it counts the restart: wait for both.
             wait_for("the container started again (restartPolicy Always)",
-                     lambda: running.inspect()["State"]["Status"] == "running" and running.pid() != killed, 60)
-            assert running.inspect()["RestartCount"] >= 1
+                     lambda: running.inspect()["State"]["Status"] == "running" and running.pid() != killed
+                     and running.inspect()["RestartCount"] >= 1, 60)
             # As a kubelet, the runner reports the restart in the Pod's status.
             reported = running.sync_status()["containerStatuses"][0]
             assert reported["restartCount"] >= 1 and "running" in reported["state"]
