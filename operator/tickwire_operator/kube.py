@@ -70,26 +70,36 @@ class KubeApi:
     async def get_feedhandler(self, namespace: str, name: str) -> dict | None:
         return await asyncio.to_thread(self._get_feedhandler, namespace, name)
 
-    def _update_status(self, namespace: str, name: str,
-                       change: Callable[[Mapping[str, Any]], dict | None]) -> dict | None:
+    def _read_modify_write(self, namespace: str, name: str,
+                           make_patch: Callable[[Mapping[str, Any]], dict | None],
+                           send: Callable[..., dict], what: str) -> dict | None:
+        """Read the FeedHandler, `make_patch(fresh body)` (None: nothing to write), send it with the
+        body's resourceVersion as a precondition, and start over on 409 Conflict. Returns the body
+        after, or None if the object is gone."""
         for _ in range(CONFLICT_RETRIES):
             body = self._get_feedhandler(namespace, name)
             if body is None:
                 return None
-            status_patch = change(body)
-            if not status_patch:
+            patch = make_patch(body)
+            if patch is None:
                 return body
-            patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                     "status": status_patch}
+            patch.setdefault("metadata", {})["resourceVersion"] = body["metadata"]["resourceVersion"]
             try:
-                return self.custom.patch_namespaced_custom_object_status(
-                    GROUP, VERSION, namespace, PLURAL, name, patch)
+                return send(GROUP, VERSION, namespace, PLURAL, name, patch)
             except ApiException as exc:
                 if exc.status == 404:
                     return None
                 if exc.status != 409:
                     raise
-        raise StatusConflict(f"status of {namespace}/{name} kept changing under {CONFLICT_RETRIES} attempts")
+        raise StatusConflict(f"{what} of {namespace}/{name} kept changing under {CONFLICT_RETRIES} attempts")
+
+    def _update_status(self, namespace: str, name: str,
+                       change: Callable[[Mapping[str, Any]], dict | None]) -> dict | None:
+        def make_patch(body):
+            status_patch = change(body)
+            return {"status": status_patch} if status_patch else None
+        return self._read_modify_write(namespace, name, make_patch,
+                                       self.custom.patch_namespaced_custom_object_status, "status")
 
     async def update_status(self, namespace: str, name: str,
                             change: Callable[[Mapping[str, Any]], dict | None]) -> dict | None:
@@ -100,23 +110,13 @@ class KubeApi:
                            change: Callable[[Mapping[str, Any]], tuple[bool, str | None]]) -> dict | None:
         """Set annotation `key` to `change(fresh body)`'s value (None removes it) with a
         resourceVersion precondition, on the object itself (never on /status)."""
-        for _ in range(CONFLICT_RETRIES):
-            body = self._get_feedhandler(namespace, name)
-            if body is None:
-                return None
+        def make_patch(body):
             wanted, value = change(body)
-            if not wanted or ((body["metadata"].get("annotations") or {}).get(key) == value):
-                return body
-            patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"],
-                                  "annotations": {key: value}}}
-            try:
-                return self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return None
-                if exc.status != 409:
-                    raise
-        raise StatusConflict(f"{namespace}/{name} kept changing under {CONFLICT_RETRIES} attempts")
+            if not wanted or (body["metadata"].get("annotations") or {}).get(key) == value:
+                return None
+            return {"metadata": {"annotations": {key: value}}}
+        return self._read_modify_write(namespace, name, make_patch,
+                                       self.custom.patch_namespaced_custom_object, f"annotation {key}")
 
     async def update_annotation(self, namespace: str, name: str, key: str,
                                 change: Callable[[Mapping[str, Any]], tuple[bool, str | None]]) -> dict | None:

@@ -30,14 +30,6 @@ def pair():
         yield p
 
 
-@pytest.fixture
-def agents():
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.kill_all()
-
-
 def start(agents, *args, **kwargs) -> AgentProcess:
     agent = AgentProcess(*args, **kwargs)
     agents.append(agent)

@@ -49,14 +49,6 @@ def pair():
         yield p
 
 
-@pytest.fixture
-def agents():
-    started: list[AgentProcess] = []
-    yield started
-    for agent in started:
-        agent.kill_all()
-
-
 def engine(pair, tmp_path, *prefix, args=()):
     stats = tmp_path / "stats.json"
     result = pair.run(pair.node_ns, *prefix, *ENGINE_UNCHECKED, "run", "--iface", pair.node_if, "--mode", "generic",

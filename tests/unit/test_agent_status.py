@@ -50,6 +50,23 @@ def uid_of(emulator) -> str:
     return stored(emulator)["metadata"]["uid"]
 
 
+class WriteInBetween:
+    """Forwards to the real client, but runs `write` once between our read and our patch, as a
+    concurrent writer (the operator, or someone re-creating the object) would."""
+
+    def __init__(self, api, write):
+        self.api, self.write, self.raced = api, write, False
+
+    def get_namespaced_custom_object_status(self, *args, **kwargs):
+        return self.api.get_namespaced_custom_object_status(*args, **kwargs)
+
+    def patch_namespaced_custom_object_status(self, *args, **kwargs):
+        if not self.raced:
+            self.raced = True
+            self.write()
+        return self.api.patch_namespaced_custom_object_status(*args, **kwargs)
+
+
 def test_snapshot_and_our_conditions_land_beside_the_operators(kube):
     emulator, api = kube
     reporter = StatusReporter(FeedHandlerRef(NS, NAME, 3, uid_of(emulator)), api, interval=5)
@@ -68,21 +85,9 @@ def test_snapshot_and_our_conditions_land_beside_the_operators(kube):
 def test_a_concurrent_operator_write_causes_a_conflict_and_a_retry_that_keeps_both(kube):
     emulator, api = kube
 
-    class OperatorInBetween:
-        """Forwards to the real client, but lets the operator write once between our read and patch."""
-        def __init__(self):
-            self.raced = False
-
-        def get_namespaced_custom_object_status(self, *args, **kwargs):
-            return api.get_namespaced_custom_object_status(*args, **kwargs)
-
-        def patch_namespaced_custom_object_status(self, *args, **kwargs):
-            if not self.raced:
-                self.raced = True
-                operator_writes(api, [{"type": "Ready", "status": "False", "reason": "Waiting", "message": "x"}])
-            return api.patch_namespaced_custom_object_status(*args, **kwargs)
-
-    reporter = StatusReporter(FeedHandlerRef(NS, NAME, 1, uid_of(emulator)), OperatorInBetween(), interval=5)
+    in_between = WriteInBetween(api, lambda: operator_writes(
+        api, [{"type": "Ready", "status": "False", "reason": "Waiting", "message": "x"}]))
+    reporter = StatusReporter(FeedHandlerRef(NS, NAME, 1, uid_of(emulator)), in_between, interval=5)
     assert reporter.maybe_report(OURS, STATS)
     assert reporter.conflicts == 1 and reporter.patches == 1
     types = {c["type"] for c in stored(emulator)["status"]["conditions"]}
@@ -123,21 +128,7 @@ def test_a_recreation_between_our_read_and_our_patch_is_refused_by_the_patch_its
     """The uid is tested inside the patch: a re-creation after the read makes the API server
     refuse the whole patch (422), so nothing of ours lands on the new object."""
     emulator, api = kube
-
-    class RecreatedInBetween:
-        def __init__(self):
-            self.raced = False
-
-        def get_namespaced_custom_object_status(self, *args, **kwargs):
-            return api.get_namespaced_custom_object_status(*args, **kwargs)
-
-        def patch_namespaced_custom_object_status(self, *args, **kwargs):
-            if not self.raced:
-                self.raced = True
-                recreate(api)
-            return api.patch_namespaced_custom_object_status(*args, **kwargs)
-
-    racing = RecreatedInBetween()
+    racing = WriteInBetween(api, lambda: recreate(api))
     reporter = StatusReporter(FeedHandlerRef(NS, NAME, 1, uid_of(emulator)), racing, interval=5, observed=OBSERVED)
     assert not reporter.maybe_report(OURS, STATS)
     assert racing.raced and reporter.conflicts == 1 and reporter.patches == 0

@@ -96,15 +96,14 @@ def test_hugepages_pool_is_per_node_only_on_a_multi_node_host(tmp_path):
     assert hugepages.nic_numa_node("veth0", root) is None
 
 
-def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(hugepages, "FREE_WAIT_S", 0.1)
+def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path):
     # Files do not allocate pages: free_hugepages stays 0 whatever we write, as when the
     # kernel cannot find contiguous memory. The agent must give the pages back and say so.
     root = str(tmp_path)
     pool = write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "3\n")
     write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "0\n")
     journal = Journal(str(tmp_path))
-    result = hugepages.reserve(4, None, journal, root)
+    result = hugepages.reserve(4, None, journal, root, free_wait_s=0.1)
     assert not result.granted and "normal pages" in result.message
     assert open(pool).read().strip() == "3"
     assert journal.pending() == []

@@ -52,7 +52,8 @@ def pool_dir(numa_node: int | None, root: str = "/") -> str:
     return os.path.join(root, "sys/kernel/mm", PAGE_DIR)
 
 
-def reserve(count: int, numa_node: int | None, journal: Journal, root: str = "/") -> HugepagesResult:
+def reserve(count: int, numa_node: int | None, journal: Journal, root: str = "/",
+            free_wait_s: float = FREE_WAIT_S) -> HugepagesResult:
     if count == 0:
         return HugepagesResult(False, "the plan asks for no hugepages: UMEM on normal pages")
     where = pool_dir(numa_node, root)
@@ -71,7 +72,7 @@ def reserve(count: int, numa_node: int | None, journal: Journal, root: str = "/"
     except OSError as e:
         return HugepagesResult(False, f"cannot reserve hugepages on {node_text} ({e.strerror}): "
                                       "UMEM on normal pages")
-    if _free_within(os.path.join(where, "free_hugepages"), count, FREE_WAIT_S):
+    if _free_within(os.path.join(where, "free_hugepages"), count, free_wait_s):
         return HugepagesResult(True, f"{count} hugepages of 2 MiB reserved on {node_text}", pool, granted)
     pool.write(previous)            # give back a partial grant: the engine cannot use it
     journal.mark_restored(entry)
