@@ -15,5 +15,7 @@ messages), or replays captured packets. Modules, each with one job:
     publish     the sender: publish(PublishConfig) -> summary dict
     pcap        UDP datagrams from pcap/pcapng captures
     replay      resend captured MoldUDP64 payloads
+    pool        prepared packets for the fast senders
+    blast       the in-kernel generator (XDP live frames) and its exact ledger
     cli         the `tickwire-feed` command
 """

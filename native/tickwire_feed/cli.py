@@ -2,6 +2,7 @@
 
     tickwire-feed publish --line A=239.1.1.1:26477 [--line B=239.1.1.2:26477] --messages 100000 ...
     tickwire-feed replay --to 239.1.1.1:26477 [--renumber] capture.pcap ...
+    tickwire-feed blast --iface veth0 --to 239.1.1.1:26477 --packets 1000000 --rate 1000000
 
 The run's summary (the ground truth a receiver is checked against) is printed as JSON on stdout
 and written to --summary-json if given. Bad options exit with status 2 and a message naming the
@@ -16,15 +17,20 @@ import json
 import signal
 import sys
 
+from .blast import BlastConfig, BlastError, blast
+from .blast import ConfigError as BlastConfigError
 from .clock import ClockError
 from .market import MixError
 from .net import EndpointError
 from .pcap import CaptureError
+from .pool import PoolError
+from .pool import SESSION
 from .publish import ConfigError, PublishConfig, SendError, publish
 from .replay import ReplayConfig, replay
 from .schedule import ScheduleError
 
-_BAD_INPUT = (ConfigError, EndpointError, MixError, ScheduleError, ClockError, CaptureError)
+_BAD_INPUT = (ConfigError, EndpointError, MixError, ScheduleError, ClockError, CaptureError,
+              BlastConfigError, PoolError)
 
 
 def _line(text: str) -> tuple[str, str]:
@@ -95,7 +101,48 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--session", default="REPLAY", help="session name with --renumber")
     rep.add_argument("--start-seq", type=int, default=1, metavar="N", help="first number with --renumber")
     rep.add_argument("files", nargs="+", metavar="FILE.pcap")
+
+    bl = commands.add_parser("blast", help="generate the feed inside the kernel (XDP live frames), "
+                             "millions of packets/s from one core; needs root")
+    bl.add_argument("--iface", required=True,
+                    help="send out of this interface: the exchange side of a veth whose peer has "
+                         "a native XDP program or GRO on (veth drops redirected frames otherwise)")
+    bl.add_argument("--to", required=True, metavar="GROUP:PORT")
+    amount = bl.add_mutually_exclusive_group(required=True)
+    amount.add_argument("--packets", type=int, metavar="N", help="send N packets")
+    amount.add_argument("--duration", type=float, metavar="S", help="send for S seconds")
+    bl.add_argument("--rate", type=float, default=0.0, metavar="PKTS_PER_S",
+                    help="pace to this packet rate (default 0: as fast as one core can)")
+    bl.add_argument("--per-packet", type=int, default=4, metavar="K",
+                    help="mean messages per packet; each packet carries 1..2K-1 (default 4)")
+    bl.add_argument("--mix", default="default", help="message types, as for publish")
+    bl.add_argument("--pool", type=int, default=4096, metavar="N",
+                    help="prepared packets the generator cycles through (1..8192)")
+    bl.add_argument("--seed", type=int, default=1, metavar="N")
+    bl.add_argument("--session", default=SESSION, help="MoldUDP64 session (up to 10 characters)")
+    bl.add_argument("--start-seq", type=int, default=1, metavar="N")
+    bl.add_argument("--source-ip", help="source address (default: the interface's)")
+    bl.add_argument("--exchange-tz", metavar="ZONE", default="America/New_York")
+    bl.add_argument("--core", type=int, metavar="CPU", help="pin the generator to this CPU")
+    bl.add_argument("--idle-iface", metavar="IF",
+                    help="an interface without traffic to keep the generator attached to in native "
+                         "mode (default: a veth pair made for the run)")
+    bl.add_argument("--burst", type=int, default=256, metavar="N",
+                    help="frames per kernel call at most (larger: less overhead, burstier)")
+    bl.add_argument("--summary-json", metavar="PATH")
     return parser
+
+
+def _blast_config(parser: argparse.ArgumentParser, args) -> BlastConfig:
+    group, sep, port = args.to.rpartition(":")
+    if not sep or not port.isdigit():
+        parser.error(f"--to {args.to!r}: expected GROUP:PORT")
+    return BlastConfig(
+        iface=args.iface, group=group, port=int(port), packets=args.packets,
+        duration_s=args.duration, rate_pps=args.rate, per_packet=args.per_packet, mix=args.mix,
+        pool_packets=args.pool, seed=args.seed, session=args.session, start_seq=args.start_seq,
+        source_ip=args.source_ip, exchange_tz=args.exchange_tz, core=args.core,
+        idle_iface=args.idle_iface, burst=args.burst, summary_json=args.summary_json)
 
 
 def _publish_config(parser: argparse.ArgumentParser, args) -> PublishConfig:
@@ -139,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             config = _publish_config(parser, args)
             with _stopped_by_signals() as should_stop:
                 summary = publish(config, should_stop=should_stop)
+        elif args.command == "blast":
+            summary = blast(_blast_config(parser, args))
         else:
             summary = replay(ReplayConfig(
                 to=args.to, files=args.files, iface=args.iface, source_ip=args.source_ip,
@@ -149,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     except FileNotFoundError as exc:
         parser.error(f"no such file: {exc.filename}")
-    except SendError as exc:
+    except (SendError, BlastError) as exc:
         print(f"tickwire-feed: error: {exc}", file=sys.stderr)
         return 1
     json.dump(summary, sys.stdout, indent=2, sort_keys=True)
