@@ -1,11 +1,17 @@
 /* kernel_rx.c - the kernel-socket contender: the best a UDP socket can do, same decoder as the engine.
  *
- * What a performance engineer writes when told "no kernel bypass": a non-blocking UDP socket
- * joined to the feed's group, drained with recvmmsg() in batches from a loop that never sleeps,
- * SO_BUSY_POLL set, a large receive buffer, the thread pinned to its own core. Each batch reads
- * the clocks once and hands every datagram to tw_decode_mold(), the engine's own MoldUDP64/ITCH
- * decoder, so counts and the exchange->receiver latency histogram are computed exactly as the
- * engine computes them (ITCH timestamp vs CLOCK_REALTIME at batch arrival).
+ * What a performance engineer writes when told "no kernel bypass": a UDP socket joined to the
+ * feed's group, drained with recvmmsg() in batches, a large receive buffer, the thread pinned to
+ * its own core; either spinning on a non-blocking socket (the default) or blocking until a
+ * datagram arrives (--wait 1). Each batch reads the clocks once and hands every datagram to
+ * tw_decode_mold(), the engine's own MoldUDP64/ITCH decoder, so counts and the
+ * exchange->receiver latency histogram are computed exactly as the engine computes them (ITCH
+ * timestamp vs CLOCK_REALTIME at batch arrival).
+ *
+ * Every knob is an option so the benchmark can show what each one does (bench/README.md,
+ * "kernel_c tunings"). SO_BUSY_POLL is off by default: on a veth it makes recvmmsg() poll the
+ * veth's NAPI from the receiver's CPU, which takes the NAPI away from the sending CPU where the
+ * veth's 256-entry ring is otherwise drained, and the ring overflows at 100k packets/s.
  *
  * Stats: on SIGUSR1 (and at exit, on SIGTERM/SIGINT) it replaces --stats-json atomically with
  * the same keys `tickwire-engine run` writes (packets, messages, messages_by_type, gaps, ...,
@@ -111,20 +117,21 @@ static void write_stats(const char *path, const struct tw_stats *s, const char *
 
 struct options {
     const char *iface, *group, *stats_path;
-    int port, core, batch, busy_poll_usec, rcvbuf;
+    int port, core, batch, busy_poll_usec, rcvbuf, wait;
     int64_t midnight_ns;
 };
 
 static void usage(void)
 {
     fprintf(stderr, "usage: kernel_rx --iface IF --group G --port P --midnight-ns NS --stats-json PATH\n"
-                    "                 [--core N] [--batch N] [--busy-poll-usec N] [--rcvbuf BYTES]\n");
+                    "                 [--core N] [--batch N] [--busy-poll-usec N (0: off)]\n"
+                    "                 [--rcvbuf BYTES (0: the system default)] [--wait 0|1]\n");
     exit(2);
 }
 
 static void parse(int argc, char **argv, struct options *o)
 {
-    *o = (struct options){.core = -1, .batch = 64, .busy_poll_usec = 50, .rcvbuf = 8 << 20,
+    *o = (struct options){.core = -1, .batch = 64, .busy_poll_usec = 0, .rcvbuf = 8 << 20,
                           .midnight_ns = -1};
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -141,6 +148,7 @@ static void parse(int argc, char **argv, struct options *o)
         else if (!strcmp(k, "--batch")) o->batch = atoi(v);
         else if (!strcmp(k, "--busy-poll-usec")) o->busy_poll_usec = atoi(v);
         else if (!strcmp(k, "--rcvbuf")) o->rcvbuf = atoi(v);
+        else if (!strcmp(k, "--wait")) o->wait = atoi(v);
         else usage();
     }
     if (!o->iface || !o->group || !o->stats_path || o->port <= 0 || o->port > 65535 ||
@@ -153,7 +161,7 @@ static void parse(int argc, char **argv, struct options *o)
 /* Joins the group on the interface; returns what the kernel granted as a JSON fragment. */
 static int open_socket(const struct options *o, char *granted, size_t len)
 {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK, 0), one = 1, got = 0;
+    int fd = socket(AF_INET, SOCK_DGRAM | (o->wait ? 0 : SOCK_NONBLOCK), 0), one = 1, got = 0;
     socklen_t gl = sizeof(got);
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)o->port)};
     struct ip_mreqn mreq = {0};
@@ -173,15 +181,16 @@ static int open_socket(const struct options *o, char *granted, size_t len)
     if (setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &mreq, sizeof(mreq)))
         die("IP_ADD_MEMBERSHIP failed");
     /* FORCE bypasses net.core.rmem_max (we run as root); fall back to the capped request. */
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &o->rcvbuf, sizeof(int)))
+    if (o->rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &o->rcvbuf, sizeof(int)))
         setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &o->rcvbuf, sizeof(int));
     getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &gl);
     int busy_ok = o->busy_poll_usec <= 0 ||
                   (!setsockopt(fd, SOL_SOCKET, SO_BUSY_POLL, &o->busy_poll_usec, sizeof(int)) &&
                    !setsockopt(fd, SOL_SOCKET, SO_PREFER_BUSY_POLL, &one, sizeof(one)));
     snprintf(granted, len, "\"rcvbuf_bytes\": %d, \"busy_poll_usec\": %d, \"busy_poll_applied\": %s, "
-                           "\"core\": %d, \"batch\": %d",
-             got, o->busy_poll_usec, busy_ok ? "true" : "false", o->core, o->batch);
+                           "\"core\": %d, \"batch\": %d, \"waits\": \"%s\"",
+             got, o->busy_poll_usec, busy_ok ? "true" : "false", o->core, o->batch,
+             o->wait ? "blocking" : "spinning");
     return fd;
 }
 
@@ -221,7 +230,9 @@ int main(int argc, char **argv)
     write_stats(o.stats_path, tw_decoder_stats(d), granted); /* "ready" */
 
     while (!want_stop) {
-        int n = recvmmsg(fd, msgs, (unsigned)o.batch, MSG_DONTWAIT, NULL);
+        /* Spinning: never wait. Blocking: sleep until one datagram is there, then take what
+         * else is queued (MSG_WAITFORONE); SIGUSR1 interrupts the wait (no SA_RESTART). */
+        int n = recvmmsg(fd, msgs, (unsigned)o.batch, o.wait ? MSG_WAITFORONE : MSG_DONTWAIT, NULL);
 
         if (n > 0) {
             struct tw_clock now = read_clocks();

@@ -2,7 +2,8 @@
 
 On two cores the placement decides the result, so nothing is left to the scheduler's mood:
 
-  publisher CPU   the C publisher, pinned; a veth transmit runs the receive side's softirq on
+  publisher CPU   the generator (in-kernel blast or the C publisher), pinned; a veth transmit
+                  or an XDP redirect onto a veth runs the receive side's softirq on
                   the transmitting CPU, so with RPS off the kernel's receive work (the UDP/IP
                   stack for kernel sockets, generic XDP and the copy into the UMEM for the
                   engine, the veth NAPI poll in native mode) lands here too;
@@ -51,6 +52,16 @@ def apply(pair: VethPair, publisher_cpu: int, receiver_cpu: int, rps_cpu: int | 
     if not _write(pair, rps_path, cpu_mask(rps_cpu)):
         raise RuntimeError(f"cannot set {rps_path} (needs root and sysfs in the node namespace)")
     threaded_ok = _write(pair, f"{sysfs}/threaded", "0")   # a veth without XDP has no NAPI: may fail
+    # GRO on gives the node veth a NAPI of its own: without it (or a native XDP program on this
+    # side) veth drops the frames the in-kernel generator redirects to it, silently. With it,
+    # the kernel sender's skbs are queued to that NAPI too, on the transmitting CPU.
+    gro_ok = pair.run(pair.node_ns, "ethtool", "-K", pair.node_if, "gro", "on", check=False).returncode == 0
+    gro = pair.run(pair.node_ns, "ethtool", "-k", pair.node_if, check=False).stdout
+    gro_state = next((line.split(":", 1)[1].strip() for line in gro.splitlines()
+                      if line.startswith("generic-receive-offload")), "?")
+    if not gro_ok or not gro_state.startswith("on"):
+        raise RuntimeError(f"cannot switch GRO on for {pair.node_if} (ethtool -K gro on): the "
+                           "in-kernel generator's frames would be dropped by the veth")
     rps = _read(pair, rps_path) or "?"
     softirq_cpu = publisher_cpu if int(rps.replace(",", "") or "0", 16) == 0 else rps_cpu
     return {
@@ -63,13 +74,17 @@ def apply(pair: VethPair, publisher_cpu: int, receiver_cpu: int, rps_cpu: int | 
         "busy_poll_sysctls": {name: _read(pair, f"/proc/sys/net/core/{name}")
                               for name in ("busy_poll", "busy_read")},
         "irqs": "none: a veth has no hardware interrupts; its receive work runs as softirq",
+        "node_veth_gro": gro_state,
         "how": (f"publisher pinned to CPU {publisher_cpu}; each receiver's process pinned to CPU "
                 f"{receiver_cpu} (taskset), except the engine's main thread, which only writes stats "
                 f"every 0.1 s: its poll thread has CPU {receiver_cpu} (--core), the main thread CPU "
                 f"{publisher_cpu}; "
                 f"RPS {'off' if rps_cpu is None else 'to CPU ' + str(rps_cpu)} and threaded NAPI "
-                f"off on the node veth, so the veth's receive softirq runs on CPU {softirq_cpu} (native "
-                f"XDP: the veth's NAPI poll runs on the transmitting CPU {publisher_cpu})"),
+                f"off and GRO on for the node veth, so the veth's NAPI (which the generator's "
+                f"redirect or transmit schedules) and the receive softirq run on CPU {softirq_cpu}: "
+                f"native XDP, the copy into the UMEM, generic XDP and the UDP/IP stack all land "
+                f"there, beside the generator; a receiver that busy-polls the NAPI pulls that "
+                f"work onto CPU {receiver_cpu}"),
     }
 
 
