@@ -244,8 +244,8 @@ def run_trial(generator: Generator, receiver: Receiver, rate_pps: float, seconds
     drops = {k: kernel1[k] - kernel0.get(k, 0) for k in kernel1}
     ring0 = _ring_counters(before)
     drops.update({k: v - ring0.get(k, 0) for k, v in _ring_counters(after).items()})
-    if sent.get("veth_tx_dropped"):
-        drops["veth_tx_dropped"] = sent["veth_tx_dropped"]   # frames the exchange veth refused
+    if sent.get("refused"):
+        drops["veth_refused"] = sent["refused"]   # frames the exchange veth refused (blast counts them)
     received_packets = after["packets"] - before["packets"]
 
     if counts_messages:

@@ -86,4 +86,33 @@ abort:
 	return XDP_DROP;
 }
 
+/* The frames the target refused. veth drops redirected frames without a counter of its own when
+ * its peer cannot take them: with no native XDP program and GRO off on the peer the redirect
+ * itself fails (xdp_redirect_err, one frame each), and when the peer's ring is full the flush
+ * drops the rest (xdp_devmap_xmit, `drops` frames). Both fire in the loader's own call, so only
+ * the loader's events count. Raw tracepoint arguments: xdp_redirect_err (dev, prog, target, err,
+ * map, index); xdp_devmap_xmit (from_dev, to_dev, sent, drops, err). */
+static __always_inline int ours(void)
+{
+	return (__u32)(bpf_get_current_pid_tgid() >> 32) == state.loader_tgid;
+}
+
+SEC("raw_tp/xdp_redirect_err")
+int count_redirect_err(struct bpf_raw_tracepoint_args *ctx)
+{
+	if (ours())
+		__sync_fetch_and_add(&state.refused, 1);
+	return 0;
+}
+
+SEC("raw_tp/xdp_devmap_xmit")
+int count_xmit_drops(struct bpf_raw_tracepoint_args *ctx)
+{
+	int drops = (int)ctx->args[3];
+
+	if (ours() && drops > 0)
+		__sync_fetch_and_add(&state.refused, (__u64)drops);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -30,6 +30,9 @@ struct blast_state {
 	__s64 stamp_offset_ns; /* bpf_ktime_get_ns() + this = ns since the exchange's midnight */
 	__u32 pool_size;       /* entries used in blast_pool; frame i uses entry i % pool_size */
 	__u32 target_ifindex;  /* where frames are redirected: the exchange side of the veth */
+	__u64 refused;         /* frames the target device refused (xdp_devmap_xmit drops) */
+	__u32 loader_tgid;     /* the loader's process: only its redirects are counted */
+	__u32 pad;
 };
 
 #endif

@@ -15,8 +15,9 @@ Two conditions of the path, both silent when missed, are handled or checked here
   for the kernel's XDP dispatcher swap: unless `idle_iface` is given, a veth pair made for the
   run (and deleted after it) serves;
 - veth drops redirected frames unless the RECEIVING peer has a native XDP program or GRO on. That
-  peer is usually in another namespace, so the caller sets it up (`ethtool -K PEER gro on`); the
-  summary's `veth_tx_dropped` shows the frames the veth refused.
+  peer is usually in another namespace, so the caller sets it up (`ethtool -K PEER gro on`). veth
+  keeps no counter of those drops; the generator counts them itself (the kernel's xdp_devmap_xmit
+  tracepoint) and the summary's `refused` says how many frames the device did not take.
 """
 from __future__ import annotations
 
