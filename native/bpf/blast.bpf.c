@@ -90,8 +90,11 @@ abort:
  * its peer cannot take them: with no native XDP program and GRO off on the peer the redirect
  * itself fails (xdp_redirect_err, one frame each), and when the peer's ring is full the flush
  * drops the rest (xdp_devmap_xmit, `drops` frames). Both fire in the loader's own call, so only
- * the loader's events count. Raw tracepoint arguments: xdp_redirect_err (dev, prog, target, err,
- * map, index); xdp_devmap_xmit (from_dev, to_dev, sent, drops, err). */
+ * the loader's events count; the receiving side's own XDP program runs in that call too (the
+ * veth's NAPI), and its failed redirects to an AF_XDP socket (a full RX ring: the receiver's loss,
+ * not the generator's) are told apart by their map: ours redirect to a plain ifindex.
+ * Raw tracepoint arguments (kernel >= 5.17): xdp_redirect_err (dev, prog, target, err, map_type,
+ * map_id, index); xdp_devmap_xmit (from_dev, to_dev, sent, drops, err). */
 static __always_inline int ours(void)
 {
 	return (__u32)(bpf_get_current_pid_tgid() >> 32) == state.loader_tgid;
@@ -100,7 +103,7 @@ static __always_inline int ours(void)
 SEC("raw_tp/xdp_redirect_err")
 int count_redirect_err(struct bpf_raw_tracepoint_args *ctx)
 {
-	if (ours())
+	if (ours() && ctx->args[4] == BPF_MAP_TYPE_UNSPEC && (__u32)ctx->args[6] == state.target_ifindex)
 		__sync_fetch_and_add(&state.refused, 1);
 	return 0;
 }
