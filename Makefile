@@ -42,8 +42,13 @@ fuzz: setup
 fuzz-gate: setup
 	./native/fuzz/run.sh --gate
 
+# The benchmark (root; under 10 minutes): every contender fed by the in-kernel generator
+# (tickwire-feed blast), 3 interleaved repeats, then the kernel_c tunings, the XDP mode comparison
+# with both generators and the 2 ms stall check; results in bench/results/. QUICK=1: one short
+# repeat of everything, under 2 minutes (make test runs it as a smoke test: shape and exact counts).
 bench: setup
 	$(PY) -m bench.run $(if $(QUICK),--quick,)
 
 clean:
-	rm -rf build *.egg-info native/tickwire_engine/*.so native/tickwire_engine/*.bpf.o native/fuzz/out
+	rm -rf build *.egg-info native/tickwire_engine/*.so native/tickwire_engine/*.bpf.o native/fuzz/out \
+		native/tickwire_feed/*.bpf.o native/tickwire_feed/blast

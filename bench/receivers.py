@@ -42,6 +42,7 @@ class Contender:
     args: tuple[str, ...] = ()   # extra arguments (kernel_rx tunings)
     tuning: bool = False         # a kernel_c tuning variant, kept to show what each knob does
     note: str = ""
+    start_pps: float | None = None   # where its rate search starts (None: the run's --start-pps)
 
 
 # The tuned kernel receiver: what an expert does on this path. No SO_BUSY_POLL: on veth a socket's
@@ -56,7 +57,7 @@ CONTENDERS = {c.key: c for c in (
     Contender("kernel_c", "C kernel socket (recvmmsg, spin)", "kernel_c", SPIN, args=KERNEL_C_TUNED),
     Contender("kernel_c_sleep", "C kernel socket (recvmmsg, blocking)", "kernel_c", SLEEP,
               args=KERNEL_C_TUNED + ("--wait", "1")),
-    Contender("python", "Python socket", "python", SLEEP),
+    Contender("python", "Python socket", "python", SLEEP, start_pps=4_000),
     Contender("dpdk_af_xdp", "DPDK testpmd net_af_xdp (rxonly, counts packets)", "dpdk", SPIN,
               note="rxonly: receives and frees each packet, decodes nothing"),
     # Tunings of the kernel receiver, each changing one knob from kernel_c, to show its effect.

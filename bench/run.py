@@ -56,7 +56,7 @@ class Profile:
 PROFILES = {
     # Short trials, one repeat: checks the machinery (every contender, every experiment) in < 2 min.
     "quick": Profile(trial_s=0.25, latency_s=0.4, warmup_s=0.1, repeats=1, precision=1.5,
-                     max_trials=6, confirm_loss=0, contenders=MAIN, tunings=(),
+                     max_trials=7, confirm_loss=0, contenders=MAIN, tunings=(),
                      mode_trial_s=0.3, stall_trial_s=0.5),
     "full": Profile(trial_s=0.8, latency_s=1.5, warmup_s=0.3, repeats=3, precision=1.15,
                     max_trials=11, confirm_loss=1, contenders=MAIN, tunings=TUNINGS,
@@ -183,7 +183,8 @@ class Bench:
             latency = self.trial(rx, pps(self.args.latency_rate), profile.latency_s)
             high = self.trial(rx, pps(self.args.high_rate), profile.latency_s)
             previous = [r.search.best.target_pps for r in self.repeats[key] if r.search.best]
-            start = max(500.0, min(previous) * 0.7) if previous else self.args.start_pps
+            first = CONTENDERS[key].start_pps or self.args.start_pps
+            start = max(500.0, min(previous) * 0.7) if previous else first
 
             def outcome(rate: float) -> TrialOutcome[TrialResult]:
                 t = self.trial(rx, rate, self.args.trial_seconds)

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   libxdp-dev libbpf-dev xdp-tools bpftool                    # AF_XDP sockets and XDP loading
   iproute2 ethtool iputils-ping tcpdump procps util-linux     # namespaces, veth, checks, setpriv
   prometheus                                                  # the real Prometheus of the integration test
+  dpdk-dev                                                    # dpdk-testpmd (net_af_xdp): a benchmark contender
   python3-venv python3-dev
 )
 
