@@ -58,8 +58,8 @@ PROFILES = {
     "quick": Profile(trial_s=0.25, latency_s=0.4, warmup_s=0.1, repeats=1, precision=1.5,
                      max_trials=7, confirm_loss=0, contenders=MAIN, tunings=(),
                      mode_trial_s=0.3, stall_trial_s=0.5),
-    "full": Profile(trial_s=0.8, latency_s=1.5, warmup_s=0.3, repeats=3, precision=1.15,
-                    max_trials=11, confirm_loss=1, contenders=MAIN, tunings=TUNINGS,
+    "full": Profile(trial_s=0.7, latency_s=1.2, warmup_s=0.3, repeats=3, precision=1.15,
+                    max_trials=10, confirm_loss=1, contenders=MAIN, tunings=TUNINGS,
                     mode_trial_s=1.0, stall_trial_s=1.0),
 }
 
