@@ -75,7 +75,7 @@ def apply(pair: VethPair, publisher_cpu: int, receiver_cpu: int, rps_cpu: int | 
                               for name in ("busy_poll", "busy_read")},
         "irqs": "none: a veth has no hardware interrupts; its receive work runs as softirq",
         "node_veth_gro": gro_state,
-        "how": (f"publisher pinned to CPU {publisher_cpu}; each receiver's process pinned to CPU "
+        "how": (f"generator pinned to CPU {publisher_cpu}; each receiver's process pinned to CPU "
                 f"{receiver_cpu} (taskset), except the engine's main thread, which only writes stats "
                 f"every 0.1 s: its poll thread has CPU {receiver_cpu} (--core), the main thread CPU "
                 f"{publisher_cpu}; "

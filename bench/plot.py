@@ -53,6 +53,9 @@ def _rate_panel(ax, doc: dict, colors: dict) -> None:
     low = [v - (c.get("zero_loss_msgs_per_s_range") or [v * 1e6] * 2)[0] / 1e6 for v, (_, c) in zip(values, items)]
     high = [(c.get("zero_loss_msgs_per_s_range") or [v * 1e6] * 2)[1] / 1e6 - v for v, (_, c) in zip(values, items)]
     ax.barh(names, values, xerr=[low, high], color=[colors[k] for k in names], capsize=3)
+    for i, (_, c) in enumerate(items):
+        if c.get("publisher_limited"):   # the generator could not go faster: a lower bound
+            ax.text(values[i], i, "  >= (generator-limited)", va="center", fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("zero-loss rate, M messages/s")
     ax.set_title("Zero-loss rate (median, range)")
@@ -96,7 +99,7 @@ def _latency_panel(ax, doc: dict, colors: dict) -> None:
     ax.set_ylabel("exchange stamp -> receiver, microseconds")
     ax.set_title("Latency by percentile (solid: low rate, dashed: high rate)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6, loc="upper left")
+    ax.legend(fontsize=6, loc="lower right")   # the tails rise to the upper right
 
 
 def plot(doc: dict, path: str) -> str:

@@ -269,7 +269,8 @@ def markdown(doc: dict) -> str:
         for field, rate in (("latency_lost_messages", low), ("latency_high_lost_messages", high)):
             if c.get(field):
                 lines.append(f"`{key}` could not keep up at {_num(rate)} msgs/s: it lost {c[field]:,} "
-                             "messages in those trials, so its latencies there include queueing.")
+                             "messages in those trials" + (", so its latencies there include queueing."
+                                                           if c.get("counts") != "packets" else "."))
     tunings = _contender_rows(doc, tuning=True)
     if tunings:
         lines += ["", "## kernel_c tunings (one knob changed from `kernel_c` each, one repeat)", "",
