@@ -66,7 +66,7 @@ def test_every_packet_of_the_ledger_crosses_the_veth_in_sequence():
         try:
             assert witness.stdout.readline().strip() == "ready"
             sent = blast(pair, "--packets", "20000", "--rate", "20000", "--start-seq", "1000",
-                         "--pool", "500", "--per-packet", "4")
+                         "--pool", "512", "--per-packet", "4")   # 20000 = 39 rounds + 32
             assert sent.returncode == 0, sent.stderr
             ledger = json.loads(sent.stdout)
             got = json.loads(witness.communicate(timeout=30)[0])
