@@ -101,14 +101,14 @@ def test_the_idle_interface_it_made_is_gone_afterwards():
     require_netns()
     with VethPair() as pair:
         pair.run(pair.node_ns, "ethtool", "-K", pair.node_if, "gro", "on")
-        started = time.monotonic()
         sent = blast(pair, "--packets", "200000", "--burst", "256")
-        took = time.monotonic() - started
         links = pair.run(pair.exchange_ns, "ip", "-o", "link").stdout
     assert sent.returncode == 0, sent.stderr
     assert "twbl" not in links
-    # Trap 1: without the native attachment each of the ~800 calls would cost ~25 ms (20 s).
-    assert json.loads(sent.stdout)["calls"] >= 200_000 // 256 and took < 15
+    # Trap 1 (each call ~25 ms without a native attachment) is guarded by the loader itself: it
+    # refuses to run when it cannot attach to the idle interface, so a run that sent is one that
+    # had it. No wall-clock bound here: timings belong to the benchmark, not to a test.
+    assert json.loads(sent.stdout)["calls"] >= 200_000 // 256
 
 
 @pytest.mark.parametrize("args, complaint", [
