@@ -711,17 +711,14 @@ static int add_flows(const struct tw_steering_request *req, const struct maps *m
 	return 0;
 }
 
-int tw_steering_join(const struct tw_steering_request *req, struct tw_steering **out,
-		     struct tw_steering_result *res, char *err, size_t errlen)
+int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering **out, char *err,
+		      size_t errlen)
 {
 	struct tw_steering *s;
-	struct maps m = { { -1, -1, -1, -1, -1 } };
-	struct tw_queue_owner me = { 0 };
 	char qpath[400];
-	int ret, root_lock;
+	int ret = 0, root_lock;
 
 	*out = NULL;
-	memset(res, 0, sizeof(*res));
 	if (req->queue >= TW_MAX_QUEUES)
 		return fail(err, errlen, EINVAL, "queue %u: the steering program serves queues "
 			    "0..%d", req->queue, TW_MAX_QUEUES - 1);
@@ -733,92 +730,90 @@ int tw_steering_join(const struct tw_steering_request *req, struct tw_steering *
 	snprintf(s->root, sizeof(s->root), "%s", req->root);
 	ret = prepare_root(s->root, err, errlen);
 	if (ret)
-		goto fail_free;
-	if (interface_dir(s->dir, sizeof(s->dir), s->root, req->ifindex)) {
+		goto out_free;
+	if (interface_dir(s->dir, sizeof(s->dir), s->root, req->ifindex) ||
+	    snprintf(qpath, sizeof(qpath), "%s/q%u", s->dir, req->queue) >= (int)sizeof(qpath)) {
 		ret = fail(err, errlen, ENAMETOOLONG, "pin directory name too long under %s", s->root);
-		goto fail_free;
+		goto out_free;
 	}
 	root_lock = lock_dir(s->root, err, errlen);
 	if (root_lock < 0) {
 		ret = root_lock;
-		goto fail_free;
+		goto out_free;
 	}
-	if (mkdir(s->dir, 0700) && errno != EEXIST) {
-		ret = fail(err, errlen, errno, "cannot create %s: %s", s->dir, strerror(errno));
-		goto fail_unlock;
-	}
-
-	/* The queue first: if a live engine owns it, nothing else is touched. */
-	if (snprintf(qpath, sizeof(qpath), "%s/q%u", s->dir, req->queue) >= (int)sizeof(qpath)) {
-		ret = fail(err, errlen, ENAMETOOLONG, "pin directory name too long");
-		goto fail_unlock;
-	}
-	if (mkdir(qpath, 0700) && errno != EEXIST) {
+	if ((mkdir(s->dir, 0700) && errno != EEXIST) || (mkdir(qpath, 0700) && errno != EEXIST)) {
 		ret = fail(err, errlen, errno, "cannot create %s: %s", qpath, strerror(errno));
-		goto fail_unlock;
-	}
-	s->queue_lock_fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (s->queue_lock_fd < 0 || flock(s->queue_lock_fd, LOCK_EX | LOCK_NB)) {
-		char owner[64] = "a running engine";
+	} else {
+		s->queue_lock_fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s->queue_lock_fd < 0) {
+			ret = fail(err, errlen, errno, "cannot open %s: %s", qpath, strerror(errno));
+		} else if (flock(s->queue_lock_fd, LOCK_EX | LOCK_NB)) {
+			char owner[64] = "a running engine";
+			struct maps m;
 
-		if (maps_open(&m, s->dir) == 0)
-			owner_of(&m, req->queue, owner, sizeof(owner));
-		ret = fail(err, errlen, EADDRINUSE, "queue %u of %s is owned by %s: each engine "
-			   "owns one RX queue", req->queue, req->ifname, owner);
-		goto fail_unlock;
+			if (maps_open(&m, s->dir) == 0) {
+				owner_of(&m, req->queue, owner, sizeof(owner));
+				maps_close(&m);
+			}
+			ret = fail(err, errlen, EADDRINUSE, "queue %u of %s is owned by %s: each "
+				   "engine owns one RX queue", req->queue, req->ifname, owner);
+			close(s->queue_lock_fd);
+		}
 	}
+	unlock_dir(root_lock);
+	if (!ret) {
+		*out = s;
+		return 0;
+	}
+out_free:
+	free(s);
+	return ret;
+}
 
+int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *req,
+		     struct tw_steering_result *res, char *err, size_t errlen)
+{
+	struct maps m = { { -1, -1, -1, -1, -1 } };
+	struct tw_queue_owner me = { 0 };
+	int ret, root_lock;
+	uint32_t stale;
+
+	memset(res, 0, sizeof(*res));
+	root_lock = lock_dir(s->root, err, errlen);
+	if (root_lock < 0)
+		return root_lock;
 	ret = ensure_program(req, s->dir, res, err, errlen);
 	if (ret)
-		goto fail_unlock;
+		goto out;
 	ret = maps_open(&m, s->dir);
 	if (ret) {
 		ret = fail(err, errlen, ret, "cannot open the steering maps in %s: %s", s->dir,
 			   strerror(-ret));
-		goto fail_unlock;
+		goto out;
 	}
 	/* Dead owners' flows go before ours are checked against them. This engine's own queue
 	 * may have been left by a killed predecessor: clear it too. */
 	sweep_dead_owners(&m, s->dir, res->note, sizeof(res->note));
-	clear_queue(&m, req->queue);
+	stale = clear_queue(&m, req->queue);
+	if (stale)
+		append(res->note, sizeof(res->note), "%sremoved what a stopped engine left on queue "
+		       "%u (%u flows)", res->note[0] ? "; " : "", req->queue, stale);
 
 	ret = add_flows(req, &m, err, errlen);
 	if (!ret && bpf_map_update_elem(m.fd[MAP_XSKS], &req->queue, &req->xsk_fd, BPF_ANY))
 		ret = fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
 			   strerror(errno));
 	if (ret) {
-		clear_queue(&m, req->queue);
-		goto fail_unlock;
+		clear_queue(&m, req->queue); /* tw_steering_leave() removes the rest */
+		goto out;
 	}
 	me.pid = (uint32_t)getpid();
 	me.lines = req->n_lines;
 	me.start_ticks = process_start_ticks();
 	bpf_map_update_elem(m.fd[MAP_OWNERS], &req->queue, &me, BPF_ANY);
+out:
 	maps_close(&m);
 	unlock_dir(root_lock);
-	*out = s;
-	return 0;
-
-fail_unlock:
-	maps_close(&m);
-	if (s->queue_lock_fd >= 0) {
-		/* Leave no trace: without a live owner, the directory goes too. */
-		int live;
-
-		close(s->queue_lock_fd);
-		s->queue_lock_fd = -1;
-		if (maps_open(&m, s->dir) == 0) {
-			live = sweep_dead_owners(&m, s->dir, res->note, sizeof(res->note));
-			maps_close(&m);
-		} else {
-			live = sweep_dead_owners(NULL, s->dir, res->note, sizeof(res->note));
-		}
-		if (!live)
-			remove_interface(s->dir);
-	}
-	unlock_dir(root_lock);
-fail_free:
-	free(s);
 	return ret;
 }
 
@@ -826,7 +821,7 @@ void tw_steering_leave(struct tw_steering *s)
 {
 	struct maps m;
 	char note[200] = "";
-	int root_lock, live = 0;
+	int root_lock, live;
 
 	if (!s)
 		return;
@@ -834,11 +829,9 @@ void tw_steering_leave(struct tw_steering *s)
 	if (maps_open(&m, s->dir) == 0) {
 		clear_queue(&m, s->queue);
 		close(s->queue_lock_fd);
-		s->queue_lock_fd = -1;
 		live = sweep_dead_owners(&m, s->dir, note, sizeof(note));
 		maps_close(&m);
-	}
-	if (s->queue_lock_fd >= 0) {
+	} else {
 		close(s->queue_lock_fd);
 		live = sweep_dead_owners(NULL, s->dir, note, sizeof(note));
 	}
