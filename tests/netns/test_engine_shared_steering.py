@@ -390,3 +390,34 @@ def kernel_receiver(pair, expected: int) -> subprocess.Popen:
                           stdout=subprocess.PIPE, text=True)
     assert receiver.stdout.readline().strip() == "ready"
     return receiver
+
+
+def test_in_native_mode_each_engine_counts_only_its_queue(bpffs_root, tmp_path):
+    """Native (DRV) XDP on veth sees the transmit queue itself (generic sees it minus one): the
+    same sharing with the other mapping, engines on queues 1 and 2."""
+    with VethPair(queues=3) as pair:
+        tx = TxQueueSteering(pair, os.path.join(os.path.dirname(bpffs_root), "exchange"), tmp_path,
+                             xdp_mode="native")
+        engines = {}
+        try:
+            for feed in (1, 2):
+                for group, port in flows_of(feed):
+                    tx.route(group, port, rx_queue=feed)
+                engines[feed] = EngineProcess(pair, lines_of(feed), tmp_path,
+                                              ["--queue", str(feed), "--bpffs-root", bpffs_root,
+                                               "--mode", "native"]).start()
+            assert {e.stats()["xdp_mode"] for e in engines.values()} == {"native"}
+            for feed in engines:
+                publish_feed(pair, tmp_path, feed, 1000)
+            for feed, engine in engines.items():
+                stats = engine.settle(messages=1000)
+                assert stats["messages"] == 1000 and stats["duplicates"] == 1000, (feed, stats)
+                assert stats["unmatched"] == 0 and stats["gaps"] == 0
+            assert counters(pair, bpffs_root)["wrong_queue"] == 0
+            for engine in engines.values():
+                engine.stop()
+            assert_nothing_left(pair, bpffs_root)
+        finally:
+            for engine in engines.values():
+                engine.kill()
+            tx.close()
