@@ -119,7 +119,11 @@ class Agent:
                 raise AgentError(f"the earlier agent's host changes could not all be restored; see "
                                  f"{self.journal.path} (run `tickwire-agent restore --state-dir {self.state.path}`)")
             preflight.check(self.plan, self.options.root)
-            self.node.register(plan_identity(self.plan))
+            try:
+                self.node.register(plan_identity(self.plan))
+            except OSError as e:
+                raise AgentError(f"cannot use the node state directory {self.node.path} ({e.strerror}); in a "
+                                 "Pod it is a hostPath (DirectoryOrCreate), by hand pass --node-state-dir") from None
             self._choose_cpus()
             self._start_metrics()
             self._start_status()

@@ -121,8 +121,13 @@ class HostTuner:
         """Hold a device-wide knob in the node account (first holder sets, last restores), journal
         the holding first, and watch the account's value from now on."""
         key = shared_key(self.plan.interface, setting.label)
+        try:
+            found = setting.read()   # for people reading the journal; restoring releases, whatever it was
+        except OSError as e:
+            report.problems.append(f"{setting.label}: cannot read ({e.strerror or e})")
+            return
         entry = self.journal.record(shared.HeldKnob(self.node.path, self.node.holder.id, key, setting.label),
-                                    None, wish)
+                                    found, wish)
         try:
             with self.node.locked() as account:
                 hold = account.hold_knob(key, setting, policy, self.node.holder, wish)
