@@ -204,6 +204,7 @@ class Agent:
         self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.node, self.options.root,
                                 self.options.irq_dir)
         self.tuning = self._tuner.apply()
+        self._observed["flowSteering"] = self.tuning.flow_steering
         for note in self.tuning.notes:
             self._say(f"tuned: {note}")
         for warning in self.tuning.warnings:

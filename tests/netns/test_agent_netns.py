@@ -314,8 +314,13 @@ def test_the_agent_reports_status_to_the_feedhandler(pair, tmp_path, agents):
         assert {c["observedGeneration"] for t, c in conditions.items() if t != "Placed"} == {4}
         assert status["snapshot"]["xdpMode"] == "generic" and status["snapshot"]["latency"]["p99Micros"] > 0
         engine_cpu = max(os.sched_getaffinity(0))             # plan_for's core, given to the agent
-        assert status["observed"] == {"node": "", "podName": "", "cores": [engine_cpu],
-                                      "housekeepingCores": sorted(os.sched_getaffinity(0) - {engine_cpu})}
+        assert status["observed"] == {
+            "node": "", "podName": "", "cores": [engine_cpu],
+            "housekeepingCores": sorted(os.sched_getaffinity(0) - {engine_cpu}),
+            "metricsPort": agent.runtime()["metrics_port"],           # the plan's port 0: an ephemeral one
+            "flowSteering": {"mode": "none", "rules": [],             # veth has no ntuple filters
+                             "reason": f"{pair.node_if} (veth) has no ntuple flow steering "
+                                       "(ETHTOOL_GRXCLSRLCNT: Operation not supported)"}}
         assert agent.stop() == 0
         final = emulator.get("tickwire.dev/v1alpha1/feedhandlers", "feeds", "nasdaq")["status"]
         engine_ready = {c["type"]: c for c in final["conditions"]}["EngineReady"]
