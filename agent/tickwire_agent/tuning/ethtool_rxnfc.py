@@ -10,8 +10,9 @@ offsetof in tests/unit/test_agent_flow_steering.py:
 
     struct ethtool_rx_flow_spec (168 bytes): flow_type u32 @0, h_u @4 (52), h_ext @56 (20),
         m_u @76 (52), m_ext @128 (20), ring_cookie u64 @152, location u32 @160
-    struct ethtool_rxnfc (192 bytes + rule_locs): cmd u32 @0, flow_type u32 @4, data u64 @8,
-        fs @16, rule_cnt u32 @184, rule_locs u32[] @192
+    struct ethtool_rxnfc (192 bytes): cmd u32 @0, flow_type u32 @4, data u64 @8, fs @16,
+        rule_cnt u32 @184, rule_locs u32[] @188 (inside the struct's tail padding: the kernel
+        copies the locations to offsetof(rule_locs), not to sizeof)
     struct ethtool_tcpip4_spec (in h_u/m_u): ip4src, ip4dst (be32), psrc, pdst (be16), tos u8
     struct ethtool_flow_ext: padding[2], h_dest[6], vlan_etype be16 @8, vlan_tci be16 @10, data[2]
 
@@ -43,6 +44,7 @@ VLAN_VID_MASK = 0x0FFF
 FLOW_SPEC = struct.Struct("=I52s20s52s20s4xQI4x")      # 168
 RXNFC_HEAD = struct.Struct("=IIQ")                      # cmd, flow_type, data
 RXNFC = struct.Struct("=IIQ168sI4x")                    # 192
+RULE_LOCS = 188                                         # offsetof(struct ethtool_rxnfc, rule_locs)
 UDP4_SPEC = struct.Struct("!4s4sHHB")                   # network order, padded to 52 in the union
 FLOW_EXT_SPEC = struct.Struct("!2x6sHH8x")              # 20
 DRVINFO_SIZE = 196                                      # struct ethtool_drvinfo
@@ -123,10 +125,11 @@ class RuleTable:
 
     def locations(self) -> list[int]:
         size, count, _special = self.capacity()
-        reply = self.ioctl.call(self.ifname, rxnfc(ETHTOOL_GRXCLSRLALL, data=size, rule_cnt=count)
-                                + b"\0" * (4 * count))
+        request = rxnfc(ETHTOOL_GRXCLSRLALL, data=size, rule_cnt=count)
+        request += b"\0" * max(0, RULE_LOCS + 4 * count - len(request))
+        reply = self.ioctl.call(self.ifname, request)
         _cmd, _ft, _data, _fs, rule_cnt = RXNFC.unpack(reply[:RXNFC.size])
-        return list(struct.unpack_from(f"={rule_cnt}I", reply, RXNFC.size))
+        return list(struct.unpack_from(f"={rule_cnt}I", reply, RULE_LOCS))
 
     def free_location(self) -> int:
         """The highest free slot, as ethtool's own rule manager picks when the driver does not."""

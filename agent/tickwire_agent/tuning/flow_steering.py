@@ -82,7 +82,11 @@ def install(plan, journal: Journal, node: NodeState, table: RuleTable | None = N
                 else:
                     location = table.free_location()
                     entry = journal.record(NtupleRule(plan.interface, location, rule), None, "installed")
-                    table.insert(rule, location)
+                    try:
+                        table.insert(rule, location)
+                    except OSError:
+                        journal.mark_restored(entry)   # never installed
+                        raise
             installed.append((entry, location))
     except OSError as e:
         for entry, location in reversed(installed):
