@@ -64,14 +64,15 @@ def engine_stats(agent: AgentProcess) -> dict:
 
 def settle(agent: AgentProcess, messages: int, timeout: float = 60.0) -> dict:
     """The engine's stats once it counted `messages` and nothing moved for a moment."""
-    last: dict = {}
+    last: tuple = ()
 
     def done():
         nonlocal last
         stats = engine_stats(agent)
-        if stats.get("messages", 0) >= messages and stats == last:
+        counted = tuple(stats.get(k, 0) for k in ("messages", "packets", "gaps", "duplicates"))
+        if stats.get("messages", 0) >= messages and counted == last:
             return stats
-        last = stats
+        last = counted
         return None
     return wait_for(done, f"{agent.state_dir.name} to count {messages} messages", timeout, interval=0.6)
 
@@ -85,10 +86,13 @@ def publish_in_background(pair, tmp_path, feed: int, messages: int, rate: int):
     return proc, summary
 
 
-def sysctls(pair) -> dict:
-    script = "import sys\nfor p in sys.argv[1:]:\n    print(p, open('/proc/sys/' + p).read().strip())"
-    out = pair.run(pair.node_ns, sys.executable, "-c", script, *SYSCTLS).stdout
-    return dict(line.split(" ", 1) for line in out.splitlines())
+def sysctls() -> dict:
+    """The busy-poll sysctls: global, not per network namespace, so read from here."""
+    values = {}
+    for name in SYSCTLS:
+        with open(f"/proc/sys/{name}", encoding="ascii") as f:
+            values[name] = f.read().strip()
+    return values
 
 
 def pinned(root: str) -> list[str]:
@@ -128,7 +132,7 @@ def test_four_agents_share_one_nic_and_two_stop_while_the_others_count_every_mes
         pair, bpffs_root, steering, tmp_path, agents):
     pair.run(pair.node_ns, "ethtool", "-L", pair.node_if, "rx", "1")   # the agents must raise it
     before = host_snapshot(pair)
-    sysctls_before = sysctls(pair)
+    sysctls_before = sysctls()
     assert before["rx_channels"] == 1
     node_dir = tmp_path / "node"
 
@@ -153,10 +157,12 @@ def test_four_agents_share_one_nic_and_two_stop_while_the_others_count_every_mes
     (pool,) = acc["hugepages"].values()
     assert sorted(h["pages"] for h in pool["holders"].values()) == [HUGEPAGES_EACH] * FEEDS
     assert {k["original"] for key, k in acc["knobs"].items() if key.endswith("/channels")} == {1}
-    assert "note: napi_defer_hard_irqs stays 5" in fleet[0].output    # asked for 2: told who holds more
+    # the last agent to join was told it shares the knobs, and with the original before them all
+    assert any(f"shared with {FEEDS - 1} other agent(s) (original {before['napi_defer_hard_irqs']})" in a.output
+               for a in fleet.values())
     for feed, agent in fleet.items():
         assert "flow steering: none: " in agent.output and "(veth) has no ntuple flow steering" in agent.output
-        assert engine_stats(agent)["queue"] == feed
+    assert len({engine_stats(a)["prog_id"] for a in fleet.values()}) == 1, "one steering program for all"
 
     # -- each feed counts exactly its own messages on both lines --
     for feed in range(FEEDS):
@@ -174,7 +180,8 @@ def test_four_agents_share_one_nic_and_two_stop_while_the_others_count_every_mes
     try:
         time.sleep(1.0)
         assert fleet[3].stop(signal.SIGTERM, timeout=60) == 0, fleet[3].output
-        assert "restored 6 of 6 host setting(s)" in fleet[3].output, fleet[3].output
+        # hugepages, channels, napi_defer_hard_irqs, gro_flush_timeout (released from the account), steering
+        assert "restored 5 of 5 host setting(s)" in fleet[3].output, fleet[3].output
         orphan = fleet[2].engine_pid()
         fleet[2].stop(signal.SIGKILL)
         assert holders_of(account(node_dir), "channels") == 3, "a SIGKILLed agent's holdings stay on record"
@@ -207,7 +214,7 @@ def test_four_agents_share_one_nic_and_two_stop_while_the_others_count_every_mes
         assert fleet[feed].stop(signal.SIGTERM, timeout=60) == 0, fleet[feed].output
     after = host_snapshot(pair)
     assert after == before
-    assert sysctls(pair) == sysctls_before
+    assert sysctls() == sysctls_before
     assert pinned(bpffs_root) == [], "every BPF object is gone"
     assert account(node_dir) == {"knobs": {}, "hugepages": {}}
     assert os.listdir(node_dir / "holders") == []
