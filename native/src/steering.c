@@ -76,6 +76,12 @@ struct tw_steering {
 	char root[256];
 	char dir[320];
 	int queue_lock_fd;   /* flock held on <dir>/q<queue> for the engine's life */
+	/* Without a bpffs (none mounted, and no CAP_SYS_ADMIN to mount one) the program cannot be
+	 * shared: this engine loads its own and holds it by an unpinned link, as a lone engine did
+	 * before; any other engine on the interface is refused as "in use". */
+	int private_program;
+	struct bpf_object *obj;
+	int link_fd;
 	uint32_t queue;
 };
 
@@ -155,7 +161,7 @@ static int prepare_root(const char *root, char *err, size_t errlen)
 	if (strncmp(root, CONVENTIONAL_BPFFS, conv) == 0 && (root[conv] == '/' || !root[conv]) &&
 	    !on_bpffs(CONVENTIONAL_BPFFS) &&
 	    mount("bpf", CONVENTIONAL_BPFFS, "bpf", 0, "mode=0700") != 0)
-		return fail(err, errlen, errno, "no bpf filesystem at %s and mounting one failed: %s "
+		return fail(err, errlen, ENOMEDIUM, "no bpf filesystem at %s and mounting one failed: %s "
 			    "(mount -t bpf bpf %s)", CONVENTIONAL_BPFFS, strerror(errno),
 			    CONVENTIONAL_BPFFS);
 	ret = mkdir_p(root);
@@ -269,59 +275,63 @@ static int maps_open(struct maps *m, const char *dir)
 static uint32_t key_shape(const struct tw_flow_key *k)
 {
 	if (k->source && k->vlan)
-		return 1u;  /* TW_SHAPE_EXACT */
+		return TW_SHAPE_EXACT;
 	if (k->vlan)
-		return 2u;  /* TW_SHAPE_ANY_SOURCE */
+		return TW_SHAPE_ANY_SOURCE;
 	if (k->source)
-		return 4u;  /* TW_SHAPE_ANY_VLAN */
-	return 8u;          /* TW_SHAPE_ANY */
+		return TW_SHAPE_ANY_VLAN;
+	return TW_SHAPE_ANY;
 }
 
-/* tw_groups from tw_flows: new shapes are written before stale entries go, and a hash map update
- * replaces an entry in one step, so a live flow is never without its group entry. */
+/* tw_groups from tw_flows. Every group that has flows is written before the ones that lost
+ * theirs are deleted, and a hash map update replaces an entry in one step: a live flow is never
+ * without its group entry. */
 static void rebuild_groups(const struct maps *m)
 {
+	static struct tw_group_key keys[TW_MAX_FLOWS], stale[TW_MAX_FLOWS];
+	static struct tw_group values[TW_MAX_FLOWS];
 	struct tw_flow_key key, next, *prev = NULL;
 	struct tw_group_key gkey, gnext, *gprev = NULL;
-	struct tw_group_key stale[TW_MAX_FLOWS];
-	uint32_t n_stale = 0;
+	uint32_t n = 0, n_stale = 0;
 
-	/* OR every flow's shape into its group: first clear by recomputing into a scratch pass */
-	while (bpf_map_get_next_key(m->fd[MAP_GROUPS], gprev, &gnext) == 0 && n_stale < TW_MAX_FLOWS) {
-		stale[n_stale++] = gnext;
-		gkey = gnext;
-		gprev = &gkey;
-	}
-	for (uint32_t i = 0; i < n_stale; i++) {
-		uint32_t shapes = 0;
-
-		prev = NULL;
-		while (bpf_map_get_next_key(m->fd[MAP_FLOWS], prev, &next) == 0) {
-			if (next.group == stale[i].group && next.port == stale[i].port)
-				shapes |= key_shape(&next);
-			key = next;
-			prev = &key;
-		}
-		if (shapes)
-			bpf_map_update_elem(m->fd[MAP_GROUPS], &stale[i], &shapes, BPF_ANY);
-		else
-			bpf_map_delete_elem(m->fd[MAP_GROUPS], &stale[i]);
-	}
-	/* groups that have flows but no entry yet */
-	prev = NULL;
 	while (bpf_map_get_next_key(m->fd[MAP_FLOWS], prev, &next) == 0) {
 		struct tw_group_key g = { .group = next.group, .port = next.port, .pad = 0 };
-		uint32_t shapes;
+		struct tw_flow_target target;
+		uint32_t i;
 
-		if (bpf_map_lookup_elem(m->fd[MAP_GROUPS], &g, &shapes) != 0)
-			shapes = 0;
-		if (!(shapes & key_shape(&next))) {
-			shapes |= key_shape(&next);
-			bpf_map_update_elem(m->fd[MAP_GROUPS], &g, &shapes, BPF_ANY);
-		}
 		key = next;
 		prev = &key;
+		if (bpf_map_lookup_elem(m->fd[MAP_FLOWS], &next, &target))
+			continue;
+		for (i = 0; i < n; i++)
+			if (keys[i].group == g.group && keys[i].port == g.port)
+				break;
+		if (i == n) {
+			if (n == TW_MAX_FLOWS)
+				continue;
+			keys[n] = g;
+			memset(&values[n], 0, sizeof(values[n]));
+			n++;
+		}
+		values[i].shapes |= key_shape(&next);
+		if (key_shape(&next) == TW_SHAPE_ANY)
+			values[i].any = target;
 	}
+	for (uint32_t i = 0; i < n; i++)
+		bpf_map_update_elem(m->fd[MAP_GROUPS], &keys[i], &values[i], BPF_ANY);
+	while (bpf_map_get_next_key(m->fd[MAP_GROUPS], gprev, &gnext) == 0) {
+		uint32_t i;
+
+		gkey = gnext;
+		gprev = &gkey;
+		for (i = 0; i < n; i++)
+			if (keys[i].group == gnext.group && keys[i].port == gnext.port)
+				break;
+		if (i == n && n_stale < TW_MAX_FLOWS)
+			stale[n_stale++] = gnext;
+	}
+	for (uint32_t i = 0; i < n_stale; i++)
+		bpf_map_delete_elem(m->fd[MAP_GROUPS], &stale[i]);
 }
 
 /* Remove every flow of `queue`, its socket entry and its owner record. */
@@ -433,6 +443,9 @@ static void owner_of(const struct maps *m, uint32_t queue, char *out, size_t len
 }
 
 /* ---- the program ----------------------------------------------------------------------------- */
+
+static int add_flows(const struct tw_steering_request *req, const struct maps *m, char *err,
+		     size_t errlen);
 
 static void unpin_all(const char *dir)
 {
@@ -552,7 +565,8 @@ static int clear_unpinned_program(const struct tw_steering_request *req, uint32_
 
 /* Load steer.bpf.o, pin its maps and program, attach it through a link and pin the link. */
 static int load_and_attach(const struct tw_steering_request *req, const char *dir,
-			   struct tw_steering_result *res, char *err, size_t errlen)
+			   struct tw_steering_result *res, struct tw_steering *keep, char *err,
+			   size_t errlen)
 {
 	struct bpf_object *obj = bpf_object__open_file(req->bpf_object, NULL);
 	struct bpf_program *prog;
@@ -588,6 +602,8 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 			   req->bpf_object);
 		goto out;
 	}
+	if (keep)
+		goto attach; /* a private program: nothing pinned */
 	unpin_all(dir); /* a half-made set from an engine killed while it attached */
 	for (int i = 0; i < N_MAPS; i++) {
 		int fd = bpf_object__find_map_fd_by_name(obj, MAP_NAMES[i]);
@@ -601,7 +617,21 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 	}
 	if (!pin_path(path, sizeof(path), dir, "prog"))
 		bpf_obj_pin(bpf_program__fd(prog), path); /* for bpftool and benchmarks only */
+attach:
+	if (keep) {
+		/* The maps must hold the flows and socket before frames can match. */
+		struct maps m;
+		int i;
 
+		for (i = 0; i < N_MAPS; i++)
+			m.fd[i] = bpf_object__find_map_fd_by_name(obj, MAP_NAMES[i]);
+		ret = add_flows(req, &m, err, errlen);
+		if (!ret && bpf_map_update_elem(m.fd[MAP_XSKS], &req->queue, &req->xsk_fd, BPF_ANY))
+			ret = fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
+				   strerror(errno));
+		if (ret)
+			goto out;
+	}
 	if (req->xdp_mode == TW_XDP_GENERIC) {
 		link = link_attach(bpf_program__fd(prog), req->ifindex, XDP_FLAGS_SKB_MODE);
 		res->xdp_mode = TW_XDP_GENERIC;
@@ -629,6 +659,18 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 			   strerror(-link), why);
 		goto out;
 	}
+	if (keep) {
+		struct bpf_prog_info info;
+		__u32 len = sizeof(info);
+
+		memset(&info, 0, sizeof(info));
+		if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0)
+			res->prog_id = info.id;
+		keep->obj = obj;
+		keep->link_fd = link;
+		res->attached = 1;
+		return 0;
+	}
 	if (pin_path(path, sizeof(path), dir, "link") || bpf_obj_pin(link, path)) {
 		ret = fail(err, errlen, errno, "cannot pin the XDP link in %s: %s", dir,
 			   strerror(errno));
@@ -637,7 +679,7 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 	res->attached = 1;
 	ret = 0;
 out:
-	if (ret)
+	if (ret && !keep)
 		unpin_all(dir);
 	if (link >= 0)
 		close(link);
@@ -674,7 +716,7 @@ static int ensure_program(const struct tw_steering_request *req, const char *dir
 		if (ret)
 			return ret;
 	}
-	ret = load_and_attach(req, dir, res, err, errlen);
+	ret = load_and_attach(req, dir, res, NULL, err, errlen);
 	if (ret)
 		return ret;
 	res->prog_id = pinned_link_program(dir, req->ifindex);
@@ -727,8 +769,14 @@ int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering 
 		return fail(err, errlen, ENOMEM, "out of memory");
 	s->queue = req->queue;
 	s->queue_lock_fd = -1;
+	s->link_fd = -1;
 	snprintf(s->root, sizeof(s->root), "%s", req->root);
 	ret = prepare_root(s->root, err, errlen);
+	if (ret == -ENOMEDIUM) {
+		s->private_program = 1;
+		*out = s;
+		return 0;
+	}
 	if (ret)
 		goto out_free;
 	if (interface_dir(s->dir, sizeof(s->dir), s->root, req->ifindex) ||
@@ -770,6 +818,31 @@ out_free:
 	return ret;
 }
 
+static int join_privately(struct tw_steering *s, const struct tw_steering_request *req,
+			  struct tw_steering_result *res, char *err, size_t errlen)
+{
+	uint32_t attached_id;
+	char name[32];
+	int mode, ret = attached_program(req->ifindex, &attached_id, &mode, name, sizeof(name));
+
+	if (ret)
+		return fail(err, errlen, ret, "cannot query XDP on %s: %s", req->ifname,
+			    strerror(-ret));
+	if (attached_id) {
+		ret = clear_unpinned_program(req, attached_id, mode, name, res->note,
+					     sizeof(res->note), err, errlen);
+		if (ret)
+			return ret;
+	}
+	ret = load_and_attach(req, NULL, res, s, err, errlen);
+	if (ret)
+		return ret;
+	append(res->note, sizeof(res->note), "%sno bpf filesystem at %s (mounting one takes "
+	       "CAP_SYS_ADMIN): the steering program is this engine's alone, another engine on %s "
+	       "will be refused", res->note[0] ? "; " : "", CONVENTIONAL_BPFFS, req->ifname);
+	return 0;
+}
+
 int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *req,
 		     struct tw_steering_result *res, char *err, size_t errlen)
 {
@@ -779,6 +852,8 @@ int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *re
 	uint32_t stale;
 
 	memset(res, 0, sizeof(*res));
+	if (s->private_program)
+		return join_privately(s, req, res, err, errlen);
 	root_lock = lock_dir(s->root, err, errlen);
 	if (root_lock < 0)
 		return root_lock;
@@ -825,6 +900,14 @@ void tw_steering_leave(struct tw_steering *s)
 
 	if (!s)
 		return;
+	if (s->private_program) {
+		if (s->link_fd >= 0)
+			close(s->link_fd); /* the only reference: the kernel detaches the program */
+		if (s->obj)
+			bpf_object__close(s->obj);
+		free(s);
+		return;
+	}
 	root_lock = lock_dir(s->root, NULL, 0);
 	if (maps_open(&m, s->dir) == 0) {
 		clear_queue(&m, s->queue);

@@ -33,10 +33,23 @@ int tw_pick_tx_queue(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data, *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
+	void *cursor = eth + 1;
+	__be16 proto;
+
+	if (cursor > end)
+		return TC_ACT_OK;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q)) { /* one tag in the frame (AF_PACKET senders) */
+		if (cursor + 4 > end)
+			return TC_ACT_OK;
+		proto = *(__be16 *)(cursor + 2);
+		cursor += 4;
+	}
+
+	struct iphdr *ip = cursor;
 	struct udphdr *udp = (void *)(ip + 1);
 
-	if ((void *)(udp + 1) > end || eth->h_proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
+	if ((void *)(udp + 1) > end || proto != bpf_htons(ETH_P_IP) || ip->ihl != 5 ||
 	    ip->protocol != 17)
 		return TC_ACT_OK;
 
