@@ -22,7 +22,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import conditions, preflight
+from tickwire_engine.config import DEFAULT_BPFFS_ROOT
+
+from . import conditions, ports, preflight
 from .conditions import Condition, Observation
 from .counter_reset import RunTracker
 from .drift import DriftChecker
@@ -34,7 +36,8 @@ from .statedir import StateDir
 from .supervisor import Exit, State, Supervisor, stop_orphan
 from .tuning import cpu
 from .tuning.host import HostTuner, TuningReport
-from .tuning.xdp import XdpSetting
+from .tuning.shared import DEFAULT_NODE_STATE_DIR, NodeState
+from .tuning.xdp import SteeringQueue
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +63,8 @@ class Options:
     node_name: str = ""              # reported in status.observed (the downward API in a Pod)
     pod_name: str = ""
     remove_state_on_clean_exit: bool = False   # in a Pod: nodes must not collect a dir per FeedHandler
+    node_state_dir: str = DEFAULT_NODE_STATE_DIR   # the node-wide lock and account of shared settings
+    bpffs_root: str = DEFAULT_BPFFS_ROOT           # where the interfaces' shared steering programs are pinned
 
 
 def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreResult]:
@@ -86,6 +91,8 @@ class Agent:
         self.options = options
         self.out = out or sys.stdout
         self.state = StateDir(options.state_dir)
+        self.node = NodeState(options.node_state_dir)
+        self._observed: dict = {}
         self.journal: Journal | None = None
         self.view = AgentView(plan.feed)
         self.stop_requested = threading.Event()
@@ -102,7 +109,7 @@ class Agent:
         self._last_conditions: dict[str, tuple[str, str]] = {}
         self._stats: dict | None = None
         self.latency_window = LatencyWindow()
-        self._owns_xdp = False
+        self._steering: SteeringQueue | None = None
         self.cpus: cpu.CpuChoice | None = None
 
     # ---- the whole life ------------------------------------------------------------------------
@@ -115,6 +122,11 @@ class Agent:
                 raise AgentError(f"the earlier agent's host changes could not all be restored; see "
                                  f"{self.journal.path} (run `tickwire-agent restore --state-dir {self.state.path}`)")
             preflight.check(self.plan, self.options.root)
+            try:
+                self.node.register(plan_identity(self.plan))
+            except OSError as e:
+                raise AgentError(f"cannot use the node state directory {self.node.path} ({e.strerror}); in a "
+                                 "Pod it is a hostPath (DirectoryOrCreate), by hand pass --node-state-dir") from None
             self._choose_cpus()
             self._start_metrics()
             self._start_status()
@@ -156,17 +168,25 @@ class Agent:
         self._say(self.cpus.describe(self.plan.cores))
 
     def observed(self) -> dict:
-        """status.observed: where this agent actually runs, for the operator to compare with its ledger."""
-        return {"node": self.options.node_name, "podName": self.options.pod_name,
-                "cores": list(self.cpus.engine), "housekeepingCores": list(self.cpus.housekeeping)}
+        """status.observed: where this agent actually runs, for the operator to compare with its
+        ledger. One dict for the agent's life (the status reporter sends it with every report), so
+        what is learnt later (flow steering, after tuning) reaches the next report."""
+        self._observed.update({"node": self.options.node_name, "podName": self.options.pod_name,
+                               "cores": list(self.cpus.engine), "housekeepingCores": list(self.cpus.housekeeping),
+                               "metricsPort": self._metrics_port})
+        return self._observed
 
     def _start_metrics(self) -> None:
         try:
             self._server, self._metrics_port = start_server(self.view, self.plan.metrics_address,
                                                             self.plan.metrics_port)
         except OSError as e:
+            holder = ports.describe_listener(self.plan.metrics_port) if self.plan.metrics_port else None
             raise AgentError(f"cannot serve metrics on {self.plan.metrics_address}:{self.plan.metrics_port} "
-                             f"({e.strerror}); free the port or set metrics.port in the plan (0: any)") from None
+                             f"({e.strerror})" + (f": the port is held by {holder}" if holder else "")
+                             + "; the operator gives each agent of a node its own port (plan metrics.port): "
+                             "stop the holder, or set metrics.port to a free port (0: any, published in "
+                             "status.observed.metricsPort)") from None
         self._say(f"metrics on http://{self.plan.metrics_address}:{self._metrics_port}/metrics")
 
     def _start_status(self) -> None:
@@ -184,8 +204,10 @@ class Agent:
                   f"every {self.plan.status_interval_seconds:g} s")
 
     def _tune(self) -> None:
-        self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.options.root, self.options.irq_dir)
+        self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.node, self.options.root,
+                                self.options.irq_dir)
         self.tuning = self._tuner.apply()
+        self._observed["flowSteering"] = self.tuning.flow_steering
         for note in self.tuning.notes:
             self._say(f"tuned: {note}")
         for warning in self.tuning.warnings:
@@ -197,14 +219,10 @@ class Agent:
         self.view.drift_events = dict(self.drift.events)
 
     def _start_engine(self) -> None:
-        xdp = XdpSetting(self.plan.interface)
-        prog = xdp.read()
-        self._owns_xdp = prog == 0
-        if self._owns_xdp:
-            # The engine will attach one; whatever happens to the engine, the agent detaches it.
-            self.journal.record(xdp, 0, "engine")
-        else:
-            self._say(f"note: {self.plan.interface} already has XDP program {prog}; the agent will not remove it")
+        # The engine joins the interface's shared steering program; whatever happens to the engine,
+        # the agent releases what it may leave there (never another live engine's part).
+        self._steering = SteeringQueue(self.plan.interface, self.plan.queue, self.options.bpffs_root)
+        self.journal.record(self._steering, "released", "engine")
         self.supervisor = Supervisor(
             self.engine_command(), self.state.file("engine.log"),
             before_start=self._before_engine_start, after_exit=self._after_engine_exit,
@@ -219,7 +237,8 @@ class Agent:
 
     def engine_command(self) -> list[str]:
         p = self.plan
-        cmd = [*self.options.engine_command, "run", "--iface", p.interface, "--queue", str(p.queue)]
+        cmd = [*self.options.engine_command, "run", "--iface", p.interface, "--queue", str(p.queue),
+               "--bpffs-root", self.options.bpffs_root]
         for line in p.lines:
             cmd += ["--line", line.engine_arg]
         cmd += ["--mode", p.xdp_mode, "--zero-copy", p.zero_copy, "--core", str(self.cpus.poll_core),
@@ -240,12 +259,12 @@ class Agent:
             pass
 
     def _after_engine_exit(self, exit: Exit) -> None:
-        """The engine is gone: take off the XDP program it may have left (SIGKILL, crash)."""
-        if self._owns_xdp:
-            try:
-                XdpSetting(self.plan.interface).restore(0, "engine")
-            except OSError as e:
-                log.error("cannot detach the engine's XDP program from %s: %s", self.plan.interface, e)
+        """The engine is gone: release what it may have left in the steering program (SIGKILL, crash)."""
+        try:
+            self._steering.write("released")
+        except OSError as e:
+            log.error("cannot release queue %d of %s's steering program: %s", self.plan.queue,
+                      self.plan.interface, e)
         if not self.stop_requested.is_set():
             self._say(exit.description)
 
@@ -346,6 +365,8 @@ class Agent:
                 self._say(f"NOT restored: {r.entry.setting.label} (wanted {r.entry.previous}): {r.error}")
             self._say(f"restored {len(results) - len(failed)} of {len(results)} host setting(s)")
             code = EXIT_RESTORE_FAILED if failed else EXIT_OK
+        if code == EXIT_OK:
+            self.node.unregister()   # holds nothing any more; else a later prune or `restore` releases
         if self.reporter is not None and self.supervisor is not None:
             # One last report (EngineReady=False, Stopped), whatever the interval.
             self.reporter.maybe_report(conditions.evaluate(self._observation(time.monotonic())), self._stats,
@@ -356,6 +377,14 @@ class Agent:
 
     def _say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.out, flush=True)
+
+
+def plan_identity(plan: Plan) -> str:
+    """Who holds shared settings in the node account: the FeedHandler's uid, or in local mode the
+    feed and where it runs."""
+    if plan.feed_handler is not None and plan.feed_handler.uid:
+        return plan.feed_handler.uid
+    return f"{plan.feed}@{plan.interface}.q{plan.queue}"
 
 
 def read_stats(path: str) -> dict | None:
