@@ -323,3 +323,23 @@ def test_a_second_day_on_the_same_books_builds_the_same_book_again(day):
             books.on_message(message)
         assert_books_equal(books, reference_of(exchange), range(1, 121))
     assert books.stats()["book_resets"] == 2
+
+
+def test_a_new_day_empties_a_crowded_order_hash_whole():
+    # Random references in a small table collide and share probe runs: the reset at start of
+    # messages must empty the table without breaking the runs of entries it has yet to remove.
+    import random
+    rng = random.Random(5)
+    books = Books(book_config(max_orders=64))
+    refs = rng.sample(range(1, 1 << 40), 60)
+    for day in range(2):
+        books.on_message(itch.encode("S", event_code="O"))
+        for i, ref in enumerate(refs):
+            books.on_message(itch.encode("A", stock_locate=1 + i % 3, order_reference_number=ref,
+                                         buy_sell_indicator="BS"[i % 2], shares=100, stock="AAPL",
+                                         price=10000 + i))
+        books.check()
+        assert books.stats()["book_orders_live"] == 60 and books.stats()["book_inconsistent"] == 0
+    books.on_message(itch.encode("S", event_code="O"))
+    books.check()
+    assert books.orders() == {} and books.stats()["book_orders_live"] == 0

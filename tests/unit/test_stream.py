@@ -213,3 +213,20 @@ def test_open_by_feed_name_uses_the_env_root_then_the_default(tmp_path, monkeypa
     (tmp_path / "junk" / "events").write_bytes(b"\0" * 4096)
     with pytest.raises(consumer.StreamError, match="magic"):
         consumer.open("junk", str(tmp_path))
+
+
+def test_top_shows_the_best_bid_and_offer_of_the_busiest_symbols(tmp_path, capsys):
+    from tickwire_engine.cli import main
+    books = Books(small(), feed="t", root=str(tmp_path))
+    books.on_message(directory(1, "AAPL"))
+    books.on_message(directory(2, "MSFT"))
+    for ref in range(1, 4):
+        books.on_message(add(ref, 1_500_000 + ref, locate=1))
+    books.on_message(add(9, 3_990_000, locate=1, side="S"))
+    books.on_message(itch.encode("A", stock_locate=2, order_reference_number=20, buy_sell_indicator="B",
+                                 shares=7, stock="MSFT", price=4_000_000))
+    assert main(["top", "t", "--stream-root", str(tmp_path), "--count", "1", "--symbols", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "AAPL" in out and "150.0003" in out and "399.0000" in out
+    assert "MSFT" not in out            # one symbol asked for: the busiest
+    assert main(["top", "nothing", "--stream-root", str(tmp_path), "--count", "1"]) == 2
