@@ -231,6 +231,11 @@ def fill_sequencing_config(c_cfg, max_seq_jump: int, max_seq_rate: int) -> None:
     c_cfg.max_seq_rate = max_seq_rate
 
 
+def _books_off():
+    from .bookconfig import BooksConfig   # here, not at the top: bookconfig imports this module
+    return BooksConfig()
+
+
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -269,6 +274,10 @@ class EngineConfig:
     # Where the interface's shared steering program and maps are pinned (a bpffs directory every
     # engine of the node sees; /sys/fs/bpf is mounted when missing, as bpftool does).
     bpffs_root: str = DEFAULT_BPFFS_ROOT
+    # Books and their stream (contracts C7, C8): <stream_root>/<feed>/events and /snapshot.
+    feed: str = ""
+    stream_root: str | None = None       # None: $TICKWIRE_STREAM_ROOT or /run/tickwire/streams
+    books: "BooksConfig" = field(default_factory=_books_off)  # noqa: F821 (bookconfig.BooksConfig)
 
     def validate(self) -> None:
         """Check everything that can be checked before touching the kernel."""
@@ -302,6 +311,10 @@ class EngineConfig:
             raise ConfigError(f"arbitration window {self.arbitration_window_ns!r} ns: give a whole "
                               "number of nanoseconds >= 0")
         validate_sequencing(self.max_seq_jump, self.max_seq_rate)
+        self.books.validate()
+        if self.books.enabled and self.feed:
+            from .bookconfig import validate_feed_name
+            validate_feed_name(self.feed)
         self._validate_interface()
 
     def midnights(self) -> list[int]:
