@@ -85,13 +85,14 @@ def test_drift_repair_compares_with_the_accounts_value_not_with_its_own_wish(tmp
     assert knob.read() == "4", "put back to the account's value, never to this agent's own wish (2)"
 
 
-def _hold_pages_at_once(node_dir, pool_path, pages, barrier, done):
+def _hold_pages_at_once(node_dir, pool_path, pages, barrier, held, done):
     node = shared.NodeState(node_dir)
     node.register(f"feed-{os.getpid()}")
     pool = HugepagesSetting(pool_path, "hugepages")
     barrier.wait(60)
     with node.locked() as account:
         account.hold_pages(pool, node.holder, pages)
+    held.put(pages)      # after the lock is let go: the account is written before the pool is
     done.wait()          # stay alive: a live holder is never pruned
 
 
@@ -100,18 +101,16 @@ def test_agents_reserving_hugepages_at_the_same_instant_keep_every_reservation(t
     pool.write_text("5\n")
     node_dir = str(tmp_path / "node")
     ctx = multiprocessing.get_context("fork")
-    barrier, done = ctx.Barrier(6), ctx.Event()
-    procs = [ctx.Process(target=_hold_pages_at_once, args=(node_dir, str(pool), 8 + i, barrier, done))
+    barrier, held, done = ctx.Barrier(6), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_hold_pages_at_once,
+                         args=(node_dir, str(pool), 8 + i, barrier, held, done))
              for i in range(6)]
     for p in procs:
         p.start()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            entry = shared.NodeState(node_dir).read_account()["hugepages"].get(str(pool), {})
-            if len(entry.get("holders", {})) == 6:
-                break
-            time.sleep(0.05)
+        # Wait for each holder to say it is done, not for the account: a holder writes the account
+        # before it grows the pool, so a full account alone can be read while a pool write is due.
+        assert sorted(held.get(timeout=60) for _ in procs) == [8, 9, 10, 11, 12, 13]
         entry = shared.NodeState(node_dir).read_account()["hugepages"][str(pool)]
         assert sorted(h["pages"] for h in entry["holders"].values()) == [8, 9, 10, 11, 12, 13]
         assert entry["original"] == 5
