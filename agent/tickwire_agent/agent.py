@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import conditions, preflight
+from . import conditions, ports, preflight
 from .conditions import Condition, Observation
 from .counter_reset import RunTracker
 from .drift import DriftChecker
@@ -34,6 +34,7 @@ from .statedir import StateDir
 from .supervisor import Exit, State, Supervisor, stop_orphan
 from .tuning import cpu
 from .tuning.host import HostTuner, TuningReport
+from .tuning.shared import DEFAULT_NODE_STATE_DIR, NodeState
 from .tuning.xdp import XdpSetting
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Options:
     node_name: str = ""              # reported in status.observed (the downward API in a Pod)
     pod_name: str = ""
     remove_state_on_clean_exit: bool = False   # in a Pod: nodes must not collect a dir per FeedHandler
+    node_state_dir: str = DEFAULT_NODE_STATE_DIR   # the node-wide lock and account of shared settings
 
 
 def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreResult]:
@@ -86,6 +88,8 @@ class Agent:
         self.options = options
         self.out = out or sys.stdout
         self.state = StateDir(options.state_dir)
+        self.node = NodeState(options.node_state_dir)
+        self._observed: dict = {}
         self.journal: Journal | None = None
         self.view = AgentView(plan.feed)
         self.stop_requested = threading.Event()
@@ -115,6 +119,7 @@ class Agent:
                 raise AgentError(f"the earlier agent's host changes could not all be restored; see "
                                  f"{self.journal.path} (run `tickwire-agent restore --state-dir {self.state.path}`)")
             preflight.check(self.plan, self.options.root)
+            self.node.register(plan_identity(self.plan))
             self._choose_cpus()
             self._start_metrics()
             self._start_status()
@@ -156,17 +161,25 @@ class Agent:
         self._say(self.cpus.describe(self.plan.cores))
 
     def observed(self) -> dict:
-        """status.observed: where this agent actually runs, for the operator to compare with its ledger."""
-        return {"node": self.options.node_name, "podName": self.options.pod_name,
-                "cores": list(self.cpus.engine), "housekeepingCores": list(self.cpus.housekeeping)}
+        """status.observed: where this agent actually runs, for the operator to compare with its
+        ledger. One dict for the agent's life (the status reporter sends it with every report), so
+        what is learnt later (flow steering, after tuning) reaches the next report."""
+        self._observed.update({"node": self.options.node_name, "podName": self.options.pod_name,
+                               "cores": list(self.cpus.engine), "housekeepingCores": list(self.cpus.housekeeping),
+                               "metricsPort": self._metrics_port})
+        return self._observed
 
     def _start_metrics(self) -> None:
         try:
             self._server, self._metrics_port = start_server(self.view, self.plan.metrics_address,
                                                             self.plan.metrics_port)
         except OSError as e:
+            holder = ports.describe_listener(self.plan.metrics_port) if self.plan.metrics_port else None
             raise AgentError(f"cannot serve metrics on {self.plan.metrics_address}:{self.plan.metrics_port} "
-                             f"({e.strerror}); free the port or set metrics.port in the plan (0: any)") from None
+                             f"({e.strerror})" + (f": the port is held by {holder}" if holder else "")
+                             + "; the operator gives each agent of a node its own port (plan metrics.port): "
+                             "stop the holder, or set metrics.port to a free port (0: any, published in "
+                             "status.observed.metricsPort)") from None
         self._say(f"metrics on http://{self.plan.metrics_address}:{self._metrics_port}/metrics")
 
     def _start_status(self) -> None:
@@ -184,7 +197,8 @@ class Agent:
                   f"every {self.plan.status_interval_seconds:g} s")
 
     def _tune(self) -> None:
-        self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.options.root, self.options.irq_dir)
+        self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.node, self.options.root,
+                                self.options.irq_dir)
         self.tuning = self._tuner.apply()
         for note in self.tuning.notes:
             self._say(f"tuned: {note}")
@@ -346,6 +360,8 @@ class Agent:
                 self._say(f"NOT restored: {r.entry.setting.label} (wanted {r.entry.previous}): {r.error}")
             self._say(f"restored {len(results) - len(failed)} of {len(results)} host setting(s)")
             code = EXIT_RESTORE_FAILED if failed else EXIT_OK
+        if code == EXIT_OK:
+            self.node.unregister()   # holds nothing any more; else a later prune or `restore` releases
         if self.reporter is not None and self.supervisor is not None:
             # One last report (EngineReady=False, Stopped), whatever the interval.
             self.reporter.maybe_report(conditions.evaluate(self._observation(time.monotonic())), self._stats,
@@ -356,6 +372,14 @@ class Agent:
 
     def _say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.out, flush=True)
+
+
+def plan_identity(plan: Plan) -> str:
+    """Who holds shared settings in the node account: the FeedHandler's uid, or in local mode the
+    feed and where it runs."""
+    if plan.feed_handler is not None and plan.feed_handler.uid:
+        return plan.feed_handler.uid
+    return f"{plan.feed}@{plan.interface}.q{plan.queue}"
 
 
 def read_stats(path: str) -> dict | None:

@@ -22,6 +22,7 @@ from .agent import (EXIT_BAD_PLAN, EXIT_ERROR, EXIT_OK, EXIT_RESTORE_FAILED, Age
                     restore_leftovers)
 from .journal import Journal
 from .statedir import DEFAULT_ROOT, StateDir, StateDirBusy
+from .tuning.shared import DEFAULT_NODE_STATE_DIR, NodeStateBusy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--remove-state-on-clean-exit", action="store_true",
                      help="once the host is fully restored, delete the state directory's files (the Pod "
                      "does: its hostPath would otherwise keep them until the node reboots)")
+    run.add_argument("--node-state-dir", default=DEFAULT_NODE_STATE_DIR,
+                     help=f"node-wide lock and account of the settings agents share: hugepages, device knobs "
+                     f"(default {DEFAULT_NODE_STATE_DIR}; in a Pod, a hostPath at the same path)")
     run.add_argument("--irq-dir", default="/proc/irq", help="the host's /proc/irq, written for irqAffinity (in a "
                      "Pod: where it is mounted, since a container's own /proc/irq is read-only)")
     run.add_argument("--kubeconfig", help="for status reports outside a Pod (default: $KUBECONFIG)")
@@ -109,7 +113,8 @@ def run_command(args) -> int:
                       # the Pod sets these through the downward API; reported in status.observed
                       node_name=os.environ.get("TICKWIRE_NODE_NAME", ""),
                       pod_name=os.environ.get("TICKWIRE_POD_NAME", ""),
-                      remove_state_on_clean_exit=args.remove_state_on_clean_exit)
+                      remove_state_on_clean_exit=args.remove_state_on_clean_exit,
+                      node_state_dir=args.node_state_dir)
     if args.engine_command:
         options.engine_command = shlex.split(args.engine_command)
     agent = Agent(plan, options)
@@ -119,7 +124,7 @@ def run_command(args) -> int:
     except plan_module.PlanError as e:
         print(f"tickwire-agent: {e}", file=sys.stderr)
         return EXIT_BAD_PLAN
-    except (AgentError, StateDirBusy) as e:
+    except (AgentError, StateDirBusy, NodeStateBusy) as e:
         print(f"tickwire-agent: {e}", file=sys.stderr)
         return EXIT_ERROR
 

@@ -46,17 +46,17 @@ class DriftChecker:
         for w in self.watched:
             label = w.setting.label
             try:
-                current = w.setting.read()
+                current, expected = w.observe()
             except OSError as e:
                 log.warning("drift check cannot read %s: %s", label, e)
                 continue
-            if not w.setting.drifted(current, w.applied):
+            if not w.setting.drifted(current, expected):
                 self.drifted[label] = False
                 self.outstanding.pop(label, None)
                 continue
             if not self.drifted[label]:
                 self.events[label] += 1            # count a change once, not once per check
-            event = self._handle(w, current)
+            event = self._handle(w, current, expected)
             self.drifted[label] = not event.restored
             if event.restored:
                 self.outstanding.pop(label, None)
@@ -69,11 +69,11 @@ class DriftChecker:
             found.append(event)
         return found
 
-    def _handle(self, w: Watched, current) -> DriftEvent:
+    def _handle(self, w: Watched, current, expected) -> DriftEvent:
         if not self.restore:
-            return DriftEvent(w.setting.label, w.applied, current, restored=False)
+            return DriftEvent(w.setting.label, expected, current, restored=False)
         try:
-            w.setting.write(w.applied)
+            w.put_back(expected)
         except OSError as e:
-            return DriftEvent(w.setting.label, w.applied, current, restored=False, error=e.strerror or str(e))
-        return DriftEvent(w.setting.label, w.applied, current, restored=True)
+            return DriftEvent(w.setting.label, expected, current, restored=False, error=e.strerror or str(e))
+        return DriftEvent(w.setting.label, expected, current, restored=True)

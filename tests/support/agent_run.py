@@ -95,14 +95,18 @@ def plan_for(pair: VethPair, **changes) -> dict:
 class AgentProcess:
     """One agent in the node namespace; its stdout goes to a file the test can read."""
 
-    def __init__(self, pair: VethPair, plan: dict, tmp_path, state_dir=None, extra=(), wrap=()):
-        """`wrap`: a command prefix the agent runs under (setpriv, taskset, a read-only root...)."""
+    def __init__(self, pair: VethPair, plan: dict, tmp_path, state_dir=None, extra=(), wrap=(),
+                 node_state_dir=None):
+        """`wrap`: a command prefix the agent runs under (setpriv, taskset, a read-only root...);
+        `node_state_dir`: the node-wide account (default: the test's own, never the host's
+        /run/tickwire/node; agents meant to share must be given the same one)."""
         self.pair = pair
         self.tmp = tmp_path
         self.plan_path = tmp_path / f"plan-{time.monotonic_ns()}.json"
         self.plan_path.write_text(json.dumps(plan))
         self.state_dir = pathlib.Path(state_dir or (tmp_path / "state"))
         self.log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
+        self.node_state_dir = pathlib.Path(node_state_dir or (tmp_path / "node"))
         self.extra = list(extra)
         self.wrap = list(wrap)
         self.proc: subprocess.Popen | None = None
@@ -110,7 +114,8 @@ class AgentProcess:
     def start(self) -> "AgentProcess":
         self._log = open(self.log_path, "w")
         self.proc = self.pair.popen(self.pair.node_ns, [*self.wrap, *AGENT, "run", "--plan", str(self.plan_path),
-                                                        "--state-dir", str(self.state_dir), *self.extra],
+                                                        "--state-dir", str(self.state_dir),
+                                                        "--node-state-dir", str(self.node_state_dir), *self.extra],
                                     stdout=self._log, stderr=subprocess.STDOUT)
         return self
 

@@ -11,6 +11,7 @@ import struct
 
 from tickwire_agent.journal import Journal
 from tickwire_agent.tuning import cpu, hugepages, multicast, nic
+from tickwire_agent.tuning.shared import NodeState
 
 INTERRUPTS = """\
             CPU0       CPU1
@@ -66,7 +67,7 @@ def test_irq_affinity_set_and_restored_through_the_journal(tmp_path):
     d.update(interface="eth0", queue=1, irqAffinity=[0])
     journal = Journal(str(tmp_path))
     plan = loads(json.dumps(d))
-    tuner = HostTuner(plan, journal, choose_cpus(plan.cores, range(8)), root,
+    tuner = HostTuner(plan, journal, choose_cpus(plan.cores, range(8)), NodeState(str(tmp_path / "node")), root,
                       irq_dir=os.path.join(root, "proc/irq"))
     report = TuningReport()
     tuner._irq_affinity(report)
@@ -103,15 +104,18 @@ def test_a_partial_hugepage_grant_is_given_back_and_reported(tmp_path):
     pool = write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "3\n")
     write(root, "sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages", "0\n")
     journal = Journal(str(tmp_path))
-    result = hugepages.reserve(4, None, journal, root, free_wait_s=0.1)
+    node = NodeState(str(tmp_path / "node"))
+    node.register("feed-a")
+    result = hugepages.reserve(4, None, journal, node, root, free_wait_s=0.1)
     assert not result.granted and "normal pages" in result.message
     assert open(pool).read().strip() == "3"
     assert journal.pending() == []
+    assert node.read_account()["hugepages"] == {}, "the account holds nothing for pages given back"
 
 
 def test_no_hugepages_wanted_touches_nothing(tmp_path):
-    result = hugepages.reserve(0, None, Journal(str(tmp_path)), str(tmp_path))
-    assert not result.granted and result.setting is None and not os.listdir(tmp_path)
+    result = hugepages.reserve(0, None, Journal(str(tmp_path)), NodeState(str(tmp_path / "node")), str(tmp_path))
+    assert not result.granted and not os.listdir(tmp_path)
 
 
 def test_group_req_layout_matches_the_kernel_struct():

@@ -7,12 +7,13 @@ gro_flush_timeout still delivers data, just with more latency.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..journal import Journal
 from ..plan import Plan
-from . import cpu, hugepages, multicast, nic
+from . import cpu, hugepages, multicast, nic, shared
 from .multicast import Memberships
 from .settings import Setting
 
@@ -24,6 +25,35 @@ class Watched:
     """A setting the drift checker re-reads, with the value the plan wants there."""
     setting: Setting
     applied: Any
+
+    def observe(self) -> tuple[Any, Any]:
+        """(what is there, what belongs there now)."""
+        return self.setting.read(), self.applied
+
+    def put_back(self, expected: Any) -> None:
+        self.setting.write(expected)
+
+
+@dataclass
+class SharedWatched(Watched):
+    """A knob held in the node account: what belongs there is the account's value, which every
+    holder's wish decided (a neighbour's higher channel count is not drift), and putting it back
+    happens under the node lock, only if the account still says so."""
+    node: shared.NodeState = None
+    key: str = ""
+
+    def observe(self) -> tuple[Any, Any]:
+        # Under the lock: a neighbour records a new value in the account just before it writes the
+        # knob, and the half-way state between the two is not drift.
+        with self.node.locked() as account:
+            value = account.knob_value(self.key)
+            return self.setting.read(), self.applied if value is None else value
+
+    def put_back(self, expected: Any) -> None:
+        with self.node.locked() as account:
+            value = account.knob_value(self.key)
+            if value is not None and self.setting.read() != value:
+                self.setting.write(value)
 
 
 @dataclass
@@ -38,9 +68,11 @@ class TuningReport:
 
 
 class HostTuner:
-    def __init__(self, plan: Plan, journal: Journal, cpus: cpu.CpuChoice, root: str = "/",
-                 irq_dir: str = "/proc/irq"):
+    def __init__(self, plan: Plan, journal: Journal, cpus: cpu.CpuChoice, node: shared.NodeState,
+                 root: str = "/", irq_dir: str = "/proc/irq"):
+        """`node`: the node state directory, this agent already registered there as a holder."""
         self.plan = plan
+        self.node = node
         self.cpus = cpus
         self.irq_dir = irq_dir
         self.journal = journal
@@ -53,7 +85,7 @@ class HostTuner:
         self._channels(report)
         for setting, value in nic.busy_poll_knobs(self.plan.interface, self.plan.busy_poll.napi_defer_hard_irqs,
                                                   self.plan.busy_poll.gro_flush_timeout_ns, self.root):
-            self._set(report, setting, value)
+            self._share(report, setting, shared.HIGHEST, value)
         self._irq_affinity(report)
         self._agent_affinity(report)
         self._multicast(report)
@@ -85,15 +117,36 @@ class HostTuner:
         report.notes.append(f"{setting.label} {previous} -> {value}" if previous != value
                             else f"{setting.label} already {value}")
 
+    def _share(self, report: TuningReport, setting: Setting, policy: str, wish: Any) -> None:
+        """Hold a device-wide knob in the node account (first holder sets, last restores), journal
+        the holding first, and watch the account's value from now on."""
+        key = shared_key(self.plan.interface, setting.label)
+        entry = self.journal.record(shared.HeldKnob(self.node.path, self.node.holder.id, key, setting.label),
+                                    None, wish)
+        try:
+            with self.node.locked() as account:
+                hold = account.hold_knob(key, setting, policy, self.node.holder, wish)
+                readback = setting.read()
+        except OSError as e:
+            self.journal.mark_restored(entry)   # the account is as before: nothing to release
+            report.problems.append(f"{setting.label}: cannot set {wish} ({e.strerror or e})")
+            return
+        if readback != hold.value:
+            report.problems.append(f"{setting.label}: wrote {hold.value}, the kernel reads back {readback}")
+        elif policy == shared.HIGHEST and readback != wish:
+            holders = ", ".join(sorted(hold.others))
+            report.warnings.append(f"{setting.label} stays {readback}, the highest value the agents sharing "
+                                   f"{self.plan.interface} asked for (this plan: {wish}; holders: {holders})")
+        report.watched.append(SharedWatched(setting, hold.value, node=self.node, key=key))
+        report.notes.append(hold.describe(setting.label, wish))
+
     def _hugepages(self, report: TuningReport) -> None:
         node = self.plan.hugepages.numa_node
         if node is None:
             node = hugepages.nic_numa_node(self.plan.interface, self.root)
-        result = hugepages.reserve(self.plan.hugepages.count, node, self.journal, self.root)
+        result = hugepages.reserve(self.plan.hugepages.count, node, self.journal, self.node, self.root)
         report.hugepages = result.granted
         (report.notes if result.granted or self.plan.hugepages.count == 0 else report.warnings).append(result.message)
-        if result.setting is not None:
-            report.watched.append(Watched(result.setting, result.applied))
 
     def _channels(self, report: TuningReport) -> None:
         try:
@@ -106,10 +159,10 @@ class HostTuner:
             return
         if problem:
             report.problems.append(problem)
-        elif setting is None:
-            report.notes.append(f"channels: queue {self.plan.queue} exists ({target} RX channels)")
         else:
-            self._set(report, setting, target)
+            # Held even when the queue exists already: a neighbour may have raised the count, and
+            # its leaving must not take away this agent's queue.
+            self._share(report, setting, shared.RAISE_ONLY, target)
 
     def _irq_affinity(self, report: TuningReport) -> None:
         if not self.plan.irq_affinity:
@@ -141,3 +194,9 @@ class HostTuner:
                                        f"{self.plan.interface}")
             else:
                 report.notes.append(f"joined {what} on {self.plan.interface} (line {line.name})")
+
+
+def shared_key(ifname: str, label: str) -> str:
+    """The account's name for a device knob. Two network namespaces ("nodes" in tests, Pods without
+    hostNetwork) may each have an eth0, so the key names the namespace too."""
+    return f"netns:{os.stat('/proc/self/ns/net').st_ino}/{ifname}/{label}"

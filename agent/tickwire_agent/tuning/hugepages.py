@@ -1,9 +1,13 @@
 """Hugepages for the engine's UMEM: reserved on the NIC's NUMA node, given back at teardown.
 
-The pool is counted in 2 MiB pages. We ask only for what is missing (free pages already in the
-pool count), read back what the kernel granted (it grants fewer when memory is fragmented), and
-when the engine cannot have them all we give back what we took and run it on normal pages:
-a UMEM half on hugepages is not a thing, and pages held for nothing hurt other tenants.
+The pool is counted in 2 MiB pages and shared by every agent on the node, so it is resized only
+under the node lock with an exact account of who holds how many (tuning/shared.py). We read back
+what the kernel granted (it grants fewer when memory is fragmented), and when the engine cannot
+have them all we give back what we took and run it on normal pages: a UMEM half on hugepages is
+not a thing, and pages held for nothing hurt other tenants.
+
+The pool is not watched for drift: it moves whenever a neighbour comes or goes, and pages in use
+cannot be taken from the engine anyway (the kernel keeps them as surplus until they are freed).
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from dataclasses import dataclass
 
 from ..journal import Journal
 from .settings import HugepagesSetting
+from .shared import HeldPages, NodeState
 
 PAGE_DIR = "hugepages/hugepages-2048kB"
 FREE_WAIT_S = 2.0
@@ -22,8 +27,6 @@ FREE_WAIT_S = 2.0
 class HugepagesResult:
     granted: bool                       # the engine should back its UMEM with hugepages
     message: str
-    setting: HugepagesSetting | None = None
-    applied: int | None = None          # the pool size we set, for drift checks
 
 
 def numa_nodes(root: str = "/") -> list[int]:
@@ -52,32 +55,41 @@ def pool_dir(numa_node: int | None, root: str = "/") -> str:
     return os.path.join(root, "sys/kernel/mm", PAGE_DIR)
 
 
-def reserve(count: int, numa_node: int | None, journal: Journal, root: str = "/",
+def reserve(count: int, numa_node: int | None, journal: Journal, node: NodeState, root: str = "/",
             free_wait_s: float = FREE_WAIT_S) -> HugepagesResult:
+    """Grow the pool by `count` pages for this agent, under the node lock, in the node account.
+
+    Every agent adds its own pages on top of the pool as it finds it (free pages already there
+    belong to whoever made them: another agent between its reservation and its engine's start,
+    a Pod the kubelet gave them to) and takes exactly those back at its end. The journal holds a
+    record of the holding, written first, whose restore releases it from the account."""
     if count == 0:
         return HugepagesResult(False, "the plan asks for no hugepages: UMEM on normal pages")
     where = pool_dir(numa_node, root)
     node_text = f"NUMA node {numa_node}" if numa_node is not None and len(numa_nodes(root)) > 1 else "the host"
     pool = HugepagesSetting(os.path.join(where, "nr_hugepages"), label="hugepages")
+    entry = journal.record(HeldPages(node.path, node.holder.id, pool.path), 0, count)
     try:
-        free = _read_int(os.path.join(where, "free_hugepages"))
-        if free >= count:
-            # Nothing changed, so nothing to restore or watch.
-            return HugepagesResult(True, f"{count} hugepages of 2 MiB on {node_text} ({free} were free)")
-        previous = pool.read()
-        wanted = previous + (count - free)
-        entry = journal.record(pool, previous, wanted)
-        pool.write(wanted)
-        granted = pool.read()
+        with node.locked() as account:
+            before, after = account.hold_pages(pool, node.holder, count)
     except OSError as e:
-        return HugepagesResult(False, f"cannot reserve hugepages on {node_text} ({e.strerror}): "
+        journal.mark_restored(entry)
+        return HugepagesResult(False, f"cannot reserve hugepages on {node_text} ({e.strerror or e}): "
                                       "UMEM on normal pages")
-    if _free_within(os.path.join(where, "free_hugepages"), count, free_wait_s):
-        return HugepagesResult(True, f"{count} hugepages of 2 MiB reserved on {node_text}", pool, granted)
-    pool.write(previous)            # give back a partial grant: the engine cannot use it
-    journal.mark_restored(entry)
+    granted = max(0, after - before)
+    if granted >= count and _free_within(os.path.join(where, "free_hugepages"), count, free_wait_s):
+        return HugepagesResult(True, f"{count} hugepages of 2 MiB reserved on {node_text} "
+                                     f"(pool {before} -> {after})")
+    # Give back a partial grant: the engine cannot use it.
+    try:
+        with node.locked() as account:
+            account.release_pages(pool.path, node.holder.id)
+        journal.mark_restored(entry)
+    except OSError as e:   # the journal keeps the record: teardown or `restore` tries again
+        return HugepagesResult(False, f"asked for {count} hugepages on {node_text}, the kernel granted "
+                                      f"{granted}, and giving them back failed ({e}): UMEM on normal pages")
     return HugepagesResult(False, f"asked for {count} hugepages on {node_text}, the kernel granted "
-                                  f"{granted - previous} (memory fragmented?): UMEM on normal pages")
+                                  f"{granted} (memory fragmented?): UMEM on normal pages")
 
 
 def _free_within(path: str, count: int, timeout: float) -> bool:

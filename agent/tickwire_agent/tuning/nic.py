@@ -7,13 +7,19 @@ virtual devices such as veth have none, and then there is nothing to pin.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
+import time
 
 from pyroute2.ethtool import Ethtool
 
+from . import xsk
 from .cpu import format_cpulist
 from .settings import FileSetting, Setting
+
+
+LOWER_TIMEOUT_S = 10.0
 
 
 class ChannelsSetting(Setting):
@@ -31,8 +37,30 @@ class ChannelsSetting(Setting):
             return getattr(ethtool.get_channels(self.ifname), self.field)
 
     def write(self, value: int) -> None:
+        value = int(value)
+        if value < self.read():
+            self._lower(value)
+            return
         with Ethtool() as ethtool:
-            ethtool.set_channels(self.ifname, {self.field: int(value)})
+            ethtool.set_channels(self.ifname, {self.field: value})
+
+    def _lower(self, value: int, timeout: float = LOWER_TIMEOUT_S) -> None:
+        """Take channels away only once no AF_XDP socket sits on them: wait for the sockets to be
+        gone, then retry the kernel's EINVAL while it unregisters their buffer pools (xsk.py)."""
+        deadline = time.monotonic() + timeout
+        busy = xsk.wait_until_free(self.ifname, value, timeout)
+        if busy:
+            raise OSError(errno.EBUSY, f"cannot lower {self.ifname} to {value} RX channels: AF_XDP "
+                          f"socket(s) still bound to queue {sorted(busy)} after {timeout:g} s")
+        while True:
+            try:
+                with Ethtool() as ethtool:
+                    ethtool.set_channels(self.ifname, {self.field: value})
+                return
+            except OSError as e:
+                if e.errno != errno.EINVAL or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.02)
 
     def to_record(self) -> dict:
         return {"kind": self.kind, "ifname": self.ifname, "field": self.field, "label": self.label}
@@ -44,17 +72,15 @@ def read_channels(ifname: str):
         return ethtool.get_channels(ifname)
 
 
-def channels_needed(ifname: str, queue: int) -> tuple[ChannelsSetting | None, int, str]:
-    """What must change so that RX queue `queue` exists: (setting or None, target, problem or '')."""
+def channels_needed(ifname: str, queue: int) -> tuple[ChannelsSetting, int, str]:
+    """The channel setting RX queue `queue` depends on, the count it needs, and a problem ('' if none)."""
     channels = read_channels(ifname)
     field = "combined_count" if channels.max_combined > 0 else "rx_count"
     maximum = channels.max_combined if field == "combined_count" else channels.max_rx
-    current = getattr(channels, field)
-    if queue < current:
-        return None, current, ""
     if queue >= maximum:
-        return None, current, (f"queue {queue} needs {queue + 1} RX channels but {ifname} has at most "
-                               f"{maximum}; pick a queue below {maximum}")
+        return ChannelsSetting(ifname, field), queue + 1, (
+            f"queue {queue} needs {queue + 1} RX channels but {ifname} has at most {maximum}; "
+            f"pick a queue below {maximum}")
     return ChannelsSetting(ifname, field), queue + 1, ""
 
 
