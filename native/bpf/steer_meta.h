@@ -1,7 +1,9 @@
-/* steer_meta.h - the metadata the XDP program leaves in front of each redirected frame.
- * Shared by the BPF program and the engine: it sits in the `sizeof(struct tw_xdp_meta)` bytes
- * just before the frame's first byte in the UMEM. The magic tells a real stamp from whatever an
- * earlier frame left in that headroom. */
+/* steer_meta.h - what the XDP steering program and user space share: the metadata it leaves in
+ * front of each redirected frame, and the layout of its maps' keys and values.
+ *
+ * The metadata sits in the `sizeof(struct tw_xdp_meta)` bytes just before the frame's first byte
+ * in the UMEM. The magic tells a real stamp from whatever an earlier frame left in that headroom.
+ */
 #ifndef TW_STEER_META_H
 #define TW_STEER_META_H
 
@@ -12,5 +14,42 @@ struct tw_xdp_meta {
 	__u32 pad;
 	__u32 magic;   /* last, so it is adjacent to the frame */
 };
+
+#define TW_MAX_FLOWS 1024   /* lines of all engines on one interface */
+#define TW_MAX_QUEUES 256   /* RX queues an interface may steer to */
+
+/* A line's flow. All fields in network order except vlan; 0 in source or vlan is a wildcard. */
+struct tw_flow_key {
+	__be32 group;
+	__be32 source;
+	__be16 port;
+	__u16 vlan;    /* 802.1Q VLAN id 1..4094, or 0 for any */
+};
+
+struct tw_flow_target {
+	__u32 queue;   /* the RX queue whose socket receives the flow */
+	__u32 line;    /* 0 = A, 1 = B (for bpftool readers) */
+};
+
+struct tw_group_key {
+	__be32 group;
+	__be16 port;
+	__u16 pad;
+};
+
+/* Informational: the owner of a queue, for messages. Liveness is an flock (steering.c). */
+struct tw_queue_owner {
+	__u32 pid;          /* in the owner's pid namespace */
+	__u32 lines;        /* flows it steers */
+	__u64 start_ticks;  /* /proc/PID/stat field 22: tells a recycled pid from the owner */
+};
+
+/* tw_counters slots */
+#define TW_COUNTER_REDIRECTED 0
+#define TW_COUNTER_PASSED 1       /* not any engine's flow: the kernel's */
+#define TW_COUNTER_NO_META 2      /* redirected without a receive time */
+#define TW_COUNTER_WRONG_QUEUE 3  /* a flow's frame on another queue than its owner's: passed */
+#define TW_COUNTER_NO_SOCKET 4    /* a flow's queue has no socket (engine starting or killed): passed */
+#define TW_COUNTERS 8
 
 #endif

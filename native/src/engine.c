@@ -1,10 +1,10 @@
-/* engine.c - the AF_XDP receive engine: UMEM and rings, the XDP steering program, the poll thread.
+/* engine.c - the AF_XDP receive engine: UMEM and rings, the poll thread.
  *
- * Set-up order matters: the socket exists, its fill ring is fully stocked and it sits in the XSKMAP
- * before the program is attached, so no matching frame is ever redirected to a queue without a
- * socket or to a socket without frames to receive into. The program is attached
- * through a BPF link: the kernel detaches it when the last reference goes, so an engine killed
- * with SIGKILL leaves nothing behind on the interface.
+ * Set-up order matters: the socket exists and its fill ring is fully stocked before the engine
+ * joins the interface's shared steering program (steering.c), so no matching frame is ever
+ * redirected to a socket without frames to receive into. An engine killed with SIGKILL leaves
+ * its flows in the shared maps; its socket leaves the XSKMAP as the kernel closes it (frames of
+ * its flows then go to the kernel), and the next engine on the interface sweeps the flows.
  *
  * The poll thread is the only writer of the decoder's counters. Readers get a copy that the
  * thread publishes every few milliseconds (and whenever it goes idle) under a sequence lock, so a
@@ -36,6 +36,7 @@
 
 #include "../bpf/steer_meta.h"
 #include "caps.h"
+#include "steering.h"
 #include "tickwire.h"
 
 #ifndef SO_PREFER_BUSY_POLL
@@ -73,8 +74,7 @@ struct tw_engine {
 	struct xsk_ring_prod tx;
 	struct xsk_socket *xsk;
 
-	struct bpf_object *obj;
-	int link_fd;
+	struct tw_steering *steering;       /* this engine's part of the interface's XDP program */
 
 	pthread_t thread;
 	int thread_started;
@@ -304,157 +304,37 @@ static uint32_t fill_ring_stock_now(struct tw_engine *e)
 	return prod - cons;
 }
 
-static int load_program(struct tw_engine *e, char *err, size_t errlen)
+/* Join the interface's shared steering program (steering.c): this engine's flows go to its
+ * socket, which is stocked and ready. */
+static int join_steering(struct tw_engine *e, char *err, size_t errlen)
 {
-	struct bpf_program *prog;
-	int ret, lines_fd, xsks_fd, xsk_fd;
-	__u32 queue = e->cfg.queue;
+	struct tw_steering_request req = {
+		.root = e->cfg.bpffs_root,
+		.ifname = e->cfg.ifname,
+		.ifindex = e->ifindex,
+		.queue = e->cfg.queue,
+		.xdp_mode = e->cfg.xdp_mode,
+		.bpf_object = e->cfg.bpf_object,
+		.n_lines = e->cfg.decoder.n_lines,
+		.xsk_fd = xsk_socket__fd(e->xsk),
+	};
+	struct tw_steering_result res;
+	int ret;
 
-	e->obj = bpf_object__open_file(e->cfg.bpf_object, NULL);
-	ret = libbpf_get_error(e->obj);
-	if (ret) {
-		e->obj = NULL;
-		return fail(err, errlen, ret, "cannot open XDP object %s: %s", e->cfg.bpf_object,
-			    strerror(-ret));
+	for (uint32_t i = 0; i < req.n_lines && i < 2; i++) {
+		const struct tw_line_config *l = &e->cfg.decoder.lines[i];
+
+		req.lines[i] = (struct tw_steering_line){ .group_be = l->group_be,
+			.source_be = l->source_be, .port_be = l->port_be, .vlan = l->vlan };
 	}
-	ret = bpf_object__load(e->obj);
-	if (ret) {
-		/* EPERM: bpf() needs CAP_BPF; an XDP program and its XSKMAP need CAP_NET_ADMIN.
-		 * EACCES: the verifier refused, and without CAP_PERFMON it refuses the program's
-		 * packet-pointer arithmetic. */
-		static const int load[] = { CAP_BPF, CAP_NET_ADMIN, -1 };
-		static const int verify[] = { CAP_PERFMON, -1 };
-		char why[200] = "";
-
-		if (ret == -EPERM)
-			tw_caps_explain(why, sizeof(why), load,
-					"load the XDP steering program and create its maps");
-		else if (ret == -EACCES && tw_lacks_cap(CAP_PERFMON))
-			tw_caps_explain(why, sizeof(why), verify,
-					"let the verifier accept the steering program's "
-					"packet-pointer arithmetic");
-		return fail(err, errlen, ret, "cannot load XDP program: %s%s", strerror(-ret), why);
-	}
-	prog = bpf_object__find_program_by_name(e->obj, TW_PROG_NAME);
-	lines_fd = bpf_object__find_map_fd_by_name(e->obj, "tw_lines");
-	xsks_fd = bpf_object__find_map_fd_by_name(e->obj, "tw_xsks");
-	if (!prog || lines_fd < 0 || xsks_fd < 0)
-		return fail(err, errlen, EINVAL, "%s is not tickwire's steering program",
-			    e->cfg.bpf_object);
-
-	for (uint32_t i = 0; i < e->cfg.decoder.n_lines; i++) {
-		struct { __u32 group; __u16 port; __u16 pad; } key = {
-			e->cfg.decoder.lines[i].group_be, e->cfg.decoder.lines[i].port_be, 0 };
-		__u32 line = i;
-
-		if (bpf_map_update_elem(lines_fd, &key, &line, BPF_ANY))
-			return fail(err, errlen, errno, "cannot fill the lines map: %s", strerror(errno));
-	}
-	xsk_fd = xsk_socket__fd(e->xsk);
-	if (bpf_map_update_elem(xsks_fd, &queue, &xsk_fd, BPF_ANY))
-		return fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
-			    strerror(errno));
-	return 0;
-}
-
-/* Another XDP program on the interface: replace it only if it is a stale one of ours (left by an
- * older engine that attached without a link); never touch anyone else's. */
-static int clear_stale_program(struct tw_engine *e, char *err, size_t errlen)
-{
-	LIBBPF_OPTS(bpf_xdp_query_opts, q);
-	struct bpf_prog_info pinfo;
-	__u32 plen = sizeof(pinfo);
-	int ret, fd;
-
-	ret = bpf_xdp_query(e->ifindex, 0, &q);
+	ret = tw_steering_join(&req, &e->steering, &res, err, errlen);
 	if (ret)
-		return fail(err, errlen, ret, "cannot query XDP on %s: %s", e->cfg.ifname,
-			    strerror(-ret));
-	if (!q.prog_id && !q.drv_prog_id && !q.skb_prog_id)
-		return 0;
-
-	__u32 id = q.prog_id ? q.prog_id : (q.drv_prog_id ? q.drv_prog_id : q.skb_prog_id);
-
-	memset(&pinfo, 0, sizeof(pinfo));
-	fd = bpf_prog_get_fd_by_id(id);
-	if (fd < 0 || bpf_obj_get_info_by_fd(fd, &pinfo, &plen)) {
-		if (fd >= 0)
-			close(fd);
-		return fail(err, errlen, EEXIST, "%s already has XDP program id %u attached",
-			    e->cfg.ifname, id);
-	}
-	close(fd);
-	if (strcmp(pinfo.name, TW_PROG_NAME) != 0)
-		return fail(err, errlen, EEXIST,
-			    "%s already has another XDP program attached ('%s', id %u); tickwire "
-			    "will not replace it: detach it first (ip link set dev %s xdp off)",
-			    e->cfg.ifname, pinfo.name, id, e->cfg.ifname);
-
-	__u32 mode_flags = q.attach_mode == XDP_ATTACHED_SKB ? XDP_FLAGS_SKB_MODE :
-			   q.attach_mode == XDP_ATTACHED_DRV ? XDP_FLAGS_DRV_MODE : 0;
-
-	ret = bpf_xdp_detach(e->ifindex, mode_flags, NULL);
-	if (ret == -EBUSY)
-		return fail(err, errlen, EBUSY,
-			    "%s is in use by another running tickwire engine (program id %u): one "
-			    "engine per interface", e->cfg.ifname, id);
-	if (ret)
-		return fail(err, errlen, ret, "cannot detach stale tickwire program id %u from %s: %s",
-			    id, e->cfg.ifname, strerror(-ret));
-	note_fallback(e, "replaced a stale tickwire XDP program");
-	return 0;
-}
-
-static int link_attach(struct tw_engine *e, __u32 flags)
-{
-	LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags);
-	struct bpf_program *prog = bpf_object__find_program_by_name(e->obj, TW_PROG_NAME);
-	int fd = bpf_link_create(bpf_program__fd(prog), e->ifindex, BPF_XDP, &opts);
-
-	return fd < 0 ? -errno : fd;
-}
-
-static int attach_program(struct tw_engine *e, char *err, size_t errlen)
-{
-	struct bpf_prog_info pinfo;
-	__u32 plen = sizeof(pinfo);
-	int fd;
-
-	if (e->cfg.xdp_mode == TW_XDP_GENERIC) {
-		fd = link_attach(e, XDP_FLAGS_SKB_MODE);
-		e->info.xdp_mode = TW_XDP_GENERIC;
-	} else {
-		fd = link_attach(e, XDP_FLAGS_DRV_MODE);
-		e->info.xdp_mode = TW_XDP_NATIVE;
-		if (fd < 0 && e->cfg.xdp_mode == TW_XDP_AUTO) {
-			char why[160];
-
-			snprintf(why, sizeof(why), "native XDP refused by %s (%s): generic mode",
-				 e->cfg.ifname, strerror(-fd));
-			note_fallback(e, why);
-			fd = link_attach(e, XDP_FLAGS_SKB_MODE);
-			e->info.xdp_mode = TW_XDP_GENERIC;
-		} else if (fd < 0) {
-			return fail(err, errlen, fd,
-				    "native XDP not supported on %s: %s (use --mode generic or auto)",
-				    e->cfg.ifname, strerror(-fd));
-		}
-	}
-	if (fd < 0) {
-		static const int need[] = { CAP_NET_ADMIN, -1 };
-		char why[200] = "";
-
-		if (fd == -EPERM)
-			tw_caps_explain(why, sizeof(why), need, "attach an XDP program");
-		return fail(err, errlen, fd, "cannot attach XDP to %s: %s%s", e->cfg.ifname,
-			    strerror(-fd), why);
-	}
-	e->link_fd = fd;
-
-	memset(&pinfo, 0, sizeof(pinfo));
-	if (bpf_obj_get_info_by_fd(bpf_program__fd(bpf_object__find_program_by_name(
-					   e->obj, TW_PROG_NAME)), &pinfo, &plen) == 0)
-		e->info.prog_id = pinfo.id;
+		return ret;
+	e->info.xdp_mode = res.xdp_mode;
+	e->info.prog_id = res.prog_id;
+	e->info.attached_program = res.attached;
+	if (res.note[0])
+		note_fallback(e, res.note);
 	return 0;
 }
 
@@ -617,6 +497,13 @@ static int check_config(const struct tw_engine_config *c, char *err, size_t errl
 			    c->rt_priority);
 	if (c->zero_copy < TW_ZC_AUTO || c->zero_copy > TW_ZC_OFF)
 		return fail(err, errlen, EINVAL, "unknown zero-copy setting %d", c->zero_copy);
+	if (!c->bpffs_root[0] || c->bpffs_root[0] != '/')
+		return fail(err, errlen, EINVAL, "bpffs_root must be an absolute path, not '%s'",
+			    c->bpffs_root);
+	for (uint32_t i = 0; i < c->decoder.n_lines && i < TW_MAX_LINES; i++)
+		if (c->decoder.lines[i].vlan > 4094)
+			return fail(err, errlen, EINVAL, "line %u: vlan %u is not 1..4094 (0: any)",
+				    i, c->decoder.lines[i].vlan);
 	return 0;
 }
 
@@ -635,7 +522,7 @@ int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out,
 	e->cfg = *cfg;
 	e->cfg.ifname[sizeof(e->cfg.ifname) - 1] = 0;
 	e->cfg.bpf_object[sizeof(e->cfg.bpf_object) - 1] = 0;
-	e->link_fd = -1;
+	e->cfg.bpffs_root[sizeof(e->cfg.bpffs_root) - 1] = 0;
 	e->info.core = -1;
 	e->info.rx_ring_size = e->cfg.ring_size;
 	e->info.fill_ring_size = e->cfg.frame_count;
@@ -704,11 +591,7 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 	if (!ret)
 		ret = fill_ring_stock(e, err, errlen);
 	if (!ret)
-		ret = load_program(e, err, errlen);
-	if (!ret)
-		ret = clear_stale_program(e, err, errlen);
-	if (!ret)
-		ret = attach_program(e, err, errlen);
+		ret = join_steering(e, err, errlen);
 	if (ret) {
 		tw_engine_stop(e);
 		return ret;
@@ -739,10 +622,9 @@ void tw_engine_stop(struct tw_engine *e)
 		pthread_join(e->thread, NULL);
 		e->thread_started = 0;
 	}
-	if (e->link_fd >= 0) {
-		close(e->link_fd); /* the last reference to the link: the kernel detaches XDP */
-		e->link_fd = -1;
-	}
+	/* Flows out of the shared program before the socket closes; the last engine out detaches. */
+	tw_steering_leave(e->steering);
+	e->steering = NULL;
 	if (e->xsk) {
 		e->have_final_ring = tw_engine_ring_stats(e, &e->final_ring) == 0;
 		xsk_socket__delete(e->xsk);
@@ -755,10 +637,6 @@ void tw_engine_stop(struct tw_engine *e)
 	if (e->umem_area) {
 		munmap(e->umem_area, e->umem_size);
 		e->umem_area = NULL;
-	}
-	if (e->obj) {
-		bpf_object__close(e->obj);
-		e->obj = NULL;
 	}
 }
 

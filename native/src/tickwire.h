@@ -106,6 +106,8 @@ struct tw_line_config {
     uint32_t group_be;   /* destination IPv4 address (multicast group), network order */
     uint16_t port_be;    /* destination UDP port, network order */
     uint32_t source_be;  /* SSM source, network order, or 0 for any */
+    uint16_t vlan;       /* 802.1Q VLAN id 1..4094 the line arrives tagged with, or 0 for any
+                            (tagged or not). Matched by the XDP program; the decoder ignores it */
 };
 
 struct tw_decoder_config {
@@ -215,6 +217,7 @@ struct tw_engine_config {
     int32_t busy_poll_budget;   /* SO_BUSY_POLL_BUDGET, 0 to leave alone */
     int32_t rt_priority;        /* SCHED_FIFO priority for the poll thread (1-99), 0: normal */
     char bpf_object[512];       /* path of steer.bpf.o */
+    char bpffs_root[256];       /* bpffs directory where interfaces' shared programs are pinned */
     struct tw_decoder_config decoder;
 };
 
@@ -227,7 +230,8 @@ struct tw_engine_info {
     int32_t busy_poll_applied;  /* 1 if the kernel accepted the busy-poll socket options */
     int32_t core;               /* CPU the poll thread runs on, or -1 */
     int32_t rt_priority;        /* SCHED_FIFO priority it got, or 0 */
-    uint32_t prog_id;           /* id of the attached XDP program */
+    uint32_t prog_id;           /* id of the attached XDP program (shared by the interface's engines) */
+    int32_t attached_program;   /* 1: this engine loaded and attached it (the first on the interface) */
     uint32_t rx_ring_size;      /* RX ring entries */
     uint32_t fill_ring_size;    /* fill ring entries */
     uint32_t fill_stocked;      /* frames in the fill ring when the XDP program was attached */
@@ -269,5 +273,12 @@ void tw_engine_get_info(struct tw_engine *e, struct tw_engine_info *out);
  * slowing the poll thread (seqlock: the reader retries, the writer never waits). */
 int tw_engine_snapshot(struct tw_engine *e, struct tw_stats *stats, struct tw_loop_stats *loop);
 int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out);
+
+/* Remove what engines killed on `ifname` (in this network namespace) left under the bpffs
+ * directory `root`: their flows and queue records; the program and pins too when no live engine
+ * is left. queue >= 0: -EADDRINUSE if that queue's engine is alive. Interfaces that are gone
+ * are swept as well. Writes what it did to `report`. 0 or a negative errno. */
+int tw_steering_release(const char *root, const char *ifname, int32_t queue, char *report,
+                        size_t len);
 
 #endif

@@ -2,9 +2,13 @@
 this interface, so keep its flags and the stats JSON keys stable.
 
 Exit status: 0 after a clean stop (duration over, SIGINT or SIGTERM); 2 when no retry can help (a
-configuration the engine cannot use, a missing capability, a driver that cannot do what was asked,
-another program on the interface); 3 when the kernel refused something that may pass later
-(EBUSY, ENOMEM, ...).
+configuration the engine cannot use, a missing capability, a driver that cannot do what was asked);
+3 when the kernel refused something that may pass later (EBUSY, ENOMEM, ...); 5 when the queue or
+a flow is owned by another live engine, or a foreign XDP program sits on the interface ("in use":
+permanent for this plan, the message names the owner).
+
+`tickwire-engine release --iface IF [--queue Q]` removes what a killed engine left in the
+interface's shared steering program (exit 0; 5 when Q's engine is alive).
 """
 from __future__ import annotations
 
@@ -17,9 +21,10 @@ import sys
 import tempfile
 import time
 
-from .config import EXCHANGE_TIMEZONES, PROTOCOL, ConfigError, EngineConfig, Line, PrivilegeError
+from .config import (DEFAULT_BPFFS_ROOT, EXCHANGE_TIMEZONES, PROTOCOL, ConfigError, EngineConfig,
+                     Line, PrivilegeError)
 
-EXIT_OK, EXIT_CONFIG, EXIT_KERNEL = 0, 2, 3
+EXIT_OK, EXIT_CONFIG, EXIT_KERNEL, EXIT_IN_USE = 0, 2, 3, 5
 # Refusals that no retry will change: the interface or driver cannot do what was asked
 # (zero-copy, native XDP), or another program owns the interface. A supervisor must not loop.
 _PERMANENT_ERRNOS = {errno.EOPNOTSUPP, errno.ENOTSUP, errno.EEXIST, errno.ENODEV, errno.EINVAL}
@@ -32,8 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="receive a feed until the duration ends or a signal arrives")
     run.add_argument("--iface", required=True, help="interface the feed arrives on")
     run.add_argument("--queue", type=int, default=0, help="RX queue to bind (default 0)")
-    run.add_argument("--line", action="append", required=True, metavar="NAME=GROUP:PORT[@SOURCE]",
-                     help="a feed line, A and optionally B (repeat the flag)")
+    run.add_argument("--line", action="append", required=True,
+                     metavar="NAME=GROUP:PORT[@SOURCE][,vlan=ID]",
+                     help="a feed line, A and optionally B (repeat the flag); no source: any "
+                          "sender; no vlan: any VLAN tag or none")
+    run.add_argument("--bpffs-root", default=DEFAULT_BPFFS_ROOT, metavar="DIR",
+                     help="bpffs directory where the interface's shared steering program is "
+                          "pinned; every engine of the node must use the same (default "
+                          "%(default)s)")
     run.add_argument("--mode", choices=["auto", "native", "generic"], default="auto",
                      help="XDP attach mode; auto tries native and falls back to generic")
     run.add_argument("--zero-copy", choices=["auto", "required", "off"], default="auto")
@@ -81,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-seq-rate", type=int, default=EngineConfig.max_seq_rate,
                      metavar="PER_SECOND", help="messages a line can plausibly carry per second")
     run.add_argument("--quiet", action="store_true", help="no per-second summary")
+
+    release = sub.add_parser("release", help="remove what killed engines left in an interface's "
+                             "shared steering program (the program too when no engine is left)")
+    release.add_argument("--iface", "--interface", dest="iface", required=True)
+    release.add_argument("--queue", type=int, help="only check this queue's owner is gone "
+                         "(exit 5 when it is alive); every dead owner's flows are removed")
+    release.add_argument("--bpffs-root", default=DEFAULT_BPFFS_ROOT, metavar="DIR")
     return parser
 
 
@@ -100,7 +118,8 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         batch_size=args.batch_size, ring_size=args.ring_size, frame_count=args.frame_count,
         exchange_tz=args.exchange_tz, exchange_midnights=args.exchange_midnights,
         arbitration_window_ns=round(args.arbitration_window_ms * 1e6),
-        max_seq_jump=args.max_seq_jump, max_seq_rate=args.max_seq_rate)
+        max_seq_jump=args.max_seq_jump, max_seq_rate=args.max_seq_rate,
+        bpffs_root=args.bpffs_root)
 
 
 def exchange_zone_name(config: EngineConfig) -> str:
@@ -208,8 +227,7 @@ def run(args: argparse.Namespace) -> int:
         except (EngineError, ConfigError) as exc:
             print(f"tickwire-engine: cannot start on {config.interface} queue {config.queue}: "
                   f"{exc}", file=sys.stderr)
-            permanent = isinstance(exc, ConfigError) or exc.errno in _PERMANENT_ERRNOS
-            return EXIT_CONFIG if permanent else EXIT_KERNEL
+            return exit_status(exc)
         info = engine.info
         keep_off_core(info["core"])
         if args.stats_json:   # the first write also tells a supervisor the engine is up
@@ -251,10 +269,33 @@ def run(args: argparse.Namespace) -> int:
         engine.close()
 
 
+def exit_status(exc: Exception) -> int:
+    """The exit status a start failure means to a supervisor (see the module's docstring)."""
+    if isinstance(exc, ConfigError):
+        return EXIT_CONFIG
+    if exc.errno == errno.EADDRINUSE:
+        return EXIT_IN_USE
+    return EXIT_CONFIG if exc.errno in _PERMANENT_ERRNOS else EXIT_KERNEL
+
+
+def release(args: argparse.Namespace) -> int:
+    from .engine import EngineError, release_steering
+
+    try:
+        report = release_steering(args.iface, args.queue, args.bpffs_root)
+    except EngineError as exc:
+        print(f"tickwire-engine release: {exc}", file=sys.stderr)
+        return exit_status(exc)
+    print(f"tickwire-engine release: {report}", flush=True)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args)
+    if args.command == "release":
+        return release(args)
     return EXIT_CONFIG
 
 

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 XDP_MODES = {"auto": 0, "native": 1, "generic": 2}
 ZERO_COPY = {"auto": 0, "required": 1, "off": 2}
 LINE_NAMES = ("A", "B")
+DEFAULT_BPFFS_ROOT = "/sys/fs/bpf/tickwire"
 
 # The zone each protocol's exchange stamps its timestamps in: ITCH timestamps count nanoseconds
 # from the exchange's local midnight, so this decides every exchange-to-engine latency.
@@ -37,35 +38,47 @@ class PrivilegeError(PermissionError):
 
 @dataclass(frozen=True)
 class Line:
-    """One feed line: the multicast (group, port) it arrives on, optionally from one source (SSM)."""
+    """One feed line: the multicast (group, port) it arrives on, optionally from one source (SSM)
+    and on one VLAN. No source: any sender; no vlan: tagged with any VLAN id, or untagged."""
 
     name: str
     group: str
     port: int
     source: str | None = None
+    vlan: int | None = None
 
-    _SPEC = re.compile(r"^(?P<name>[^=]+)=(?P<group>[^:@]+):(?P<port>[^@]+)(?:@(?P<source>.+))?$")
+    _SPEC = re.compile(r"^(?P<name>[^=]+)=(?P<group>[^:@,]+):(?P<port>[^@,]+)"
+                       r"(?:@(?P<source>[^,]+))?(?:,vlan=(?P<vlan>.+))?$")
 
     @classmethod
     def parse(cls, spec: str) -> "Line":
-        """`A=233.54.12.111:26477` or `B=233.49.196.111:26477@206.200.127.138`."""
+        """`A=233.54.12.111:26477`, `B=233.49.196.111:26477@206.200.127.138` or with a VLAN
+        `A=233.54.12.111:26477,vlan=100`."""
         m = cls._SPEC.match(spec.strip())
         if not m:
-            raise ConfigError(f"line '{spec}': expected NAME=GROUP:PORT[@SOURCE], "
+            raise ConfigError(f"line '{spec}': expected NAME=GROUP:PORT[@SOURCE][,vlan=ID], "
                               "for example A=233.54.12.111:26477")
         try:
             port = int(m["port"])
         except ValueError:
             raise ConfigError(f"line '{spec}': port '{m['port']}' is not a number") from None
-        line = cls(m["name"], m["group"], port, m["source"])
+        vlan = None
+        if m["vlan"] is not None:
+            try:
+                vlan = int(m["vlan"])
+            except ValueError:
+                raise ConfigError(f"line '{spec}': vlan '{m['vlan']}' is not a number") from None
+        line = cls(m["name"], m["group"], port, m["source"], vlan)
         line.validate()
         return line
 
     @property
     def engine_arg(self) -> str:
-        """`A=GROUP:PORT[@SOURCE]`: the inverse of `parse`, the CLI's --line syntax."""
+        """`A=GROUP:PORT[@SOURCE][,vlan=ID]`: the inverse of `parse`, the CLI's --line syntax."""
         text = f"{self.name}={self.group}:{self.port}"
-        return f"{text}@{self.source}" if self.source else text
+        if self.source:
+            text += f"@{self.source}"
+        return f"{text},vlan={self.vlan}" if self.vlan is not None else text
 
     def validate(self) -> None:
         if self.name not in LINE_NAMES:
@@ -88,6 +101,10 @@ class Line:
             if source.is_multicast or source.is_unspecified:
                 raise ConfigError(f"line {self.name}: source {self.source} must be a unicast "
                                   "sender address")
+        if self.vlan is not None and (isinstance(self.vlan, bool) or not isinstance(self.vlan, int)
+                                      or not 1 <= self.vlan <= 4094):
+            raise ConfigError(f"line {self.name}: vlan {self.vlan!r} is out of range 1-4094 "
+                              "(leave it out to accept any VLAN or none)")
 
 
 def validate_lines(lines: list[Line]) -> None:
@@ -100,6 +117,7 @@ def validate_lines(lines: list[Line]) -> None:
         raise ConfigError(f"line names repeat: {names}; use A and B")
     flows = [(line.group, line.port) for line in lines]
     if len(set(flows)) != len(flows):
+        # The decoder tells lines apart by (group, port) alone.
         raise ConfigError(f"lines A and B both use {flows[0][0]}:{flows[0][1]}: "
                           "A/B lines arrive on different (group, port) flows")
 
@@ -186,6 +204,7 @@ def fill_decoder_config(c_cfg, lines: list["Line"], midnights_ns, arbitration_wi
         c_cfg.lines[i].group_be = _be32(line.group)
         c_cfg.lines[i].port_be = socket.htons(line.port)
         c_cfg.lines[i].source_be = _be32(line.source)
+        c_cfg.lines[i].vlan = line.vlan or 0
     c_cfg.exchange_midnight_realtime_ns = table[0]
     c_cfg.n_later_midnights = len(table) - 1
     c_cfg.later_midnights_ns[0:len(table) - 1] = table[1:]
@@ -247,6 +266,9 @@ class EngineConfig:
     max_seq_rate: int = DEFAULT_MAX_SEQ_RATE
     bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
                                                                   "steer.bpf.o"))
+    # Where the interface's shared steering program and maps are pinned (a bpffs directory every
+    # engine of the node sees; /sys/fs/bpf is mounted when missing, as bpftool does).
+    bpffs_root: str = DEFAULT_BPFFS_ROOT
 
     def validate(self) -> None:
         """Check everything that can be checked before touching the kernel."""
@@ -266,6 +288,9 @@ class EngineConfig:
             if self.core not in allowed:
                 raise ConfigError(f"core {self.core} is not available to this process "
                                   f"(allowed: {sorted(allowed)})")
+        if not os.path.isabs(self.bpffs_root) or len(self.bpffs_root.encode()) > 200:
+            raise ConfigError(f"bpffs root {self.bpffs_root!r}: give an absolute path of at most "
+                              "200 bytes on a bpf filesystem")
         if not os.path.exists(self.bpf_object):
             raise ConfigError(f"XDP object {self.bpf_object} is missing: reinstall the package "
                               "(pip install -e .) so clang builds it")

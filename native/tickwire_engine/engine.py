@@ -10,8 +10,8 @@ import time
 
 from ._native import ffi, lib
 from .capabilities import check_privileges
-from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, fill_decoder_config,
-                     fill_sequencing_config)
+from .config import (DEFAULT_BPFFS_ROOT, XDP_MODES, ZERO_COPY, ConfigError, EngineConfig,
+                     fill_decoder_config, fill_sequencing_config)
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -42,6 +42,7 @@ def _c_config(config: EngineConfig):
     c.busy_poll_budget = config.busy_poll_budget
     c.rt_priority = config.rt_priority
     c.bpf_object = config.bpf_object.encode()
+    c.bpffs_root = config.bpffs_root.encode()
     fill_decoder_config(c.decoder, config.lines, config.midnights(), config.arbitration_window_ns)
     fill_sequencing_config(c.decoder, config.max_seq_jump, config.max_seq_rate)
     return c
@@ -122,6 +123,7 @@ class Engine:
             "core": None if i.core < 0 else i.core,
             "rt_priority": i.rt_priority,
             "prog_id": i.prog_id,
+            "attached_program": bool(i.attached_program),
             "umem_bytes": i.umem_bytes,
             "rx_ring_size": i.rx_ring_size,
             "fill_ring_size": i.fill_ring_size,
@@ -157,3 +159,18 @@ class Engine:
     def histograms(self) -> dict:
         """Latency per stage and line, with the non-empty buckets: `stats()["latency"]`."""
         return self.stats()["latency"]
+
+
+def release_steering(interface: str, queue: int | None = None,
+                     bpffs_root: str = DEFAULT_BPFFS_ROOT) -> str:
+    """Remove what engines killed on `interface` (this network namespace) left in its shared
+    steering program: their flows, and the program and pins when no live engine is left.
+    Returns what was done; EngineError(EADDRINUSE) when `queue`'s engine is still alive."""
+    report = ffi.new("char[1024]")
+    rc = lib.tw_steering_release(bpffs_root.encode(), interface.encode(),
+                                 -1 if queue is None else queue, report, 1024)
+    text = ffi.string(report).decode(errors="replace")
+    if rc:
+        raise EngineError(-rc, text or errno.errorcode.get(-rc, str(rc)))
+    return text
+

@@ -264,8 +264,8 @@ def test_a_stale_program_of_ours_is_replaced_but_never_someone_elses(pair, tmp_p
              "sec", "xdp")
     result = pair.run(pair.node_ns, ENGINE, "run", "--iface", pair.node_if, "--mode", "generic",
                       "--line", LINE_A, "--duration", "1", check=False)
-    assert result.returncode == 2  # permanent: a supervisor must not retry it
-    assert "someone_else" in result.stderr and "will not replace it" in result.stderr
+    assert result.returncode == 5  # "in use", permanent: a supervisor must not retry it
+    assert "someone_else" in result.stderr and "detach it first" in result.stderr
     assert "someone_else" in xdp_attached(pair)
 
 
@@ -333,26 +333,27 @@ KERNEL_REFUSAL = {
 }
 
 
-def run_with_only(pair, caps, engine=(ENGINE,)):
+def run_with_only(pair, caps, bpffs_root, engine=(ENGINE,)):
     """The engine as root with exactly `caps` (setpriv cuts the bounding set, so root gets nothing
-    else) and a memlock limit below its UMEM."""
+    else) and a memlock limit below its UMEM. The pin root is mounted for it: mounting one would
+    take CAP_SYS_ADMIN, which an engine is never given (the agent Pod mounts the host's bpffs)."""
     return pair.run(pair.node_ns, *only_capabilities(caps), *MEMLOCK_BELOW_UMEM, *engine, "run",
                     "--iface", pair.node_if, "--mode", "generic", "--line", LINE_A, "--duration", "1",
-                    "--quiet", check=False)
+                    "--bpffs-root", bpffs_root, "--quiet", check=False)
 
 
 def named_capabilities(text: str) -> set[str]:
     return set(re.findall(r"CAP_[A-Z_]+", text))
 
 
-def test_with_every_capability_it_checks_for_the_engine_runs(pair):
-    result = run_with_only(pair, NEEDED)
+def test_with_every_capability_it_checks_for_the_engine_runs(pair, bpffs_root):
+    result = run_with_only(pair, NEEDED, bpffs_root)
     assert result.returncode == 0, result.stderr     # so each refusal below is its one missing capability
 
 
 @pytest.mark.parametrize("missing", NEEDED)
-def test_a_missing_capability_is_named_before_anything_is_touched(pair, missing):
-    result = run_with_only(pair, set(NEEDED) - {missing})
+def test_a_missing_capability_is_named_before_anything_is_touched(pair, missing, bpffs_root):
+    result = run_with_only(pair, set(NEEDED) - {missing}, bpffs_root)
     assert result.returncode == 2, result.stderr     # permanent: a supervisor must not retry it
     name = f"CAP_{missing}"
     assert f"tickwire-engine: the engine lacks {name} (to {capabilities.NEEDED[name][1]}" in result.stderr
@@ -364,10 +365,10 @@ def test_a_missing_capability_is_named_before_anything_is_touched(pair, missing)
 
 
 @pytest.mark.parametrize("missing", NEEDED)
-def test_a_kernel_refusal_names_the_capability_it_lacks(pair, missing):
+def test_a_kernel_refusal_names_the_capability_it_lacks(pair, missing, bpffs_root):
     """Past the pre-check (taken out here: a kernel or a security module may still say no), the
     engine's message names the capability the kernel wanted, and only that one."""
-    result = run_with_only(pair, set(NEEDED) - {missing}, engine=ENGINE_UNCHECKED)
+    result = run_with_only(pair, set(NEEDED) - {missing}, bpffs_root, engine=ENGINE_UNCHECKED)
     assert result.returncode == 3, result.stderr
     assert KERNEL_REFUSAL[missing] in result.stderr
     assert named_capabilities(result.stderr) == {f"CAP_{missing}"}, result.stderr

@@ -2,7 +2,9 @@
 instead of skipping when TICKWIRE_REQUIRE_NETNS=1."""
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 
 import pytest
 
@@ -23,3 +25,17 @@ class VethPair(_VethPair):
     def create(self):
         require_netns()
         return super().create()
+
+
+@contextlib.contextmanager
+def bpffs_mounted(where):
+    """A private bpf filesystem at `where` (created), unmounted at the end: the pin root of the
+    engines a test starts (`--bpffs-root WHERE/tickwire`). Mounted in this (the host's) mount
+    namespace, so every `ip netns exec` child sees the same instance, as engines on one node see
+    the host's /sys/fs/bpf."""
+    os.makedirs(where, exist_ok=True)
+    subprocess.run(["mount", "-t", "bpf", "bpf", str(where)], check=True)
+    try:
+        yield os.path.join(str(where), "tickwire")
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
