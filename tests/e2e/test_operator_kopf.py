@@ -751,7 +751,7 @@ def test_the_ledger_follows_the_cpus_the_agent_runs_on_and_a_clash_is_reported(c
         "node": "node-a", "cores": [4], "housekeepingCores": [5], "podName": "fh-a-agent"}}})
     fh_a = wait_for("the running CPUs in the ledger", fh_with(c, "fh-a", lambda f: ledger(f).get("runningCores") == [4]), op=op)
     assert ledger(fh_a) == {"node": "node-a", "interface": "eth1", "queue": 0, "cores": [2], "hugepages": 0,
-                            "runningCores": [4], "housekeepingCores": [5]}
+                            "metricsPort": 9470, "runningCores": [4], "housekeepingCores": [5]}
     fh_a = wait_for("CoresExclusive", fh_with(c, "fh-a", lambda f: reason_of(f, "CoresExclusive") == "Exclusive"), op=op)
     assert fh_a["status"]["placement"]["coreList"] == "4"  # kubectl get shows where it runs
     assert c.pod("fh-a-agent")["metadata"]["uid"] == pod_a["metadata"]["uid"], "the plan did not change"

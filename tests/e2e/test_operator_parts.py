@@ -647,3 +647,80 @@ def test_a_pod_running_its_feedhandlers_allocation_is_counted_once():
     held = [h.allocation for h in reconciler.holdings(placements, {"pod-0": older}).values()]
     with pytest.raises(NoFit, match="needs 8 hugepages"):
         place(validated_spec(feedhandler("fh-b", hugepages=8)), nodes, held)
+
+
+# ---- concurrent reconciles ----
+
+class SlowApi:
+    """The few calls the Reconciler makes, on dicts, each yielding to the event loop for a random
+    moment first (as the real ones, run in threads, do), so that reconciles interleave at every
+    call. What kopf gives the handlers (the indexes) is passed in, and left stale on purpose."""
+
+    def __init__(self, bodies, seed):
+        import random
+        self.bodies = {b["metadata"]["name"]: b for b in bodies}
+        self.pods: dict[str, dict] = {}
+        self.random = random.Random(seed)
+
+    async def _pause(self):
+        import asyncio
+        await asyncio.sleep(self.random.random() / 1000)
+
+    async def update_annotation(self, namespace, name, key, change):
+        await self._pause()
+        body = self.bodies[name]
+        wanted, value = change(body)
+        if wanted:
+            body.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+        return json.loads(json.dumps(body))
+
+    async def update_status(self, namespace, name, change):
+        await self._pause()
+        body = self.bodies[name]
+        patch = change(body)
+        if patch:
+            body.setdefault("status", {}).update(patch)
+        return json.loads(json.dumps(body))
+
+    async def get_pod(self, namespace, name):
+        await self._pause()
+        return self.pods.get(name)
+
+    async def apply(self, manifests):
+        await self._pause()
+
+    async def create_pod(self, pod):
+        await self._pause()
+        self.pods[pod["metadata"]["name"]] = pod
+        return True
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_feedhandlers_reconciled_at_the_same_instant_never_win_the_same_resource(seed):
+    """kopf runs the handlers of different FeedHandlers concurrently, each with the indexes as they
+    were when it started: here all eight see none of the others' ledgers, before and after."""
+    import asyncio
+
+    from tickwire_operator.reconcile import Reconciler
+
+    bodies = [feedhandler(f"fh-{i}") for i in range(8)]
+    api = SlowApi(bodies, seed)
+    reconciler = Reconciler(kube=api, settings=AgentSettings(metrics_ports=PortRange.parse("9470-9473")))
+    inventories = {n: read_node(node(n, cores="2-5", nics="eth1=1-4")) for n in ("n1", "n2")}
+
+    async def burst(trigger):
+        return await asyncio.gather(*(reconciler.reconcile(body, inventories=inventories, placements={}, pods={},
+                                                           trigger=trigger) for body in bodies))
+
+    assert asyncio.run(burst("create")) == ["placed"] * 8
+    ledgers = [read_ledger(api.bodies[f"fh-{i}"]) for i in range(8)]
+    assert len({(a.node, c) for a in ledgers for c in a.cores}) == 8
+    assert len({(a.node, a.interface, a.queue) for a in ledgers}) == 8
+    assert len({(a.node, a.metrics_port) for a in ledgers}) == 8
+    plans = [(pod["spec"]["nodeName"], json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"]))
+             for pod in api.pods.values()]
+    assert len({(n, p["queue"]) for n, p in plans}) == len({(n, p["metrics"]["port"]) for n, p in plans}) == \
+        len({(n, c) for n, p in plans for c in p["cores"]}) == 8
+    # Again with the same stale view (the watch has not caught up): nothing moves.
+    asyncio.run(burst("resync"))
+    assert [read_ledger(api.bodies[f"fh-{i}"]) for i in range(8)] == ledgers
