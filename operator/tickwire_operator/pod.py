@@ -137,8 +137,9 @@ def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: Agen
     there for every engine on it). The engine maps its UMEM with MAP_HUGETLB (no hugetlbfs)."""
     pairs = [_host_path("state", state_dir(body, settings), "DirectoryOrCreate"),
              _host_path("node-state", settings.node_state_dir, "DirectoryOrCreate"),
-             # The mount point exists on every node (sysfs has it); that a bpffs is mounted there
-             # is the node's set-up (systemd does it), and the engine refuses to pin elsewhere.
+             # The mount point exists on every node (sysfs has it). A bpffs mounted there is the
+             # node's set-up (systemd does it at boot): the agent may not mount one (no
+             # CAP_SYS_ADMIN), and the engine refuses to pin anywhere that is not a bpffs.
              _host_path("bpffs", BPFFS, "Directory")]
     args = ["--state-dir", state_dir(body, settings), "--remove-state-on-clean-exit",
             "--node-state-dir", settings.node_state_dir]

@@ -42,7 +42,7 @@ import kubernetes.client as k8s
 import pytest
 
 from tests.e2e.test_operator_kopf import assert_no_double_allocation
-from tests.e2e.test_operator_podman import SECCOMP_PROFILE, condition, require_podman
+from tests.e2e.test_operator_podman import SECCOMP_PROFILE, condition, image_inputs, require_podman
 from tests.support.agent_run import SCRAPE, host_snapshot
 from tests.support.kube_emulator import FEEDHANDLER_CRD, KubeEmulator, load_yaml, netns_executor
 from tests.support.netns import VethPair, sh
@@ -99,7 +99,7 @@ def settings_of(pair: VethPair) -> dict:
 
 
 def test_eight_feeds_on_two_nodes_four_per_nic_all_agents_run(tmp_path):
-    require_podman()
+    built = require_podman()
     tag = str(os.getpid())
     names = [f"mf{tag}-{i}" for i in range(8)]
     seccomp_root = tmp_path / "kubelet-seccomp"
@@ -173,6 +173,8 @@ def test_eight_feeds_on_two_nodes_four_per_nic_all_agents_run(tmp_path):
                 name = pod["metadata"]["labels"]["tickwire.dev/feedhandler"]
                 running[name] = pods.enter_context(PodmanPod(pod, nodes[pod["spec"]["nodeName"]], tmp_path / name))
                 logs.append(tmp_path / f"{name}.log")
+                # The tag is shared by every checkout on the machine: this tree's agent, or nothing.
+                assert image_inputs(running[name].inspect()["Image"]) == built, f"{name} ran another tree's image"
 
             def save_logs():
                 for name, pod_run in running.items():
