@@ -146,8 +146,11 @@ def test_eight_feeds_on_two_nodes_four_per_nic_all_agents_run(tmp_path):
                     "spec": {"lines": [{"name": "A", "group": group, "port": port}],
                              "xdpMode": "native", "busyPoll": {"enabled": False},
                              "statusIntervalSeconds": 1, "staleAfterSeconds": 120}})
-            agent_pods = wait_for("eight agent Pods", lambda: (lambda p: p if len(p) == 8 else None)(
-                [kube.get("v1/pods", NS, f"{name}-agent") for name in names if kube.get("v1/pods", NS, f"{name}-agent")]))
+            def all_pods():
+                found = [kube.get("v1/pods", NS, f"{name}-agent") for name in names]
+                return found if all(found) else None
+
+            agent_pods = wait_for("eight agent Pods", all_pods)
             feedhandlers = [kube.get(FEEDHANDLERS, NS, name) for name in names]
             assert_no_double_allocation(feedhandlers, agent_pods)
             placements = {fh["metadata"]["name"]: fh["status"]["placement"] for fh in feedhandlers}
@@ -194,7 +197,8 @@ def test_eight_feeds_on_two_nodes_four_per_nic_all_agents_run(tmp_path):
             def counted():
                 save_logs()
                 fhs = {name: kube.get(FEEDHANDLERS, NS, name) for name in names}
-                counts = {name: ((fh.get("status") or {}).get("snapshot") or {}).get("messages") for name, fh in fhs.items()}
+                counts = {name: ((fh.get("status") or {}).get("snapshot") or {}).get("messages")
+                          for name, fh in fhs.items()}
                 receiving = all((condition(fh, "Receiving") or {}).get("status") == "True" for fh in fhs.values())
                 return fhs if receiving and all(c == MESSAGES for c in counts.values()) else None
 
