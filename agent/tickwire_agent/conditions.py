@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .plan import Plan
-from .supervisor import EXIT_KERNEL_REFUSED, Exit, State
+from .supervisor import EXIT_IN_USE, EXIT_KERNEL_REFUSED, Exit, State
 from .tuning.host import TuningReport
 
 OWNED = ("Tuned", "EngineReady", "Receiving", "GapFree", "LatencySLOMet")
@@ -79,7 +79,8 @@ def _engine_ready(o: Observation) -> Condition:
             text += f" ({s['fallback']})"
         return Condition("EngineReady", "True", "Running", text)
     if state is State.FAILED and last is not None:
-        return Condition("EngineReady", "False", "BadConfig", last.description)
+        reason = "InUse" if last.returncode == EXIT_IN_USE else "BadConfig"
+        return Condition("EngineReady", "False", reason, last.description)
     if state is State.BACKOFF and last is not None:
         reason = "KernelRefused" if last.returncode == EXIT_KERNEL_REFUSED else "Crashed"
         return Condition("EngineReady", "False", reason, f"{last.description}; restarting")

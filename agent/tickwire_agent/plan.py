@@ -283,7 +283,8 @@ def _build(doc: dict) -> Plan:
         protocol=doc["feed"]["protocol"],
         interface=doc["interface"],
         queue=doc["queue"],
-        lines=tuple(Line(name=l["name"], group=l["group"], port=l["port"], source=l.get("source"))
+        lines=tuple(Line(name=l["name"], group=l["group"], port=l["port"], source=l.get("source"),
+                         vlan=l.get("vlan"))
                     for l in sorted(doc["lines"], key=lambda l: l["name"])),
         cores=tuple(doc["cores"]),
         feed_handler=FeedHandlerRef(ref["namespace"], ref["name"], ref["generation"], ref.get("uid"))

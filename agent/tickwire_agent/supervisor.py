@@ -2,7 +2,9 @@
 
 Restarts back off exponentially (1 s, 2 s, 4 s, ... capped), and the backoff resets once a run
 has lasted long enough to count as healthy. Exit status 2 means the engine cannot use its
-configuration: restarting would fail the same way, so the supervisor gives up and says why.
+configuration, 5 that its queue or flows are in use by another live engine or a foreign XDP
+program holds the interface: restarting would fail the same way, so the supervisor gives up and
+says why (with the owner the engine named).
 A stop sends SIGTERM (the engine detaches XDP and writes its last stats), then SIGKILL if it
 has not exited within the timeout.
 """
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 
 EXIT_BAD_CONFIG = 2
 EXIT_KERNEL_REFUSED = 3
+EXIT_IN_USE = 5
+# Exits no restart can change: the supervisor stops and reports them.
+PERMANENT_EXITS = (EXIT_BAD_CONFIG, EXIT_IN_USE)
 
 
 class State(enum.Enum):
@@ -47,6 +52,8 @@ class Exit:
             how = "rejected its configuration (exit 2)"
         elif self.returncode == EXIT_KERNEL_REFUSED:
             how = "was refused by the kernel (exit 3)"
+        elif self.returncode == EXIT_IN_USE:
+            how = "found its queue or interface in use (exit 5)"
         else:
             how = f"exited with status {self.returncode}"
         return f"engine {how} after {self.runtime_s:.1f} s" + (f": {self.message}" if self.message else "")
@@ -143,7 +150,7 @@ class Supervisor:
             if self._stopping.is_set():
                 break
             log.warning("%s", self.last_exit.description)
-            if returncode == EXIT_BAD_CONFIG:
+            if returncode in PERMANENT_EXITS:
                 self.state = State.FAILED
                 return
             if runtime >= self.healthy_after:

@@ -304,9 +304,8 @@ static uint32_t fill_ring_stock_now(struct tw_engine *e)
 	return prod - cons;
 }
 
-/* Join the interface's shared steering program (steering.c): this engine's flows go to its
- * socket, which is stocked and ready. */
-static int join_steering(struct tw_engine *e, char *err, size_t errlen)
+/* What the engine asks of the interface's shared steering program (steering.c). */
+static struct tw_steering_request steering_request(struct tw_engine *e)
 {
 	struct tw_steering_request req = {
 		.root = e->cfg.bpffs_root,
@@ -316,10 +315,8 @@ static int join_steering(struct tw_engine *e, char *err, size_t errlen)
 		.xdp_mode = e->cfg.xdp_mode,
 		.bpf_object = e->cfg.bpf_object,
 		.n_lines = e->cfg.decoder.n_lines,
-		.xsk_fd = xsk_socket__fd(e->xsk),
+		.xsk_fd = e->xsk ? xsk_socket__fd(e->xsk) : -1,
 	};
-	struct tw_steering_result res;
-	int ret;
 
 	for (uint32_t i = 0; i < req.n_lines && i < 2; i++) {
 		const struct tw_line_config *l = &e->cfg.decoder.lines[i];
@@ -327,7 +324,24 @@ static int join_steering(struct tw_engine *e, char *err, size_t errlen)
 		req.lines[i] = (struct tw_steering_line){ .group_be = l->group_be,
 			.source_be = l->source_be, .port_be = l->port_be, .vlan = l->vlan };
 	}
-	ret = tw_steering_join(&req, &e->steering, &res, err, errlen);
+	return req;
+}
+
+/* The queue is ours before its socket is made: a live owner is "in use", not the kernel's EBUSY. */
+static int claim_queue(struct tw_engine *e, char *err, size_t errlen)
+{
+	struct tw_steering_request req = steering_request(e);
+
+	return tw_steering_claim(&req, &e->steering, err, errlen);
+}
+
+/* This engine's flows go to its socket, which is stocked and ready. */
+static int join_steering(struct tw_engine *e, char *err, size_t errlen)
+{
+	struct tw_steering_request req = steering_request(e);
+	struct tw_steering_result res;
+	int ret = tw_steering_join(e->steering, &req, &res, err, errlen);
+
 	if (ret)
 		return ret;
 	e->info.xdp_mode = res.xdp_mode;
@@ -583,9 +597,11 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 {
 	int ret;
 
-	if (e->thread_started || e->xsk)
+	if (e->thread_started || e->xsk || e->steering)
 		return fail(err, errlen, EALREADY, "engine already started");
-	ret = create_umem(e, err, errlen);
+	ret = claim_queue(e, err, errlen);
+	if (!ret)
+		ret = create_umem(e, err, errlen);
 	if (!ret)
 		ret = create_socket(e, err, errlen);
 	if (!ret)

@@ -76,6 +76,12 @@ struct tw_steering {
 	char root[256];
 	char dir[320];
 	int queue_lock_fd;   /* flock held on <dir>/q<queue> for the engine's life */
+	/* Without a bpffs (none mounted, and no CAP_SYS_ADMIN to mount one) the program cannot be
+	 * shared: this engine loads its own and holds it by an unpinned link, as a lone engine did
+	 * before; any other engine on the interface is refused as "in use". */
+	int private_program;
+	struct bpf_object *obj;
+	int link_fd;
 	uint32_t queue;
 };
 
@@ -155,7 +161,7 @@ static int prepare_root(const char *root, char *err, size_t errlen)
 	if (strncmp(root, CONVENTIONAL_BPFFS, conv) == 0 && (root[conv] == '/' || !root[conv]) &&
 	    !on_bpffs(CONVENTIONAL_BPFFS) &&
 	    mount("bpf", CONVENTIONAL_BPFFS, "bpf", 0, "mode=0700") != 0)
-		return fail(err, errlen, errno, "no bpf filesystem at %s and mounting one failed: %s "
+		return fail(err, errlen, ENOMEDIUM, "no bpf filesystem at %s and mounting one failed: %s "
 			    "(mount -t bpf bpf %s)", CONVENTIONAL_BPFFS, strerror(errno),
 			    CONVENTIONAL_BPFFS);
 	ret = mkdir_p(root);
@@ -434,6 +440,9 @@ static void owner_of(const struct maps *m, uint32_t queue, char *out, size_t len
 
 /* ---- the program ----------------------------------------------------------------------------- */
 
+static int add_flows(const struct tw_steering_request *req, const struct maps *m, char *err,
+		     size_t errlen);
+
 static void unpin_all(const char *dir)
 {
 	static const char *const pins[] = { "link", "prog", "tw_flows", "tw_groups", "tw_xsks",
@@ -552,7 +561,8 @@ static int clear_unpinned_program(const struct tw_steering_request *req, uint32_
 
 /* Load steer.bpf.o, pin its maps and program, attach it through a link and pin the link. */
 static int load_and_attach(const struct tw_steering_request *req, const char *dir,
-			   struct tw_steering_result *res, char *err, size_t errlen)
+			   struct tw_steering_result *res, struct tw_steering *keep, char *err,
+			   size_t errlen)
 {
 	struct bpf_object *obj = bpf_object__open_file(req->bpf_object, NULL);
 	struct bpf_program *prog;
@@ -588,6 +598,8 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 			   req->bpf_object);
 		goto out;
 	}
+	if (keep)
+		goto attach; /* a private program: nothing pinned */
 	unpin_all(dir); /* a half-made set from an engine killed while it attached */
 	for (int i = 0; i < N_MAPS; i++) {
 		int fd = bpf_object__find_map_fd_by_name(obj, MAP_NAMES[i]);
@@ -601,7 +613,21 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 	}
 	if (!pin_path(path, sizeof(path), dir, "prog"))
 		bpf_obj_pin(bpf_program__fd(prog), path); /* for bpftool and benchmarks only */
+attach:
+	if (keep) {
+		/* The maps must hold the flows and socket before frames can match. */
+		struct maps m;
+		int i;
 
+		for (i = 0; i < N_MAPS; i++)
+			m.fd[i] = bpf_object__find_map_fd_by_name(obj, MAP_NAMES[i]);
+		ret = add_flows(req, &m, err, errlen);
+		if (!ret && bpf_map_update_elem(m.fd[MAP_XSKS], &req->queue, &req->xsk_fd, BPF_ANY))
+			ret = fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
+				   strerror(errno));
+		if (ret)
+			goto out;
+	}
 	if (req->xdp_mode == TW_XDP_GENERIC) {
 		link = link_attach(bpf_program__fd(prog), req->ifindex, XDP_FLAGS_SKB_MODE);
 		res->xdp_mode = TW_XDP_GENERIC;
@@ -629,6 +655,18 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 			   strerror(-link), why);
 		goto out;
 	}
+	if (keep) {
+		struct bpf_prog_info info;
+		__u32 len = sizeof(info);
+
+		memset(&info, 0, sizeof(info));
+		if (bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len) == 0)
+			res->prog_id = info.id;
+		keep->obj = obj;
+		keep->link_fd = link;
+		res->attached = 1;
+		return 0;
+	}
 	if (pin_path(path, sizeof(path), dir, "link") || bpf_obj_pin(link, path)) {
 		ret = fail(err, errlen, errno, "cannot pin the XDP link in %s: %s", dir,
 			   strerror(errno));
@@ -637,7 +675,7 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 	res->attached = 1;
 	ret = 0;
 out:
-	if (ret)
+	if (ret && !keep)
 		unpin_all(dir);
 	if (link >= 0)
 		close(link);
@@ -674,7 +712,7 @@ static int ensure_program(const struct tw_steering_request *req, const char *dir
 		if (ret)
 			return ret;
 	}
-	ret = load_and_attach(req, dir, res, err, errlen);
+	ret = load_and_attach(req, dir, res, NULL, err, errlen);
 	if (ret)
 		return ret;
 	res->prog_id = pinned_link_program(dir, req->ifindex);
@@ -711,17 +749,14 @@ static int add_flows(const struct tw_steering_request *req, const struct maps *m
 	return 0;
 }
 
-int tw_steering_join(const struct tw_steering_request *req, struct tw_steering **out,
-		     struct tw_steering_result *res, char *err, size_t errlen)
+int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering **out, char *err,
+		      size_t errlen)
 {
 	struct tw_steering *s;
-	struct maps m = { { -1, -1, -1, -1, -1 } };
-	struct tw_queue_owner me = { 0 };
 	char qpath[400];
-	int ret, root_lock;
+	int ret = 0, root_lock;
 
 	*out = NULL;
-	memset(res, 0, sizeof(*res));
 	if (req->queue >= TW_MAX_QUEUES)
 		return fail(err, errlen, EINVAL, "queue %u: the steering program serves queues "
 			    "0..%d", req->queue, TW_MAX_QUEUES - 1);
@@ -730,95 +765,126 @@ int tw_steering_join(const struct tw_steering_request *req, struct tw_steering *
 		return fail(err, errlen, ENOMEM, "out of memory");
 	s->queue = req->queue;
 	s->queue_lock_fd = -1;
+	s->link_fd = -1;
 	snprintf(s->root, sizeof(s->root), "%s", req->root);
 	ret = prepare_root(s->root, err, errlen);
+	if (ret == -ENOMEDIUM) {
+		s->private_program = 1;
+		*out = s;
+		return 0;
+	}
 	if (ret)
-		goto fail_free;
-	if (interface_dir(s->dir, sizeof(s->dir), s->root, req->ifindex)) {
+		goto out_free;
+	if (interface_dir(s->dir, sizeof(s->dir), s->root, req->ifindex) ||
+	    snprintf(qpath, sizeof(qpath), "%s/q%u", s->dir, req->queue) >= (int)sizeof(qpath)) {
 		ret = fail(err, errlen, ENAMETOOLONG, "pin directory name too long under %s", s->root);
-		goto fail_free;
+		goto out_free;
 	}
 	root_lock = lock_dir(s->root, err, errlen);
 	if (root_lock < 0) {
 		ret = root_lock;
-		goto fail_free;
+		goto out_free;
 	}
-	if (mkdir(s->dir, 0700) && errno != EEXIST) {
-		ret = fail(err, errlen, errno, "cannot create %s: %s", s->dir, strerror(errno));
-		goto fail_unlock;
-	}
-
-	/* The queue first: if a live engine owns it, nothing else is touched. */
-	if (snprintf(qpath, sizeof(qpath), "%s/q%u", s->dir, req->queue) >= (int)sizeof(qpath)) {
-		ret = fail(err, errlen, ENAMETOOLONG, "pin directory name too long");
-		goto fail_unlock;
-	}
-	if (mkdir(qpath, 0700) && errno != EEXIST) {
+	if ((mkdir(s->dir, 0700) && errno != EEXIST) || (mkdir(qpath, 0700) && errno != EEXIST)) {
 		ret = fail(err, errlen, errno, "cannot create %s: %s", qpath, strerror(errno));
-		goto fail_unlock;
-	}
-	s->queue_lock_fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (s->queue_lock_fd < 0 || flock(s->queue_lock_fd, LOCK_EX | LOCK_NB)) {
-		char owner[64] = "a running engine";
+	} else {
+		s->queue_lock_fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s->queue_lock_fd < 0) {
+			ret = fail(err, errlen, errno, "cannot open %s: %s", qpath, strerror(errno));
+		} else if (flock(s->queue_lock_fd, LOCK_EX | LOCK_NB)) {
+			char owner[64] = "a running engine";
+			struct maps m;
 
-		if (maps_open(&m, s->dir) == 0)
-			owner_of(&m, req->queue, owner, sizeof(owner));
-		ret = fail(err, errlen, EADDRINUSE, "queue %u of %s is owned by %s: each engine "
-			   "owns one RX queue", req->queue, req->ifname, owner);
-		goto fail_unlock;
+			if (maps_open(&m, s->dir) == 0) {
+				owner_of(&m, req->queue, owner, sizeof(owner));
+				maps_close(&m);
+			}
+			ret = fail(err, errlen, EADDRINUSE, "queue %u of %s is owned by %s: each "
+				   "engine owns one RX queue", req->queue, req->ifname, owner);
+			close(s->queue_lock_fd);
+		}
 	}
+	unlock_dir(root_lock);
+	if (!ret) {
+		*out = s;
+		return 0;
+	}
+out_free:
+	free(s);
+	return ret;
+}
 
+static int join_privately(struct tw_steering *s, const struct tw_steering_request *req,
+			  struct tw_steering_result *res, char *err, size_t errlen)
+{
+	uint32_t attached_id;
+	char name[32];
+	int mode, ret = attached_program(req->ifindex, &attached_id, &mode, name, sizeof(name));
+
+	if (ret)
+		return fail(err, errlen, ret, "cannot query XDP on %s: %s", req->ifname,
+			    strerror(-ret));
+	if (attached_id) {
+		ret = clear_unpinned_program(req, attached_id, mode, name, res->note,
+					     sizeof(res->note), err, errlen);
+		if (ret)
+			return ret;
+	}
+	ret = load_and_attach(req, NULL, res, s, err, errlen);
+	if (ret)
+		return ret;
+	append(res->note, sizeof(res->note), "%sno bpf filesystem at %s (mounting one takes "
+	       "CAP_SYS_ADMIN): the steering program is this engine's alone, another engine on %s "
+	       "will be refused", res->note[0] ? "; " : "", CONVENTIONAL_BPFFS, req->ifname);
+	return 0;
+}
+
+int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *req,
+		     struct tw_steering_result *res, char *err, size_t errlen)
+{
+	struct maps m = { { -1, -1, -1, -1, -1 } };
+	struct tw_queue_owner me = { 0 };
+	int ret, root_lock;
+	uint32_t stale;
+
+	memset(res, 0, sizeof(*res));
+	if (s->private_program)
+		return join_privately(s, req, res, err, errlen);
+	root_lock = lock_dir(s->root, err, errlen);
+	if (root_lock < 0)
+		return root_lock;
 	ret = ensure_program(req, s->dir, res, err, errlen);
 	if (ret)
-		goto fail_unlock;
+		goto out;
 	ret = maps_open(&m, s->dir);
 	if (ret) {
 		ret = fail(err, errlen, ret, "cannot open the steering maps in %s: %s", s->dir,
 			   strerror(-ret));
-		goto fail_unlock;
+		goto out;
 	}
 	/* Dead owners' flows go before ours are checked against them. This engine's own queue
 	 * may have been left by a killed predecessor: clear it too. */
 	sweep_dead_owners(&m, s->dir, res->note, sizeof(res->note));
-	clear_queue(&m, req->queue);
+	stale = clear_queue(&m, req->queue);
+	if (stale)
+		append(res->note, sizeof(res->note), "%sremoved what a stopped engine left on queue "
+		       "%u (%u flows)", res->note[0] ? "; " : "", req->queue, stale);
 
 	ret = add_flows(req, &m, err, errlen);
 	if (!ret && bpf_map_update_elem(m.fd[MAP_XSKS], &req->queue, &req->xsk_fd, BPF_ANY))
 		ret = fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
 			   strerror(errno));
 	if (ret) {
-		clear_queue(&m, req->queue);
-		goto fail_unlock;
+		clear_queue(&m, req->queue); /* tw_steering_leave() removes the rest */
+		goto out;
 	}
 	me.pid = (uint32_t)getpid();
 	me.lines = req->n_lines;
 	me.start_ticks = process_start_ticks();
 	bpf_map_update_elem(m.fd[MAP_OWNERS], &req->queue, &me, BPF_ANY);
+out:
 	maps_close(&m);
 	unlock_dir(root_lock);
-	*out = s;
-	return 0;
-
-fail_unlock:
-	maps_close(&m);
-	if (s->queue_lock_fd >= 0) {
-		/* Leave no trace: without a live owner, the directory goes too. */
-		int live;
-
-		close(s->queue_lock_fd);
-		s->queue_lock_fd = -1;
-		if (maps_open(&m, s->dir) == 0) {
-			live = sweep_dead_owners(&m, s->dir, res->note, sizeof(res->note));
-			maps_close(&m);
-		} else {
-			live = sweep_dead_owners(NULL, s->dir, res->note, sizeof(res->note));
-		}
-		if (!live)
-			remove_interface(s->dir);
-	}
-	unlock_dir(root_lock);
-fail_free:
-	free(s);
 	return ret;
 }
 
@@ -826,19 +892,25 @@ void tw_steering_leave(struct tw_steering *s)
 {
 	struct maps m;
 	char note[200] = "";
-	int root_lock, live = 0;
+	int root_lock, live;
 
 	if (!s)
 		return;
+	if (s->private_program) {
+		if (s->link_fd >= 0)
+			close(s->link_fd); /* the only reference: the kernel detaches the program */
+		if (s->obj)
+			bpf_object__close(s->obj);
+		free(s);
+		return;
+	}
 	root_lock = lock_dir(s->root, NULL, 0);
 	if (maps_open(&m, s->dir) == 0) {
 		clear_queue(&m, s->queue);
 		close(s->queue_lock_fd);
-		s->queue_lock_fd = -1;
 		live = sweep_dead_owners(&m, s->dir, note, sizeof(note));
 		maps_close(&m);
-	}
-	if (s->queue_lock_fd >= 0) {
+	} else {
 		close(s->queue_lock_fd);
 		live = sweep_dead_owners(NULL, s->dir, note, sizeof(note));
 	}

@@ -33,11 +33,17 @@ struct tw_steering_result {
 	char note[200];          /* what was cleaned up on the way (a killed engine's flows), or "" */
 };
 
-/* Take `queue` of the interface and steer the lines to `xsk_fd`: loads, pins and attaches the
- * program if the interface has none of ours. 0, or a negative errno with a message:
- * -EADDRINUSE when the queue or a flow belongs to another live engine, or a foreign XDP program
- * sits on the interface (no retry helps). */
-int tw_steering_join(const struct tw_steering_request *req, struct tw_steering **out,
+/* Take `queue` of the interface (before its AF_XDP socket is made, so that a queue another live
+ * engine owns is reported as such, not as the kernel's EBUSY). 0, or a negative errno with a
+ * message: -EADDRINUSE when a live engine owns the queue. */
+int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering **out, char *err,
+		      size_t errlen);
+/* Steer the lines to `req->xsk_fd` (stocked and ready to receive): loads, pins and attaches the
+ * program if the interface has none of ours. 0, or a negative errno with a message: -EADDRINUSE
+ * when a flow belongs to another live engine, a foreign XDP program sits on the interface, or
+ * the shared program runs in another mode than the one asked for (no retry helps). On failure
+ * the caller still calls tw_steering_leave(). */
+int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *req,
 		     struct tw_steering_result *result, char *err, size_t errlen);
 /* Remove this engine's flows and socket; the last engine out detaches and unpins everything.
  * Idempotent on NULL. */

@@ -45,6 +45,8 @@ def test_engine_states():
     assert "SIGKILL" in observe(engine_state=State.BACKOFF, last_exit=crash)["EngineReady"].message
     assert observe(engine_state=State.BACKOFF, last_exit=Exit(3, "attach", 1))["EngineReady"].reason == "KernelRefused"
     assert observe(engine_state=State.FAILED, last_exit=Exit(2, "bad", 0.1))["EngineReady"].reason == "BadConfig"
+    in_use = observe(engine_state=State.FAILED, last_exit=Exit(5, "queue 1 of eth1 is owned by pid 7", 0.1))
+    assert in_use["EngineReady"].reason == "InUse" and "pid 7" in in_use["EngineReady"].message
     assert observe(stats=None)["EngineReady"].reason == "Starting"
     hung = observe(stats_age_s=12.0)["EngineReady"]
     assert (hung.status, hung.reason) == ("False", "Unresponsive") and "12 s" in hung.message

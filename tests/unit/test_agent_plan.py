@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from tickwire_engine.config import Line
+
 from tickwire_agent import example, plan
 
 
@@ -43,6 +45,14 @@ def test_ssm_source_goes_into_the_engine_line_argument():
     assert plan.from_document(d).lines[0].engine_arg == "A=232.1.1.1:9000@198.18.1.1"
 
 
+def test_a_lines_vlan_goes_into_the_engine_line_argument_and_parses_back():
+    d = doc(lines=[{"name": "A", "group": "232.1.1.1", "port": 9000, "source": "198.18.1.1", "vlan": 100},
+                   {"name": "B", "group": "239.1.1.2", "port": 9000, "vlan": None}])
+    a, b = plan.from_document(d).lines
+    assert a.engine_arg == "A=232.1.1.1:9000@198.18.1.1,vlan=100" and b.engine_arg == "B=239.1.1.2:9000"
+    assert Line.parse(a.engine_arg) == a and Line.parse(b.engine_arg) == b
+
+
 @pytest.mark.parametrize("mutate, path, words", [
     (lambda d: d.pop("queue"), "queue", "required"),
     (lambda d: d.update(apiVersion="tickwire.dev/plan-v9"), "apiVersion", "plan-v1"),
@@ -50,6 +60,8 @@ def test_ssm_source_goes_into_the_engine_line_argument():
     (lambda d: d["busyPoll"].update(usecs=5), "busyPoll.usecs", "unknown field"),
     (lambda d: d.update(xdpMode="turbo"), "xdpMode", "'auto', 'native', 'generic'"),
     (lambda d: d["lines"][1].update(port=70000), "lines[1].port", "maximum"),
+    (lambda d: d["lines"][0].update(vlan=4095), "lines[0].vlan", "maximum"),
+    (lambda d: d["lines"][0].update(vlan=0), "lines[0].vlan", "minimum"),
     (lambda d: d["lines"][0].update(group="not-an-ip"), "lines[0].group", "IPv4"),
     (lambda d: d.update(cores=[]), "cores", "non-empty"),
     (lambda d: d.update(cores=[1, 1]), "cores", "each value once"),

@@ -46,6 +46,19 @@ def test_bad_config_exit_is_not_retried(tmp_path):
     sup.stop()
 
 
+def test_in_use_exit_is_permanent_and_names_the_owner(tmp_path):
+    """Exit 5: another live engine owns the queue (or a foreign XDP program the interface); a
+    restart would meet the same owner, so the supervisor stops after the first run."""
+    sup = Supervisor(child("import sys; sys.stderr.write('queue 1 of eth1 is owned by pid 4242\\n'); "
+                           "sys.exit(5)"), str(tmp_path / "e.log"), backoff_initial=0.01)
+    sup.start()
+    wait_for(lambda: sup.state is State.FAILED)
+    sup.stop()
+    assert sup.restarts == 0 and sup.state is State.FAILED
+    assert "in use (exit 5)" in sup.last_exit.description
+    assert sup.last_exit.message == "queue 1 of eth1 is owned by pid 4242"
+
+
 def test_a_killed_engine_is_noticed_and_restarted(tmp_path):
     sup = Supervisor(child("import time; time.sleep(60)"), str(tmp_path / "e.log"), backoff_initial=0.01)
     sup.start()

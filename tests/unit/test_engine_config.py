@@ -57,3 +57,19 @@ def test_the_plan_leaves_the_zone_to_the_feed_and_accepts_local():
     doc["exchangeTimezone"] = "Mars/Base"
     with pytest.raises(plan.PlanError, match=r"exchangeTimezone: 'Mars/Base' .*feed's exchange \(America/New_York\)"):
         plan.from_document(doc)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("A=239.1.1.1:5000,vlan=0", "vlan 0 is out of range 1-4094"),
+    ("A=239.1.1.1:5000,vlan=4095", "vlan 4095 is out of range"),
+    ("A=239.1.1.1:5000,vlan=ten", "vlan 'ten' is not a number"),
+])
+def test_a_bad_vlan_is_named(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        Line.parse(spec)
+
+
+def test_a_line_with_source_and_vlan_parses():
+    line = Line.parse("B=232.1.1.1:26477@206.200.127.138,vlan=3001")
+    assert (line.group, line.port, line.source, line.vlan) == ("232.1.1.1", 26477, "206.200.127.138", 3001)
+    assert line.engine_arg == "B=232.1.1.1:26477@206.200.127.138,vlan=3001"
