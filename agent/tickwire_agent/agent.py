@@ -22,6 +22,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from tickwire_engine.config import DEFAULT_BPFFS_ROOT
+
 from . import conditions, ports, preflight
 from .conditions import Condition, Observation
 from .counter_reset import RunTracker
@@ -35,7 +37,7 @@ from .supervisor import Exit, State, Supervisor, stop_orphan
 from .tuning import cpu
 from .tuning.host import HostTuner, TuningReport
 from .tuning.shared import DEFAULT_NODE_STATE_DIR, NodeState
-from .tuning.xdp import XdpSetting
+from .tuning.xdp import SteeringQueue
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class Options:
     pod_name: str = ""
     remove_state_on_clean_exit: bool = False   # in a Pod: nodes must not collect a dir per FeedHandler
     node_state_dir: str = DEFAULT_NODE_STATE_DIR   # the node-wide lock and account of shared settings
+    bpffs_root: str = DEFAULT_BPFFS_ROOT           # where the interfaces' shared steering programs are pinned
 
 
 def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreResult]:
@@ -106,7 +109,7 @@ class Agent:
         self._last_conditions: dict[str, tuple[str, str]] = {}
         self._stats: dict | None = None
         self.latency_window = LatencyWindow()
-        self._owns_xdp = False
+        self._steering: SteeringQueue | None = None
         self.cpus: cpu.CpuChoice | None = None
 
     # ---- the whole life ------------------------------------------------------------------------
@@ -119,7 +122,11 @@ class Agent:
                 raise AgentError(f"the earlier agent's host changes could not all be restored; see "
                                  f"{self.journal.path} (run `tickwire-agent restore --state-dir {self.state.path}`)")
             preflight.check(self.plan, self.options.root)
-            self.node.register(plan_identity(self.plan))
+            try:
+                self.node.register(plan_identity(self.plan))
+            except OSError as e:
+                raise AgentError(f"cannot use the node state directory {self.node.path} ({e.strerror}); in a "
+                                 "Pod it is a hostPath (DirectoryOrCreate), by hand pass --node-state-dir") from None
             self._choose_cpus()
             self._start_metrics()
             self._start_status()
@@ -200,6 +207,7 @@ class Agent:
         self._tuner = HostTuner(self.plan, self.journal, self.cpus, self.node, self.options.root,
                                 self.options.irq_dir)
         self.tuning = self._tuner.apply()
+        self._observed["flowSteering"] = self.tuning.flow_steering
         for note in self.tuning.notes:
             self._say(f"tuned: {note}")
         for warning in self.tuning.warnings:
@@ -211,14 +219,10 @@ class Agent:
         self.view.drift_events = dict(self.drift.events)
 
     def _start_engine(self) -> None:
-        xdp = XdpSetting(self.plan.interface)
-        prog = xdp.read()
-        self._owns_xdp = prog == 0
-        if self._owns_xdp:
-            # The engine will attach one; whatever happens to the engine, the agent detaches it.
-            self.journal.record(xdp, 0, "engine")
-        else:
-            self._say(f"note: {self.plan.interface} already has XDP program {prog}; the agent will not remove it")
+        # The engine joins the interface's shared steering program; whatever happens to the engine,
+        # the agent releases what it may leave there (never another live engine's part).
+        self._steering = SteeringQueue(self.plan.interface, self.plan.queue, self.options.bpffs_root)
+        self.journal.record(self._steering, "released", "engine")
         self.supervisor = Supervisor(
             self.engine_command(), self.state.file("engine.log"),
             before_start=self._before_engine_start, after_exit=self._after_engine_exit,
@@ -233,7 +237,8 @@ class Agent:
 
     def engine_command(self) -> list[str]:
         p = self.plan
-        cmd = [*self.options.engine_command, "run", "--iface", p.interface, "--queue", str(p.queue)]
+        cmd = [*self.options.engine_command, "run", "--iface", p.interface, "--queue", str(p.queue),
+               "--bpffs-root", self.options.bpffs_root]
         for line in p.lines:
             cmd += ["--line", line.engine_arg]
         cmd += ["--mode", p.xdp_mode, "--zero-copy", p.zero_copy, "--core", str(self.cpus.poll_core),
@@ -254,12 +259,12 @@ class Agent:
             pass
 
     def _after_engine_exit(self, exit: Exit) -> None:
-        """The engine is gone: take off the XDP program it may have left (SIGKILL, crash)."""
-        if self._owns_xdp:
-            try:
-                XdpSetting(self.plan.interface).restore(0, "engine")
-            except OSError as e:
-                log.error("cannot detach the engine's XDP program from %s: %s", self.plan.interface, e)
+        """The engine is gone: release what it may have left in the steering program (SIGKILL, crash)."""
+        try:
+            self._steering.write("released")
+        except OSError as e:
+            log.error("cannot release queue %d of %s's steering program: %s", self.plan.queue,
+                      self.plan.interface, e)
         if not self.stop_requested.is_set():
             self._say(exit.description)
 

@@ -17,6 +17,8 @@ import os
 import shlex
 import sys
 
+from tickwire_engine.config import DEFAULT_BPFFS_ROOT
+
 from . import example, plan as plan_module
 from .agent import (EXIT_BAD_PLAN, EXIT_ERROR, EXIT_OK, EXIT_RESTORE_FAILED, Agent, AgentError, Options,
                     restore_leftovers)
@@ -39,9 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--remove-state-on-clean-exit", action="store_true",
                      help="once the host is fully restored, delete the state directory's files (the Pod "
                      "does: its hostPath would otherwise keep them until the node reboots)")
-    run.add_argument("--node-state-dir", default=DEFAULT_NODE_STATE_DIR,
+    run.add_argument("--node-state-dir", default=None,
                      help=f"node-wide lock and account of the settings agents share: hugepages, device knobs "
-                     f"(default {DEFAULT_NODE_STATE_DIR}; in a Pod, a hostPath at the same path)")
+                     f"(default: the plan's nodeStateDir, else {DEFAULT_NODE_STATE_DIR}; in a Pod, a hostPath "
+                     "at the same path)")
+    run.add_argument("--bpffs-root", default=DEFAULT_BPFFS_ROOT,
+                     help="bpffs directory where each interface's shared steering program is pinned; every "
+                     "engine of the node must use the same (default %(default)s; in a Pod, the host's "
+                     "/sys/fs/bpf mounted at the same path)")
     run.add_argument("--irq-dir", default="/proc/irq", help="the host's /proc/irq, written for irqAffinity (in a "
                      "Pod: where it is mounted, since a container's own /proc/irq is read-only)")
     run.add_argument("--kubeconfig", help="for status reports outside a Pod (default: $KUBECONFIG)")
@@ -114,7 +121,8 @@ def run_command(args) -> int:
                       node_name=os.environ.get("TICKWIRE_NODE_NAME", ""),
                       pod_name=os.environ.get("TICKWIRE_POD_NAME", ""),
                       remove_state_on_clean_exit=args.remove_state_on_clean_exit,
-                      node_state_dir=args.node_state_dir)
+                      node_state_dir=args.node_state_dir or plan.node_state_dir or DEFAULT_NODE_STATE_DIR,
+                      bpffs_root=args.bpffs_root)
     if args.engine_command:
         options.engine_command = shlex.split(args.engine_command)
     agent = Agent(plan, options)

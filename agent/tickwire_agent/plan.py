@@ -99,6 +99,8 @@ class Plan:
     metrics_port: int = 9470
     restore_drift: bool = True
     status_interval_seconds: float = 5.0
+    flow_steering: str = "auto"             # auto | ntuple | off (tuning/flow_steering.py)
+    node_state_dir: str | None = None       # None: the agent's --node-state-dir
 
 
 @lru_cache(maxsize=1)
@@ -305,4 +307,6 @@ def _build(doc: dict) -> Plan:
         metrics_port=metrics.get("port", 9470),
         restore_drift=doc.get("restoreDrift", True),
         status_interval_seconds=doc.get("statusIntervalSeconds", 5.0),
+        flow_steering=doc.get("flowSteering", "auto"),
+        node_state_dir=doc.get("nodeStateDir"),
     )

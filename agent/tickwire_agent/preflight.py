@@ -10,7 +10,7 @@ import socket
 
 from . import privileges
 from .plan import Plan, PlanError, Problem
-from .tuning import cpu, hugepages, nic
+from .tuning import cpu, flow_steering, hugepages, nic
 
 
 def check(plan: Plan, root: str = "/") -> None:
@@ -44,6 +44,12 @@ def check(plan: Plan, root: str = "/") -> None:
             "use queue 0")
     if problem:
         problems.append(Problem("queue", problem))
+
+    if plan.flow_steering == "ntuple":
+        reason = flow_steering.support(flow_steering.table_for(plan.interface))
+        if reason:
+            problems.append(Problem("flowSteering", f"is ntuple, but {reason}",
+                                    "run the feed on a NIC with ntuple filters, or set flowSteering to auto or off"))
 
     problems += privileges.problems(plan)
     if problems:

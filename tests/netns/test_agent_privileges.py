@@ -49,28 +49,32 @@ def pair():
         yield p
 
 
-def engine(pair, tmp_path, *prefix, args=()):
+def engine(pair, tmp_path, bpffs_root, *prefix, args=()):
+    """The engine under `prefix`; its pin root is mounted for it (an engine is never given
+    CAP_SYS_ADMIN to mount one: in the Pod the host's bpffs is mounted)."""
     stats = tmp_path / "stats.json"
     result = pair.run(pair.node_ns, *prefix, *ENGINE_UNCHECKED, "run", "--iface", pair.node_if, "--mode", "generic",
-                      "--line", LINE, "--duration", "1", "--stats-json", str(stats), *args, check=False)
+                      "--line", LINE, "--duration", "1", "--stats-json", str(stats), "--bpffs-root", bpffs_root,
+                      *args, check=False)
     return result, (json.loads(stats.read_text()) if stats.exists() else None)
 
 
-def test_every_capability_the_pod_grants_is_refused_by_the_kernel_without_it(pair, tmp_path):
+def test_every_capability_the_pod_grants_is_refused_by_the_kernel_without_it(pair, tmp_path, bpffs_root):
     assert set(REFUSED) == set(CAPABILITIES)
-    result, _ = engine(pair, tmp_path, *only_capabilities(CAPABILITIES), *MEMLOCK_LEFT)
+    result, _ = engine(pair, tmp_path, bpffs_root, *only_capabilities(CAPABILITIES), *MEMLOCK_LEFT)
     assert result.returncode == 0, result.stderr          # the whole set: the engine runs
     for missing in sorted(CAPABILITIES):
-        result, _ = engine(pair, tmp_path, *only_capabilities(set(CAPABILITIES) - {missing}), *MEMLOCK_LEFT)
+        result, _ = engine(pair, tmp_path, bpffs_root, *only_capabilities(set(CAPABILITIES) - {missing}),
+                           *MEMLOCK_LEFT)
         assert result.returncode == 3, f"without {missing}: {result.stderr}"
         assert REFUSED[missing] in result.stderr, f"without {missing}: {result.stderr}"
         assert xdp_attached(pair) == ""
 
 
-def test_sys_nice_is_what_makes_the_poll_thread_real_time(pair, tmp_path):
+def test_sys_nice_is_what_makes_the_poll_thread_real_time(pair, tmp_path, bpffs_root):
     rt = ["--rt-priority", "5", "--core", "1"]
-    _, with_it = engine(pair, tmp_path, *only_capabilities({*CAPABILITIES, RT_CAPABILITY[0]}), args=rt)
-    _, without = engine(pair, tmp_path, *only_capabilities(CAPABILITIES), args=rt)
+    _, with_it = engine(pair, tmp_path, bpffs_root, *only_capabilities({*CAPABILITIES, RT_CAPABILITY[0]}), args=rt)
+    _, without = engine(pair, tmp_path, bpffs_root, *only_capabilities(CAPABILITIES), args=rt)
     assert with_it["rt_priority"] == 5
     assert without["rt_priority"] == 0                     # refused: the engine runs on, normally scheduled
 
@@ -87,12 +91,12 @@ def test_an_agent_without_a_capability_names_it_and_touches_nothing(pair, tmp_pa
     assert not (agent.state_dir / "journal.jsonl").exists()
 
 
-def test_the_runtime_default_seccomp_profile_refuses_the_engine_and_the_charts_admits_it(pair, tmp_path):
+def test_the_runtime_default_seccomp_profile_refuses_the_engine_and_the_charts_admits_it(pair, tmp_path, bpffs_root):
     caps = sorted(CAPABILITIES)
-    refused, _ = engine(pair, tmp_path, *only_capabilities(caps), *under_seccomp(RUNTIME_DEFAULT, caps))
+    refused, _ = engine(pair, tmp_path, bpffs_root, *only_capabilities(caps), *under_seccomp(RUNTIME_DEFAULT, caps))
     assert refused.returncode == 3
     assert "cannot load XDP program: Operation not permitted" in refused.stderr   # bpf(): EPERM
-    admitted, stats = engine(pair, tmp_path, *only_capabilities(caps), *under_seccomp(PROFILE, caps))
+    admitted, stats = engine(pair, tmp_path, bpffs_root, *only_capabilities(caps), *under_seccomp(PROFILE, caps))
     assert admitted.returncode == 0, admitted.stderr
     assert stats["xdp_mode"] == "generic"
 
@@ -111,15 +115,18 @@ def test_the_charts_profile_is_the_runtime_default_plus_bpf_and_nothing_else():
     assert allowed(default, caps) - allowed(ours, caps) == {("bpf", "SCMP_ACT_ERRNO", "[]")}
 
 
-def test_with_exactly_the_pods_privileges_the_agent_tunes_counts_and_restores(pair, tmp_path, agents):
-    """Capabilities, seccomp profile and a read-only root as in the Pod (the state directory, its
-    hostPath, writable): the whole agent, not just the engine."""
+def test_with_exactly_the_pods_privileges_the_agent_tunes_counts_and_restores(pair, tmp_path, agents, bpffs_root):
+    """Capabilities, seccomp profile and a read-only root as in the Pod (the state directory and
+    the node state directory, its hostPaths, writable; the host's bpffs mounted): the whole
+    agent, not just the engine."""
     before = host_snapshot(pair)
-    state = tmp_path / "state"
+    state, node = tmp_path / "state", tmp_path / "node"
     state.mkdir()
+    node.mkdir()
     caps = sorted(CAPABILITIES)
-    agent = AgentProcess(pair, plan_for(pair), tmp_path, state_dir=state,
-                         wrap=[*read_only_root(state), *only_capabilities(caps), *under_seccomp(PROFILE, caps)])
+    agent = AgentProcess(pair, plan_for(pair), tmp_path, state_dir=state, bpffs_root=bpffs_root,
+                         wrap=[*read_only_root(state, node), *only_capabilities(caps),
+                               *under_seccomp(PROFILE, caps)])
     agents.append(agent.start())
     agent.wait_ready()
     assert capability_mask(agent.proc.pid) == sum(1 << privileges.ALWAYS[f"CAP_{c}"][0] for c in caps)

@@ -96,10 +96,11 @@ class AgentProcess:
     """One agent in the node namespace; its stdout goes to a file the test can read."""
 
     def __init__(self, pair: VethPair, plan: dict, tmp_path, state_dir=None, extra=(), wrap=(),
-                 node_state_dir=None):
+                 node_state_dir=None, bpffs_root=None):
         """`wrap`: a command prefix the agent runs under (setpriv, taskset, a read-only root...);
         `node_state_dir`: the node-wide account (default: the test's own, never the host's
-        /run/tickwire/node; agents meant to share must be given the same one)."""
+        /run/tickwire/node; agents meant to share must be given the same one); `bpffs_root`: the
+        steering pin root (the `bpffs_root` fixture's; default the agent's own)."""
         self.pair = pair
         self.tmp = tmp_path
         self.plan_path = tmp_path / f"plan-{time.monotonic_ns()}.json"
@@ -107,7 +108,7 @@ class AgentProcess:
         self.state_dir = pathlib.Path(state_dir or (tmp_path / "state"))
         self.log_path = tmp_path / f"agent-{time.monotonic_ns()}.log"
         self.node_state_dir = pathlib.Path(node_state_dir or (tmp_path / "node"))
-        self.extra = list(extra)
+        self.extra = list(extra) + (["--bpffs-root", str(bpffs_root)] if bpffs_root else [])
         self.wrap = list(wrap)
         self.proc: subprocess.Popen | None = None
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..journal import Journal
-from ..plan import Plan
-from . import cpu, hugepages, multicast, nic, shared
+from ..plan import Plan, PlanError, Problem
+from . import cpu, flow_steering, hugepages, multicast, nic, shared
 from .multicast import Memberships
 from .settings import Setting
 
@@ -65,6 +65,7 @@ class TuningReport:
     hugepages: bool = False
     agent_cpus: set[int] | None = None
     irq: int | None = None
+    flow_steering: dict | None = None                   # status.observed.flowSteering
 
 
 class HostTuner:
@@ -86,6 +87,7 @@ class HostTuner:
         for setting, value in nic.busy_poll_knobs(self.plan.interface, self.plan.busy_poll.napi_defer_hard_irqs,
                                                   self.plan.busy_poll.gro_flush_timeout_ns, self.root):
             self._share(report, setting, shared.HIGHEST, value)
+        self._flow_steering(report)
         self._irq_affinity(report)
         self._agent_affinity(report)
         self._multicast(report)
@@ -121,8 +123,13 @@ class HostTuner:
         """Hold a device-wide knob in the node account (first holder sets, last restores), journal
         the holding first, and watch the account's value from now on."""
         key = shared_key(self.plan.interface, setting.label)
+        try:
+            found = setting.read()   # for people reading the journal; restoring releases, whatever it was
+        except OSError as e:
+            report.problems.append(f"{setting.label}: cannot read ({e.strerror or e})")
+            return
         entry = self.journal.record(shared.HeldKnob(self.node.path, self.node.holder.id, key, setting.label),
-                                    None, wish)
+                                    found, wish)
         try:
             with self.node.locked() as account:
                 hold = account.hold_knob(key, setting, policy, self.node.holder, wish)
@@ -163,6 +170,23 @@ class HostTuner:
             # Held even when the queue exists already: a neighbour may have raised the count, and
             # its leaving must not take away this agent's queue.
             self._share(report, setting, shared.RAISE_ONLY, target)
+
+    def _flow_steering(self, report: TuningReport) -> None:
+        if self.plan.flow_steering == "off":
+            report.flow_steering = flow_steering.Outcome("none", "flowSteering is off in the plan").observed()
+            return
+        try:
+            outcome = flow_steering.install(self.plan, self.journal, self.node)
+        except flow_steering.NoFlowSteering as e:
+            if self.plan.flow_steering == "ntuple":   # permanent: no restart gives the NIC filters
+                raise PlanError([Problem("flowSteering", str(e), "run the feed on a NIC with ntuple filters, "
+                                         "or set flowSteering to auto or off")], "plan") from None
+            outcome = flow_steering.Outcome("none", str(e))
+            report.notes.append(f"flow steering: none: {e}")
+        else:
+            report.notes.append(f"flow steering: {outcome.reason} (rule location(s) "
+                                f"{', '.join(map(str, outcome.rules))})")
+        report.flow_steering = outcome.observed()
 
     def _irq_affinity(self, report: TuningReport) -> None:
         if not self.plan.irq_affinity:

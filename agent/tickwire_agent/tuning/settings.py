@@ -43,7 +43,7 @@ class Setting(ABC):
 
 
 def from_record(record: dict) -> Setting:
-    from . import nic, shared, xdp  # noqa: F401  (importing them registers their kinds)
+    from . import flow_steering, nic, shared, xdp  # noqa: F401  (importing them registers their kinds)
 
     fields = dict(record)
     kind = fields.pop("kind")

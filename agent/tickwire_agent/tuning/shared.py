@@ -19,7 +19,9 @@ The rules, each applied under the lock:
   value set is computed from every holder's wish: channels only ever go up from the original
   (the highest queue any holder needs), the other knobs take the highest wish (the most
   deferral/polling any feed asked for; a feed that asked for less is told who holds more);
-- a holder leaving recomputes from those who remain; the last one out writes the original back;
+- a holder leaving recomputes the other knobs from those who remain; channels stay as they are
+  while anyone holds them (a channel change rebuilds the rings of most NICs, interrupting every
+  feed on it); the last one out writes the original back;
 - hugepages: each holder adds its pages on top of the pool as it finds it and takes exactly those
   pages back when it leaves (other users of the pool keep theirs);
 - a holder that is gone (its lock free: the process is dead) is released by whoever takes the
@@ -57,7 +59,7 @@ ACCOUNT_NAME = "account.json"
 LOCK_TIMEOUT_S = 60.0
 
 # How a knob's value follows from its holders' wishes.
-RAISE_ONLY = "raise"      # max(original, wishes): channels (a queue someone uses must keep existing)
+RAISE_ONLY = "raise"      # max(original, wishes), and never lowered while anyone holds it: channels
 HIGHEST = "highest"       # max(wishes): sysfs/sysctl knobs the plan sets to an exact value
 
 
@@ -279,7 +281,13 @@ class Account:
             return None
         setting = from_record(knob["setting"])
         remaining = {h: v for h, v in knob["holders"].items() if h != hid}
-        value = target_value(knob["policy"], knob["original"], [v["wants"] for v in remaining.values()])
+        if knob["policy"] == RAISE_ONLY and remaining:
+            # Changing the channel count makes most drivers rebuild every ring (ixgbe, i40e, mlx5;
+            # veth drops its carrier): the feeds still running would lose packets for a count
+            # nobody needs lowered. So it stays until the last holder leaves.
+            value = knob["value"]
+        else:
+            value = target_value(knob["policy"], knob["original"], [v["wants"] for v in remaining.values()])
         if setting.read() != value:
             setting.write(value)        # before the account: a refusal keeps the holder on record
         if remaining:

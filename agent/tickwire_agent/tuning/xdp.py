@@ -56,3 +56,41 @@ class XdpSetting(Setting):
 
     def to_record(self) -> dict:
         return {"kind": self.kind, "ifname": self.ifname, "label": self.label}
+
+
+class SteeringQueue(Setting):
+    """'This interface's shared steering program holds nothing for our queue', which the engine
+    changes (it claims the queue and adds the feed's flows) and the agent restores.
+
+    Engines on one interface share one pinned XDP program (C1); an engine stopped cleanly takes
+    out its own flows and queue, and the last one out removes the program. After a SIGKILL it
+    cannot: `release` (tickwire_engine.release_steering) removes what dead engines left, and the
+    program and pins when no live engine is left. It never touches a live engine's queue, so
+    restoring this after any engine exit, and again at `restore`, is safe and idempotent."""
+
+    kind = "steering"
+
+    def __init__(self, ifname: str, queue: int, bpffs_root: str, label: str = "xdp_steering"):
+        self.ifname = ifname
+        self.queue = queue
+        self.bpffs_root = bpffs_root
+        self.label = label
+
+    def read(self) -> str:
+        return "unknown"
+
+    def write(self, value) -> None:
+        if value != "released":
+            raise ValueError("the agent only releases the steering program's state, never adds to it")
+        from tickwire_engine.engine import EngineError, release_steering
+        try:
+            release_steering(self.ifname, self.queue, self.bpffs_root)
+        except EngineError as e:   # the journal's restore handles OSError
+            raise OSError(e.errno, f"tickwire-engine release {self.ifname} queue {self.queue}: {e}") from None
+
+    def drifted(self, current, applied) -> bool:
+        return False
+
+    def to_record(self) -> dict:
+        return {"kind": self.kind, "ifname": self.ifname, "queue": self.queue, "bpffs_root": self.bpffs_root,
+                "label": self.label}
