@@ -366,6 +366,9 @@ class Reconciler:
                 await self._write(body, generation, [placed], KEEP, pod is not None, stale_after)
                 return "nofit"
             if allocation != recorded:
+                # What this FeedHandler held before: our own decision outranks the body, which a
+                # timer may hand us long stale (a decision is news once, not at every stale pass).
+                before = self.ledger.claimed.get(uid) or recorded
                 self.ledger.claim(uid, allocation)
                 try:
                     fresh = await self._record(body, allocation)
@@ -376,7 +379,7 @@ class Reconciler:
                     self.ledger.release(uid)
                     return "gone"
                 body = fresh
-                if allocation.planned() != (recorded.planned() if recorded else None):
+                if allocation.planned() != (before.planned() if before else None):
                     log.info("placed %s/%s: %s", namespace, name, allocation)
 
         settings = dataclasses.replace(self.settings, service_account=agent_service_account(name))
