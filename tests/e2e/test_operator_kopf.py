@@ -540,8 +540,9 @@ def test_a_failed_pod_is_replaced_with_back_off(cluster, operator):
         # The kubelet's own admission refused it: such a Pod never runs again.
         c.kubelet_reports("feed-agent", {"phase": "Failed", "reason": "OutOfcpu",
                                          "message": "Pod was rejected: Node didn't have enough resource: cpu"})
-        fh = wait_for("PodFailed while the back-off runs",
-                      fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodFailed"), op=op)
+        # This failure's report, not the previous round's (its status may still show that one).
+        fh = wait_for(f"PodFailed, next Pod in {wait} s", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodFailed"
+                                                                and f"in {wait} s" in condition(f, "PodHealthy")["message"]), op=op)
         message = condition(fh, "PodHealthy")["message"]
         assert "OutOfcpu" in message and f"next agent Pod in {wait} s" in message, message
         assert reason_of(fh, "Ready") == "PodFailed"
