@@ -1,6 +1,7 @@
 """tickwire-agent: run a plan, print an example plan, check one, or restore a crashed agent's host.
 
     tickwire-agent run --plan FILE | --plan-env VAR [--state-dir DIR] [--irq-dir DIR] [--kubeconfig FILE] [--quiet]
+                       [--node-state-dir DIR] [--bpffs-root DIR]     (shared by every agent of the node)
     tickwire-agent plan --example        (JSON on stdout, a field reference on stderr)
     tickwire-agent plan --check FILE
     tickwire-agent restore --state-dir DIR

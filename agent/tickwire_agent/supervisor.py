@@ -146,7 +146,10 @@ class Supervisor:
             self._write_pid(None)
             runtime = time.monotonic() - started
             self.last_exit = Exit(returncode, _last_line(self.log_path, log_offset), runtime)
-            self.after_exit(self.last_exit)
+            try:
+                self.after_exit(self.last_exit)
+            except Exception:   # a failing hook must not end supervision with the state RUNNING
+                log.exception("after-exit hook failed for: %s", self.last_exit.description)
             if self._stopping.is_set():
                 break
             log.warning("%s", self.last_exit.description)

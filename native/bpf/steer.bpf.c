@@ -42,13 +42,6 @@ struct vlan_hdr {
 	__be16 encapsulated_proto;
 };
 
-/* Which key shapes exist for a (group, port): lets a frame of a flow nobody steers cost one
- * lookup, and a steered one only the lookups its shapes need. */
-#define TW_SHAPE_EXACT 1u        /* source and vlan given */
-#define TW_SHAPE_ANY_SOURCE 2u   /* vlan given, any source */
-#define TW_SHAPE_ANY_VLAN 4u     /* source given, any vlan */
-#define TW_SHAPE_ANY 8u          /* any source, any vlan */
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TW_MAX_FLOWS);
@@ -56,12 +49,14 @@ struct {
 	__type(value, struct tw_flow_target);
 } tw_flows SEC(".maps");
 
-/* (group, port) -> TW_SHAPE_* bits of the keys in tw_flows, kept by user space under its lock. */
+/* (group, port) -> the TW_SHAPE_* bits of its keys in tw_flows and its wildcard flow's target,
+ * kept by user space under its lock. A frame of a flow nobody steers costs one lookup; an
+ * any-source, any-VLAN line's frame one too; a line with a source or a VLAN one more. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, TW_MAX_FLOWS);
 	__type(key, struct tw_group_key);
-	__type(value, __u32);
+	__type(value, struct tw_group);
 } tw_groups SEC(".maps");
 
 struct {
@@ -97,35 +92,33 @@ static __always_inline void count(__u32 which)
 }
 
 /* The most specific entry that matches: exact, then any source, then any vlan, then any. */
-static __always_inline struct tw_flow_target *flow_lookup(struct tw_flow_key *key, __u32 shapes)
+static __always_inline struct tw_flow_target *flow_lookup(struct tw_flow_key *key,
+							   struct tw_group *group)
 {
 	struct tw_flow_target *target;
 	__be32 source = key->source;
 
-	if (shapes & TW_SHAPE_EXACT) {
+	if (group->shapes == TW_SHAPE_ANY)
+		return &group->any;
+	if (group->shapes & TW_SHAPE_EXACT) {
 		target = bpf_map_lookup_elem(&tw_flows, key);
 		if (target)
 			return target;
 	}
-	if (shapes & TW_SHAPE_ANY_SOURCE) {
+	if (group->shapes & TW_SHAPE_ANY_SOURCE) {
 		key->source = 0;
 		target = bpf_map_lookup_elem(&tw_flows, key);
 		if (target)
 			return target;
 	}
-	if (shapes & TW_SHAPE_ANY_VLAN) {
+	if (group->shapes & TW_SHAPE_ANY_VLAN) {
 		key->source = source;
 		key->vlan = 0;
 		target = bpf_map_lookup_elem(&tw_flows, key);
 		if (target)
 			return target;
 	}
-	if (shapes & TW_SHAPE_ANY) {
-		key->source = 0;
-		key->vlan = 0;
-		return bpf_map_lookup_elem(&tw_flows, key);
-	}
-	return NULL;
+	return group->shapes & TW_SHAPE_ANY ? &group->any : NULL;
 }
 
 /* The flow this frame belongs to, or NULL (not IPv4/UDP, a fragment, or nobody's flow). */
@@ -170,17 +163,17 @@ static __always_inline struct tw_flow_target *frame_flow(struct xdp_md *ctx)
 	if ((void *)(udp + 1) > data_end)
 		return NULL;
 
-	struct tw_group_key group = { .group = ip->daddr, .port = udp->dest, .pad = 0 };
-	__u32 *shapes = bpf_map_lookup_elem(&tw_groups, &group);
+	struct tw_group_key group_key = { .group = ip->daddr, .port = udp->dest, .pad = 0 };
+	struct tw_group *group = bpf_map_lookup_elem(&tw_groups, &group_key);
 
-	if (!shapes)
+	if (!group)
 		return NULL;
 
 	struct tw_flow_key key = {
 		.group = ip->daddr, .source = ip->saddr, .port = udp->dest, .vlan = vlan,
 	};
 
-	return flow_lookup(&key, *shapes);
+	return flow_lookup(&key, group);
 }
 
 SEC("xdp")

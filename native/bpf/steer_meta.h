@@ -37,6 +37,18 @@ struct tw_group_key {
 	__u16 pad;
 };
 
+/* Which key shapes tw_flows holds for a (group, port), and the target of its any-source,
+ * any-VLAN flow: the common case then costs a frame one lookup, as before flows were shared. */
+#define TW_SHAPE_EXACT 1u        /* source and vlan given */
+#define TW_SHAPE_ANY_SOURCE 2u   /* vlan given, any source */
+#define TW_SHAPE_ANY_VLAN 4u     /* source given, any vlan */
+#define TW_SHAPE_ANY 8u          /* any source, any vlan: its target is `any` */
+
+struct tw_group {
+	__u32 shapes;
+	struct tw_flow_target any;
+};
+
 /* Informational: the owner of a queue, for messages. Liveness is an flock (steering.c). */
 struct tw_queue_owner {
 	__u32 pid;          /* in the owner's pid namespace */

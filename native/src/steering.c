@@ -275,59 +275,63 @@ static int maps_open(struct maps *m, const char *dir)
 static uint32_t key_shape(const struct tw_flow_key *k)
 {
 	if (k->source && k->vlan)
-		return 1u;  /* TW_SHAPE_EXACT */
+		return TW_SHAPE_EXACT;
 	if (k->vlan)
-		return 2u;  /* TW_SHAPE_ANY_SOURCE */
+		return TW_SHAPE_ANY_SOURCE;
 	if (k->source)
-		return 4u;  /* TW_SHAPE_ANY_VLAN */
-	return 8u;          /* TW_SHAPE_ANY */
+		return TW_SHAPE_ANY_VLAN;
+	return TW_SHAPE_ANY;
 }
 
-/* tw_groups from tw_flows: new shapes are written before stale entries go, and a hash map update
- * replaces an entry in one step, so a live flow is never without its group entry. */
+/* tw_groups from tw_flows. Every group that has flows is written before the ones that lost
+ * theirs are deleted, and a hash map update replaces an entry in one step: a live flow is never
+ * without its group entry. */
 static void rebuild_groups(const struct maps *m)
 {
+	static struct tw_group_key keys[TW_MAX_FLOWS], stale[TW_MAX_FLOWS];
+	static struct tw_group values[TW_MAX_FLOWS];
 	struct tw_flow_key key, next, *prev = NULL;
 	struct tw_group_key gkey, gnext, *gprev = NULL;
-	struct tw_group_key stale[TW_MAX_FLOWS];
-	uint32_t n_stale = 0;
+	uint32_t n = 0, n_stale = 0;
 
-	/* OR every flow's shape into its group: first clear by recomputing into a scratch pass */
-	while (bpf_map_get_next_key(m->fd[MAP_GROUPS], gprev, &gnext) == 0 && n_stale < TW_MAX_FLOWS) {
-		stale[n_stale++] = gnext;
-		gkey = gnext;
-		gprev = &gkey;
-	}
-	for (uint32_t i = 0; i < n_stale; i++) {
-		uint32_t shapes = 0;
-
-		prev = NULL;
-		while (bpf_map_get_next_key(m->fd[MAP_FLOWS], prev, &next) == 0) {
-			if (next.group == stale[i].group && next.port == stale[i].port)
-				shapes |= key_shape(&next);
-			key = next;
-			prev = &key;
-		}
-		if (shapes)
-			bpf_map_update_elem(m->fd[MAP_GROUPS], &stale[i], &shapes, BPF_ANY);
-		else
-			bpf_map_delete_elem(m->fd[MAP_GROUPS], &stale[i]);
-	}
-	/* groups that have flows but no entry yet */
-	prev = NULL;
 	while (bpf_map_get_next_key(m->fd[MAP_FLOWS], prev, &next) == 0) {
 		struct tw_group_key g = { .group = next.group, .port = next.port, .pad = 0 };
-		uint32_t shapes;
+		struct tw_flow_target target;
+		uint32_t i;
 
-		if (bpf_map_lookup_elem(m->fd[MAP_GROUPS], &g, &shapes) != 0)
-			shapes = 0;
-		if (!(shapes & key_shape(&next))) {
-			shapes |= key_shape(&next);
-			bpf_map_update_elem(m->fd[MAP_GROUPS], &g, &shapes, BPF_ANY);
-		}
 		key = next;
 		prev = &key;
+		if (bpf_map_lookup_elem(m->fd[MAP_FLOWS], &next, &target))
+			continue;
+		for (i = 0; i < n; i++)
+			if (keys[i].group == g.group && keys[i].port == g.port)
+				break;
+		if (i == n) {
+			if (n == TW_MAX_FLOWS)
+				continue;
+			keys[n] = g;
+			memset(&values[n], 0, sizeof(values[n]));
+			n++;
+		}
+		values[i].shapes |= key_shape(&next);
+		if (key_shape(&next) == TW_SHAPE_ANY)
+			values[i].any = target;
 	}
+	for (uint32_t i = 0; i < n; i++)
+		bpf_map_update_elem(m->fd[MAP_GROUPS], &keys[i], &values[i], BPF_ANY);
+	while (bpf_map_get_next_key(m->fd[MAP_GROUPS], gprev, &gnext) == 0) {
+		uint32_t i;
+
+		gkey = gnext;
+		gprev = &gkey;
+		for (i = 0; i < n; i++)
+			if (keys[i].group == gnext.group && keys[i].port == gnext.port)
+				break;
+		if (i == n && n_stale < TW_MAX_FLOWS)
+			stale[n_stale++] = gnext;
+	}
+	for (uint32_t i = 0; i < n_stale; i++)
+		bpf_map_delete_elem(m->fd[MAP_GROUPS], &stale[i]);
 }
 
 /* Remove every flow of `queue`, its socket entry and its owner record. */

@@ -95,6 +95,11 @@ def sysctls() -> dict:
     return values
 
 
+def program_exists(prog_id: int) -> bool:
+    """Whether the kernel still has BPF program `prog_id` (programs are not per namespace)."""
+    return subprocess.run(["bpftool", "prog", "show", "id", str(prog_id)], capture_output=True).returncode == 0
+
+
 def pinned(root: str) -> list[str]:
     found = []
     for directory, dirs, files in os.walk(root):
@@ -162,7 +167,8 @@ def test_four_agents_share_one_nic_and_two_stop_while_the_others_count_every_mes
                for a in fleet.values())
     for feed, agent in fleet.items():
         assert "flow steering: none: " in agent.output and "(veth) has no ntuple flow steering" in agent.output
-    assert len({engine_stats(a)["prog_id"] for a in fleet.values()}) == 1, "one steering program for all"
+    (prog_id,) = {engine_stats(a)["prog_id"] for a in fleet.values()}      # one steering program for all
+    assert program_exists(prog_id)
 
     # -- each feed counts exactly its own messages on both lines --
     for feed in range(FEEDS):
@@ -216,6 +222,7 @@ def test_four_agents_share_one_nic_and_two_stop_while_the_others_count_every_mes
     assert after == before
     assert sysctls() == sysctls_before
     assert pinned(bpffs_root) == [], "every BPF object is gone"
+    wait_for(lambda: not program_exists(prog_id), f"the kernel to free steering program {prog_id}", 10)
     assert account(node_dir) == {"knobs": {}, "hugepages": {}}
     assert os.listdir(node_dir / "holders") == []
 

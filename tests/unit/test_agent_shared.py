@@ -89,7 +89,7 @@ def _hold_pages_at_once(node_dir, pool_path, pages, barrier, done):
     node = shared.NodeState(node_dir)
     node.register(f"feed-{os.getpid()}")
     pool = HugepagesSetting(pool_path, "hugepages")
-    barrier.wait()
+    barrier.wait(60)
     with node.locked() as account:
         account.hold_pages(pool, node.holder, pages)
     done.wait()          # stay alive: a live holder is never pruned
@@ -119,7 +119,8 @@ def test_agents_reserving_hugepages_at_the_same_instant_keep_every_reservation(t
     finally:
         done.set()
         for p in procs:
-            p.join(10)
+            p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
     # All six are gone now: the next agent to take the lock for a change releases them, exactly.
     survivor = shared.NodeState(node_dir)
     survivor.register("survivor")

@@ -59,6 +59,22 @@ def test_in_use_exit_is_permanent_and_names_the_owner(tmp_path):
     assert sup.last_exit.message == "queue 1 of eth1 is owned by pid 4242"
 
 
+def test_a_failing_after_exit_hook_does_not_stop_supervision(tmp_path):
+    """The hook cleans up after the engine (XDP release); if it raises, the engine is still
+    restarted, never left looking RUNNING while nothing runs."""
+    def broken_hook(_exit):
+        raise RuntimeError("netlink said no")
+
+    sup = Supervisor(child("import sys; sys.exit(1)"), str(tmp_path / "e.log"),
+                     after_exit=broken_hook, backoff_initial=0.01, backoff_max=0.02)
+    sup.start()
+    try:
+        wait_for(lambda: sup.restarts >= 2)
+    finally:
+        sup.stop()
+    assert sup.state is State.STOPPED
+
+
 def test_a_killed_engine_is_noticed_and_restarted(tmp_path):
     sup = Supervisor(child("import time; time.sleep(60)"), str(tmp_path / "e.log"), backoff_initial=0.01)
     sup.start()

@@ -1,14 +1,19 @@
 """The XDP program the engine attaches, and cleaning it up when the engine could not.
 
-An XDP program attached through netlink stays on the interface after the process that attached
-it dies. The engine detaches its own on a clean stop; after a SIGKILL or a crash it cannot, and
-the interface would keep steering the feed into a socket that no longer exists. So the agent
-journals the interface's XDP state (none) before it starts the engine, and detaching is the
-restore: after every engine exit, and at the next start after an agent crash.
+The engines of an interface share one steering program, attached through a BPF link pinned in
+bpffs, so it outlives any one engine (docs/design.md, "Shared steering"). An engine removes its
+flows on a clean stop, and the last one out detaches the program; after a SIGKILL or a crash it
+cannot. So the agent journals the interface's XDP state (none) before it starts the engine, and
+the restore is the engine's own release (tickwire_engine.engine.release_steering): dead engines'
+flows go, and the program and pins too when no live engine is left on the interface. A program
+attached the old way (netlink, no link) is then detached; one a live engine holds is left alone.
 """
 from __future__ import annotations
 
+import errno
+
 from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
 
 from .settings import Setting
 
@@ -52,7 +57,17 @@ class XdpSetting(Setting):
     def write(self, value: int) -> None:
         if value != 0:
             raise ValueError("the agent can only detach XDP programs (restore to 0), not attach them")
-        detach(self.ifname)
+        from tickwire_engine.engine import EngineError, release_steering
+
+        try:
+            release_steering(self.ifname)
+        except EngineError as e:
+            raise OSError(e.errno, f"cannot release the steering program on {self.ifname}: {e}") from e
+        try:
+            detach(self.ifname)
+        except NetlinkError as e:
+            if e.code != errno.EBUSY:   # EBUSY: held by a link, i.e. a live engine: leave it
+                raise OSError(e.code, f"cannot detach XDP from {self.ifname}: {e}") from e
 
     def to_record(self) -> dict:
         return {"kind": self.kind, "ifname": self.ifname, "label": self.label}
