@@ -148,6 +148,9 @@ def test_four_engines_share_one_program_and_keep_counting_while_others_stop(
         # A new engine takes the killed one's queue (and its flows) while the feeds still flow.
         engines[3] = start_engine(pair, tmp_path, bpffs_root, 3, lines_of(3))
         assert "removed what a stopped engine left on queue 3" in engines[3].stats()["fallback"]
+        # The same program all along: never detached or replaced while feeds were live.
+        assert engines[3].stats()["prog_id"] == infos[0]["prog_id"]
+        assert not engines[3].stats()["attached_program"]
         assert "tw_steer" in xdp_attached(pair)
         for feed, (proc, summary) in live.items():
             assert proc.wait(timeout=60) == 0
