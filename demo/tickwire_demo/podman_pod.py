@@ -42,6 +42,7 @@ KUBECONFIG_IN_POD = f"{SERVICE_ACCOUNT_DIR}/kubeconfig"
 SECCOMP_ANNOTATION_POD = "seccomp.security.alpha.kubernetes.io/pod"
 SECCOMP_ANNOTATION_CONTAINER = "container.seccomp.security.alpha.kubernetes.io/"
 HUGEPAGES_2M = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"
+BPFFS = "/sys/fs/bpf"
 COMMAND_TIMEOUT_S = 120
 
 
@@ -188,7 +189,13 @@ def podman_manifest(pod: Mapping[str, Any], node: Node, kubeconfig: pathlib.Path
     for volume in spec["volumes"]:
         host_path = volume.get("hostPath")
         empty_dir = volume.get("emptyDir")
-        if host_path and node.sysfs and _is_node_sysfs(host_path["path"]):
+        if host_path and _is_bpffs(host_path["path"]):
+            # R8 the node's bpffs. Not the sysfs of R5 (where /sys/fs/bpf is an empty directory):
+            # BPF objects belong to the kernel, not to a network namespace, so the node's bpffs
+            # is the host's, at the same path. The runner mounts it there when the host has none
+            # (ensure_host_bpffs, in play()), as a node's init system does at boot.
+            pass
+        elif host_path and node.sysfs and _is_node_sysfs(host_path["path"]):
             # R5 the node's /sys. Here the node is a network namespace: the host's /sys shows the
             # host's network devices, a sysfs mounted from inside the node's namespace shows the
             # node's. Same files otherwise (the kernel's, not a copy).
@@ -212,6 +219,38 @@ def podman_manifest(pod: Mapping[str, Any], node: Node, kubeconfig: pathlib.Path
     # longer). A kubelet only passes annotations on through the downward API, resolved above.
     meta["annotations"] = {k: v for k, v in annotations.items() if len(str(v)) <= PODMAN_ANNOTATION_MAX}
     return out
+
+
+def _is_bpffs(path: str) -> bool:
+    return path == BPFFS or path.startswith(BPFFS + "/")
+
+
+def needs_host_bpffs(pod: Mapping[str, Any]) -> bool:
+    """Whether the Pod mounts the node's bpffs (R8)."""
+    return any(_is_bpffs((volume.get("hostPath") or {}).get("path", "")) for volume in pod["spec"].get("volumes") or [])
+
+
+def mount_fstype(mount_point: str, mountinfo: str) -> str | None:
+    """The type of the filesystem on top at `mount_point`, from /proc/<pid>/mountinfo text (the
+    last line for a mount point is the one on top); None when nothing is mounted right there."""
+    found = None
+    for line in mountinfo.splitlines():
+        fields = line.split()
+        if len(fields) > 4 and fields[4] == mount_point and " - " in line:
+            found = line.split(" - ", 1)[1].split()[0]
+    return found
+
+
+def ensure_host_bpffs(path: str = BPFFS, mountinfo: pathlib.Path = pathlib.Path("/proc/self/mountinfo")) -> bool:
+    """Mount a bpffs at `path` in this (the host's) mount namespace unless one is there; True when
+    this call mounted it. It stays mounted: pins of other engines on the machine may live in it,
+    and a node keeps its bpffs for its lifetime."""
+    if mount_fstype(path, mountinfo.read_text()) == "bpf":
+        return False
+    done = subprocess.run(["mount", "-t", "bpf", "bpf", path], capture_output=True, text=True, timeout=30)
+    if done.returncode != 0 and mount_fstype(path, mountinfo.read_text()) != "bpf":   # lost a race: fine
+        raise PodFailed(f"the node has no bpffs at {path} and mounting one failed: {done.stderr.strip()}")
+    return done.returncode == 0
 
 
 def _is_node_sysfs(path: str) -> bool:
@@ -356,6 +395,8 @@ class PodmanPod:
             raise PodRejected(f"a Pod named {self.name} already runs on this machine")
         self.workdir.mkdir(parents=True, exist_ok=True)
         manifest = podman_manifest(self.pod, self.node, write_pod_kubeconfig(self.pod, self.node, self.workdir))
+        if needs_host_bpffs(self.pod):
+            ensure_host_bpffs()
         self.manifest_path.write_text(json.dumps(manifest, indent=2))
         self._played = True
         _podman("kube", "play", "--seccomp-profile-root", str(self.node.seccomp_root),

@@ -1,5 +1,5 @@
-"""The operator's ledger: what it gave each FeedHandler (node, queue, cores, hugepages, and the
-CPUs the agent was seen running on), kept where no agent can write it.
+"""The operator's ledger: what it gave each FeedHandler (node, queue, cores, hugepages, the
+agent's metrics port, and the CPUs the agent was seen running on), kept where no agent can write it.
 
 It lives in the annotation `tickwire.dev/allocation` on the FeedHandler, written by a patch of the
 object itself. Agents may patch only their own FeedHandler's `status` subresource, and a status
@@ -45,6 +45,8 @@ def ledger_text(allocation: Allocation | None) -> str | None:
     record: dict[str, Any] = {"node": allocation.node, "interface": allocation.interface,
                               "queue": allocation.queue, "cores": list(allocation.cores),
                               "hugepages": allocation.hugepages}
+    if allocation.metrics_port is not None:
+        record["metricsPort"] = allocation.metrics_port
     if allocation.running_cores:
         record["runningCores"] = list(allocation.running_cores)
         record["housekeepingCores"] = list(allocation.housekeeping_cores)

@@ -1,4 +1,5 @@
-"""Choosing a node, NIC queue, cores and hugepages for a FeedHandler, never giving one out twice.
+"""Choosing a node, NIC queue, cores, hugepages and a metrics port for a FeedHandler, never giving
+one out twice.
 
 Pure functions over plain data: the caller passes the node inventories and every allocation
 already held, gets back an Allocation or NoFit with the reason per node. The truth lives in the
@@ -11,14 +12,53 @@ reported them, the CPUs it actually runs on (`running_cores` for the engine, `ho
 for its own threads): under the kubelet's static CPU manager the kubelet, not the operator, picks
 a Guaranteed Pod's CPUs. A core is free only when nobody plans it and nobody runs on it, and each
 FeedHandler counts cores + 1 CPUs against the node's allocatable CPUs (the Pod asks for that).
+
+Agents run on the host network, so each needs a TCP port of its node for /metrics: the operator
+gives one per node from its range (`PortRange`, the operator's settings), or the one the spec
+names, and records it with the rest. Many feeds share one NIC, each on its own queue.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .inventory import NodeInventory, format_cpuset
+
+
+@dataclass(frozen=True)
+class PortRange:
+    """The host ports the operator may give agents for /metrics, `first`..`last` inclusive."""
+    first: int
+    last: int
+
+    def __post_init__(self) -> None:
+        if not 1024 <= self.first <= self.last <= 65535:
+            raise ValueError(f"metrics port range {self.first}-{self.last}: needs 1024 <= first <= last <= 65535")
+
+    @classmethod
+    def parse(cls, text: str) -> "PortRange":
+        """"9470-9569" or "9470" -> PortRange; ValueError naming what is wrong."""
+        match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", str(text))
+        if not match:
+            raise ValueError(f"metrics port range {text!r} is not a port or a range like 9470-9569")
+        return cls(int(match[1]), int(match[2] or match[1]))
+
+    def __contains__(self, port: object) -> bool:
+        return isinstance(port, int) and self.first <= port <= self.last
+
+    def __iter__(self):
+        return iter(range(self.first, self.last + 1))
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1
+
+    def __str__(self) -> str:
+        return f"{self.first}-{self.last}" if self.last != self.first else str(self.first)
+
+
+DEFAULT_METRICS_PORTS = PortRange(9470, 9569)
 
 
 @dataclass(frozen=True)
@@ -28,6 +68,7 @@ class Allocation:
     queue: int
     cores: tuple[int, ...]
     hugepages: int = 0
+    metrics_port: int | None = None  # the agent's /metrics on the node's network; None: not given yet
     running_cores: tuple[int, ...] = ()  # what the agent reported it runs the engine on
     housekeeping_cores: tuple[int, ...] = ()  # ... and its own threads on
 
@@ -53,6 +94,10 @@ class Allocation:
         same_queue = self.interface == other.interface and self.queue == other.queue
         return same_queue or bool(set(self.cores) & set(other.cores))
 
+    def port_clash(self, other: "Allocation") -> bool:
+        """Same node and the same metrics port (two agents cannot bind one port of a node)."""
+        return self.node == other.node and self.metrics_port is not None and self.metrics_port == other.metrics_port
+
     def running_clash(self, other: "Allocation") -> frozenset[int]:
         """CPUs both agents reported they run on (never planned that way: the kubelet's doing)."""
         if self.node != other.node or not self.running_cores or not other.running_cores:
@@ -68,6 +113,8 @@ class Allocation:
         shown = {"node": self.node, "interface": self.interface, "queue": self.queue,
                  "cores": list(self.cores), "coreList": format_cpuset(self.effective_cores),
                  "hugepages": self.hugepages}
+        if self.metrics_port is not None:
+            shown["metricsPort"] = self.metrics_port
         if self.running_cores:
             shown["runningCores"] = list(self.running_cores)
             shown["housekeepingCores"] = list(self.housekeeping_cores)
@@ -82,6 +129,7 @@ class Allocation:
             return cls(node=str(placement["node"]), interface=str(placement["interface"]),
                        queue=int(placement["queue"]), cores=tuple(int(c) for c in placement["cores"]),
                        hugepages=int(placement.get("hugepages") or 0),
+                       metrics_port=int(placement["metricsPort"]) if placement.get("metricsPort") is not None else None,
                        running_cores=tuple(int(c) for c in placement.get("runningCores") or ()),
                        housekeeping_cores=tuple(int(c) for c in placement.get("housekeepingCores") or ()))
         except (KeyError, TypeError, ValueError, AttributeError):
@@ -89,11 +137,17 @@ class Allocation:
 
 
 class NoFit(Exception):
-    """Nothing fits; `reasons` says, node by node, what was missing."""
+    """Nothing fits; `reasons` says, node by node, what was missing. `condition_reason` is the
+    Placed condition's reason: `NoMetricsPort` when only the metrics ports ran out, else `NoFit`."""
 
-    def __init__(self, reasons: list[str]):
+    def __init__(self, reasons: list[str], ports_only: bool = False):
         self.reasons = reasons
+        self.condition_reason = "NoMetricsPort" if ports_only and reasons else "NoFit"
         super().__init__("; ".join(reasons) if reasons else "no node is offered for feeds")
+
+
+class _PortMisfit(str):
+    """A node's reason that is about metrics ports only (the rest would fit)."""
 
 
 @dataclass
@@ -115,6 +169,7 @@ class NodeUse:
     queues: set[tuple[str, int]] = field(default_factory=set)
     hugepages: int = 0
     cpus: int = 0
+    ports: set[int] = field(default_factory=set)
 
 
 def used_on(node: str, holdings: Iterable[Allocation]) -> NodeUse:
@@ -127,6 +182,8 @@ def used_on(node: str, holdings: Iterable[Allocation]) -> NodeUse:
             use.queues.add((allocation.interface, allocation.queue))
             use.hugepages += allocation.hugepages
             use.cpus += allocation.cpus
+            if allocation.metrics_port is not None:
+                use.ports.add(allocation.metrics_port)
     return use
 
 
@@ -141,13 +198,41 @@ def candidate_nodes(spec: Mapping[str, Any], inventories: Mapping[str, NodeInven
     return sorted((n for n in inventories.values() if n.is_feed_node), key=lambda n: n.name)
 
 
-def _fit_on(node: NodeInventory, spec: Mapping[str, Any], holdings: list[Allocation]) -> Allocation | str:
+def free_metrics_port(node: str, spec: Mapping[str, Any], holdings: Iterable[Allocation],
+                      ports: PortRange, prefer: int | None = None) -> int | str:
+    """The agent's metrics port on `node`: spec.metricsPort if it names one and nobody on the node
+    holds it, else `prefer` (the port the agent already binds) if free and in the range, else the
+    lowest free port of the range; or the reason there is none."""
+    used = used_on(node, holdings).ports
+    wanted = spec.get("metricsPort")
+    if wanted is not None:
+        return wanted if wanted not in used else \
+            _PortMisfit(f"{node}: metrics port {wanted} (spec.metricsPort) is taken by another feed")
+    if prefer in ports and prefer not in used:
+        return prefer
+    free = next((port for port in ports if port not in used), None)
+    if free is None:
+        return _PortMisfit(f"{node}: no free metrics port in {ports} (the operator's agent metrics port range: "
+                           f"all {len(ports)} are held by feeds on the node)")
+    return free
+
+
+def metrics_port_fits(allocation: Allocation, spec: Mapping[str, Any], ports: PortRange) -> bool:
+    """Whether the allocation's port is still the one to keep: the spec's if it names one, else
+    one of the range (a narrowed range moves agents off the ports it no longer has)."""
+    wanted = spec.get("metricsPort")
+    if wanted is not None:
+        return allocation.metrics_port == wanted
+    return allocation.metrics_port in ports
+
+
+def _fit_on(node: NodeInventory, spec: Mapping[str, Any], holdings: list[Allocation],
+            ports: PortRange) -> Allocation | str:
     """An Allocation on this node, or the reason it does not fit."""
     unusable = node.unusable_because()
     if unusable:
         return f"{node.name}: {unusable}"
     use = used_on(node.name, holdings)
-    used_queues = use.queues
     wanted_cores = int(spec.get("cores", 1))
     free_cores = sorted(node.cores - use.cores)
     if len(free_cores) < wanted_cores:
@@ -160,6 +245,20 @@ def _fit_on(node: NodeInventory, spec: Mapping[str, Any], holdings: list[Allocat
     if wanted_pages > node.hugepages - use.hugepages:
         return (f"{node.name}: needs {wanted_pages} hugepages (2 MiB), "
                 f"{node.hugepages - use.hugepages} free of {node.hugepages}")
+    queue = _free_queue(node, spec, use.queues)
+    if isinstance(queue, str):
+        return queue
+    # Last, so that a node short of ports only says so (NoFit.condition_reason).
+    port = free_metrics_port(node.name, spec, holdings, ports)
+    if isinstance(port, str):
+        return port
+    return Allocation(node=node.name, interface=queue[0], queue=queue[1], cores=tuple(free_cores[:wanted_cores]),
+                      hugepages=wanted_pages, metrics_port=port)
+
+
+def _free_queue(node: NodeInventory, spec: Mapping[str, Any], used_queues: set[tuple[str, int]]
+                ) -> tuple[str, int] | str:
+    """(interface, queue) for the spec on this node, or the reason there is none."""
     if spec.get("interface"):
         if spec["interface"] not in node.nics:
             offered = ", ".join(sorted(node.nics)) or "none"
@@ -179,13 +278,12 @@ def _fit_on(node: NodeInventory, spec: Mapping[str, Any], holdings: list[Allocat
                 return f"{node.name}: queue {spec['queue']} of {interface} is taken"
             free = [spec["queue"]]
         if free:
-            return Allocation(node=node.name, interface=interface, queue=free[0],
-                              cores=tuple(free_cores[:wanted_cores]), hugepages=wanted_pages)
+            return interface, free[0]
     return f"{node.name}: no free feed queue on {', '.join(interfaces)}"
 
 
 def place(spec: Mapping[str, Any], inventories: Mapping[str, NodeInventory],
-          holdings: Iterable[Allocation]) -> Allocation:
+          holdings: Iterable[Allocation], ports: PortRange = DEFAULT_METRICS_PORTS) -> Allocation:
     """First fit over the candidate nodes in name order (packing keeps whole nodes free)."""
     held = list(holdings)
     candidates = candidate_nodes(spec, inventories)
@@ -197,16 +295,17 @@ def place(spec: Mapping[str, Any], inventories: Mapping[str, NodeInventory],
         raise NoFit(["no node is labelled tickwire.dev/feed-node=true"])
     reasons = []
     for node in candidates:
-        fit = _fit_on(node, spec, held)
+        fit = _fit_on(node, spec, held, ports)
         if isinstance(fit, Allocation):
             return fit
         reasons.append(fit)
-    raise NoFit(reasons)
+    raise NoFit(reasons, ports_only=all(isinstance(reason, _PortMisfit) for reason in reasons))
 
 
 def still_fits(allocation: Allocation, spec: Mapping[str, Any],
                inventories: Mapping[str, NodeInventory]) -> bool:
-    """Whether an existing allocation still satisfies the (maybe changed) spec and node."""
+    """Whether an existing allocation still satisfies the (maybe changed) spec and node (the
+    metrics port aside: metrics_port_fits, so that a new port alone never moves a feed)."""
     node = inventories.get(allocation.node)
     if node is None or node.problems:
         return False

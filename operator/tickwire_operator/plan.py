@@ -13,7 +13,17 @@ from .placement import Allocation
 PLAN_VERSION = "tickwire.dev/plan-v1"
 
 
+def _line(line: Mapping[str, Any]) -> dict:
+    planned = {"name": line["name"], "group": line["group"], "port": line["port"], "source": line.get("source")}
+    if line.get("vlan") is not None:
+        # Only when set: an untagged line's plan (and so its hash, and its running Pod) stays as it was.
+        planned["vlan"] = line["vlan"]
+    return planned
+
+
 def build_plan(body: Mapping[str, Any], spec: Mapping[str, Any], allocation: Allocation) -> dict:
+    if allocation.metrics_port is None:
+        raise ValueError(f"allocation {allocation} has no metrics port: placement gives one (never a fixed port)")
     meta = body["metadata"]
     plan: dict[str, Any] = {
         "apiVersion": PLAN_VERSION,
@@ -22,15 +32,16 @@ def build_plan(body: Mapping[str, Any], spec: Mapping[str, Any], allocation: All
         "feed": {"name": meta["name"], "protocol": spec["protocol"]},
         "interface": allocation.interface,
         "queue": allocation.queue,
-        "lines": [{"name": line["name"], "group": line["group"], "port": line["port"],
-                   "source": line.get("source")} for line in spec["lines"]],
+        "lines": [_line(line) for line in spec["lines"]],
         "cores": list(allocation.cores),
         "hugepages": {"count": allocation.hugepages, "numaNode": None},
         "xdpMode": spec["xdpMode"],
         "zeroCopy": spec["zeroCopy"],
         "staleAfterSeconds": spec["staleAfterSeconds"],
         "exchangeTimezone": spec.get("exchangeTimezone"),
-        "metrics": {"address": "0.0.0.0", "port": spec["metricsPort"]},
+        # The node's port the operator gave this agent (placement.py): agents share the host network.
+        "metrics": {"address": "0.0.0.0", "port": allocation.metrics_port},
+        "flowSteering": spec.get("flowSteering", "auto"),
         "statusIntervalSeconds": spec["statusIntervalSeconds"],
     }
     if "busyPoll" in spec:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .placement import Allocation
+from .placement import DEFAULT_METRICS_PORTS, Allocation, PortRange
 from .plan import plan_hash
 from .spec import GROUP, KIND, VERSION
 
@@ -51,6 +51,12 @@ HOUSEKEEPING_CPUS = 1   # for the agent's own threads, beside the plan's dedicat
 # Host paths. The state root is tmpfs on the node: it outlives the container and the Pod (the
 # journal must reach the next agent) but not a reboot, which resets the host settings too.
 STATE_ROOT = "/run/tickwire/feedhandlers"
+# Shared by every agent of the node (same tmpfs): the locks and exact accounts of what feeds share,
+# the hugepage pool and the reference-counted NIC and busy-poll knobs (docs/agent.md).
+NODE_STATE_DIR = "/run/tickwire/node"
+# The host's bpffs: one steering program per interface, pinned with its maps, shared by every
+# engine on that interface (docs/design.md). The same path inside, where the engine looks.
+BPFFS = "/sys/fs/bpf"
 IRQ_MOUNT = "/host/proc/irq"   # a container's own /proc/irq is read-only, whatever its capabilities
 HUGEPAGES_2M = "hugepages/hugepages-2048kB"
 SECCOMP_PROFILE = "tickwire-agent-seccomp.json"   # under the kubelet's seccomp dir on each feed node
@@ -62,13 +68,25 @@ class AgentSettings:
     service_account: str = "tickwire-agent"
     state_root: str = STATE_ROOT
     seccomp_profile: str = SECCOMP_PROFILE
+    node_state_dir: str = NODE_STATE_DIR
+    # The node ports placement gives agents for /metrics (one per agent, never one twice on a node).
+    metrics_ports: PortRange = DEFAULT_METRICS_PORTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "AgentSettings":
+        """From the operator's environment; ValueError naming a bad setting (the operator then
+        does not start, rather than hand out ports nobody meant)."""
+        ports = env.get("TICKWIRE_AGENT_METRICS_PORTS")
+        try:
+            metrics_ports = PortRange.parse(ports) if ports else cls.metrics_ports
+        except ValueError as exc:
+            raise ValueError(f"TICKWIRE_AGENT_METRICS_PORTS: {exc}") from None
         return cls(image=env.get("TICKWIRE_AGENT_IMAGE") or cls.image,
                    service_account=env.get("TICKWIRE_AGENT_SERVICE_ACCOUNT") or cls.service_account,
                    state_root=env.get("TICKWIRE_AGENT_STATE_ROOT") or cls.state_root,
-                   seccomp_profile=env.get("TICKWIRE_AGENT_SECCOMP_PROFILE") or cls.seccomp_profile)
+                   seccomp_profile=env.get("TICKWIRE_AGENT_SECCOMP_PROFILE") or cls.seccomp_profile,
+                   node_state_dir=env.get("TICKWIRE_AGENT_NODE_STATE_DIR") or cls.node_state_dir,
+                   metrics_ports=metrics_ports)
 
 
 def pod_name(feedhandler_name: str) -> str:
@@ -114,10 +132,17 @@ def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: Agen
 
     The runtime mounts the container's /sys read-only (hostNetwork shows the node's interfaces
     there), which covers every read; these bind mounts make writable exactly the files the plan
-    changes. The engine pins nothing in bpffs and maps its UMEM with MAP_HUGETLB (no hugetlbfs),
-    so neither is mounted."""
-    pairs = [_host_path("state", state_dir(body, settings), "DirectoryOrCreate")]
-    args = ["--state-dir", state_dir(body, settings), "--remove-state-on-clean-exit"]
+    changes. Every agent also gets the node's shared state directory (the accounts of what feeds
+    on the node share) and the host's bpffs (the interface's steering program and maps, pinned
+    there for every engine on it). The engine maps its UMEM with MAP_HUGETLB (no hugetlbfs)."""
+    pairs = [_host_path("state", state_dir(body, settings), "DirectoryOrCreate"),
+             _host_path("node-state", settings.node_state_dir, "DirectoryOrCreate"),
+             # The mount point exists on every node (sysfs has it). A bpffs mounted there is the
+             # node's set-up (systemd does it at boot): the agent may not mount one (no
+             # CAP_SYS_ADMIN), and the engine refuses to pin anywhere that is not a bpffs.
+             _host_path("bpffs", BPFFS, "Directory")]
+    args = ["--state-dir", state_dir(body, settings), "--remove-state-on-clean-exit",
+            "--node-state-dir", settings.node_state_dir]
     busy_poll = plan.get("busyPoll") or {}
     if busy_poll.get("napiDeferHardIrqs") is not None or busy_poll.get("groFlushTimeoutNs") is not None:
         # napi_defer_hard_irqs, gro_flush_timeout of the plan's interface (a symlink the kubelet and

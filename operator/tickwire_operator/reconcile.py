@@ -37,7 +37,7 @@ from .identity import agent_identity, agent_service_account
 from .inventory import NodeInventory, format_cpuset
 from .kube import AdmissionRefused, KubeApi
 from .ledger import LEDGER_ANNOTATION, has_ledger, ledger_text, legacy_allocation, read_ledger
-from .placement import Allocation, Ledger, NoFit, place, still_fits
+from .placement import Allocation, Ledger, NoFit, free_metrics_port, metrics_port_fits, place, still_fits
 from .plan import build_plan
 from .pod import PLAN_ANNOTATION, PLAN_HASH_ANNOTATION, AgentSettings, build_agent_pod, desired_hash, pod_name
 from .podhealth import PodHealth, pod_health
@@ -132,7 +132,8 @@ def read_pod(pod: Mapping[str, Any]) -> PodView | None:
     node = (pod.get("spec") or {}).get("nodeName")
     allocation = Allocation.from_status({
         "node": node, "interface": plan.get("interface"), "queue": plan.get("queue"),
-        "cores": plan.get("cores"), "hugepages": (plan.get("hugepages") or {}).get("count", 0)})
+        "cores": plan.get("cores"), "hugepages": (plan.get("hugepages") or {}).get("count", 0),
+        "metricsPort": (plan.get("metrics") or {}).get("port")})
     return PodView(name=meta["name"], owner_uid=owner, plan_hash=annotations.get(PLAN_HASH_ANNOTATION, ""),
                    plan_generation=int((plan.get("feedHandler") or {}).get("generation") or 0),
                    allocation=allocation, deleting=bool(meta.get("deletionTimestamp")), node=node or "",
@@ -186,7 +187,8 @@ def _placed(allocation: Allocation, generation: int) -> dict:
     return conditions.condition(
         "Placed", True, "Placed",
         f"node {allocation.node}, {allocation.interface} queue {allocation.queue}, "
-        f"cores {allocation.as_status()['coreList']}, {allocation.hugepages} hugepages", generation)
+        f"cores {allocation.as_status()['coreList']}, {allocation.hugepages} hugepages, "
+        f"metrics port {allocation.metrics_port}", generation)
 
 
 def _status_patch(fresh: Mapping[str, Any], *, generation: int, updates: list[dict],
@@ -249,6 +251,25 @@ class Reconciler:
         """True when someone senior holds part of `allocation` (e.g. after a lost status write)."""
         return any(h.allocation.overlaps(allocation) and (h.since, h.owner_uid) < (since, uid)
                    for h in self._others(held, uid))
+
+    def _with_metrics_port(self, allocation: Allocation, spec: Mapping[str, Any], uid: str, since: str,
+                           held: Mapping[str, Holding], pod: PodView | None) -> Allocation:
+        """The kept allocation with a metrics port that is still right: its own, unless the spec
+        or the range changed, it has none (a ledger of the previous release) or someone senior
+        holds the same port of the node; then a free one of the same node, preferring the port its
+        running Pod binds (no new Pod for nothing). Only the port changes: a feed never moves for
+        a port. NoFit when the node has none left."""
+        clash = any(h.allocation.port_clash(allocation) and (h.since, h.owner_uid) < (since, uid)
+                    for h in self._others(held, uid))
+        if allocation.metrics_port is not None and not clash \
+                and metrics_port_fits(allocation, spec, self.settings.metrics_ports):
+            return allocation
+        others = [h.allocation for h in self._others(held, uid)]
+        running = pod.allocation.metrics_port if pod is not None and pod.allocation is not None else None
+        port = free_metrics_port(allocation.node, spec, others, self.settings.metrics_ports, prefer=running)
+        if isinstance(port, str):
+            raise NoFit([port], ports_only=True)
+        return dataclasses.replace(allocation, metrics_port=port)
 
     # ---- nodes ----
 
@@ -324,26 +345,30 @@ class Reconciler:
             current = self._current(body, pod, trigger, held)
             trouble = self._node_trouble(current.node, inventories, now) if current is not None else None
             since = meta.get("creationTimestamp", "")
-            if current is not None and still_fits(current, spec, inventories) and not (trouble and trouble[0]) \
-                    and not self._loses_conflict(current, uid, since, held):
-                allocation = adopt_observed(current, body, pod)
-            else:
-                others = [h.allocation for h in self._others(held, uid)]
-                try:
-                    allocation = place(spec, inventories, others)
-                except NoFit as exc:
-                    metrics.PLACEMENT_FAILURES.labels("NoFit").inc()
-                    message = f"no node fits: {exc}"
-                    if current is not None:
-                        message += " (the agent keeps running on its previous placement)"
+            others = [h.allocation for h in self._others(held, uid)]
+            try:
+                if current is not None and still_fits(current, spec, inventories) and not (trouble and trouble[0]) \
+                        and not self._loses_conflict(current, uid, since, held):
+                    allocation = self._with_metrics_port(adopt_observed(current, body, pod), spec, uid, since,
+                                                         held, pod)
+                else:
+                    allocation = place(spec, inventories, others, self.settings.metrics_ports)
                     if trouble:
-                        message = f"{trouble[1]}; {message}"
-                    placed = conditions.condition("Placed", False, "NoFit", message, generation)
-                    await self._write(body, generation, [placed], KEEP, pod is not None, stale_after)
-                    return "nofit"
+                        kopf.warn(body, reason="NodeLost", message=f"{trouble[1]}: placed again on {allocation.node}")
+            except NoFit as exc:
+                metrics.PLACEMENT_FAILURES.labels(exc.condition_reason).inc()
+                message = f"no node fits: {exc}"
+                if current is not None:
+                    message += " (the agent keeps running on its previous placement)"
                 if trouble:
-                    kopf.warn(body, reason="NodeLost", message=f"{trouble[1]}: placed again on {allocation.node}")
+                    message = f"{trouble[1]}; {message}"
+                placed = conditions.condition("Placed", False, exc.condition_reason, message, generation)
+                await self._write(body, generation, [placed], KEEP, pod is not None, stale_after)
+                return "nofit"
             if allocation != recorded:
+                # What this FeedHandler held before: our own decision outranks the body, which a
+                # timer may hand us long stale (a decision is news once, not at every stale pass).
+                before = self.ledger.claimed.get(uid) or recorded
                 self.ledger.claim(uid, allocation)
                 try:
                     fresh = await self._record(body, allocation)
@@ -354,7 +379,7 @@ class Reconciler:
                     self.ledger.release(uid)
                     return "gone"
                 body = fresh
-                if allocation.planned() != (recorded.planned() if recorded else None):
+                if allocation.planned() != (before.planned() if before else None):
                     log.info("placed %s/%s: %s", namespace, name, allocation)
 
         settings = dataclasses.replace(self.settings, service_account=agent_service_account(name))

@@ -9,6 +9,7 @@ unreachable nodes and RBAC are the emulator's (refuse, unreachable_nodes, servic
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -160,7 +161,9 @@ def printer_value(obj, path):
 
 
 def assert_no_double_allocation(fhs, pods):
-    cores, queues = set(), set()
+    """No core, queue or metrics port given twice on a node, in the ledgers (their display copies)
+    or in the agent Pods' plans; returns the (node, core) and (node, interface, queue) sets."""
+    cores, queues, ports = set(), set(), set()
     for fh in fhs:
         placement = (fh.get("status") or {}).get("placement")
         if not placement:
@@ -171,13 +174,21 @@ def assert_no_double_allocation(fhs, pods):
         queue = (placement["node"], placement["interface"], placement["queue"])
         assert queue not in queues, f"queue {queue} given twice"
         queues.add(queue)
-    pod_cores = set()
+        port = (placement["node"], placement["metricsPort"])
+        assert port not in ports, f"metrics port {port} given twice"
+        ports.add(port)
+    pod_cores, pod_queues, pod_ports = set(), set(), set()
     for pod in pods:
         plan = json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"])
+        node = pod["spec"]["nodeName"]
         for core in plan["cores"]:
-            key = (pod["spec"]["nodeName"], core)
-            assert key not in pod_cores, f"two agent Pods run on core {key}"
-            pod_cores.add(key)
+            assert (node, core) not in pod_cores, f"two agent Pods run on core {(node, core)}"
+            pod_cores.add((node, core))
+        assert (node, plan["interface"], plan["queue"]) not in pod_queues, f"two agent Pods bind {plan['queue']}"
+        pod_queues.add((node, plan["interface"], plan["queue"]))
+        assert (node, plan["metrics"]["port"]) not in pod_ports, f"two agent Pods bind port {plan['metrics']['port']}"
+        pod_ports.add((node, plan["metrics"]["port"]))
+        assert pod["spec"]["containers"][0]["ports"][0]["hostPort"] == plan["metrics"]["port"]
     return cores, queues
 
 
@@ -250,6 +261,63 @@ def test_many_feedhandlers_on_few_nodes_then_delete_frees_for_the_next(cluster, 
     assert 'tickwire_operator_placement_failures_total{reason="NoFit"}' in text
     assert "tickwire_operator_reconcile_duration_seconds_bucket" in text
     assert "tickwire_operator_releases_total 2.0" in text
+
+
+def test_eight_feedhandlers_created_at_once_on_two_nodes_share_an_interface_and_nothing_else(cluster, operator):
+    """Four feeds per node on one NIC each: created in one burst (kopf reconciles them
+    concurrently), every core, queue and metrics port goes to one feed only, also in the Pods'
+    plans; a full port range is a Placed=False/NoMetricsPort naming the range; a restarted operator
+    rebuilds who holds which port from the ledgers and gives a freed one, never a held one."""
+    c, _ = cluster
+    c.add_node("node-a", cores="2-9", nics="eth1=1-4")
+    c.add_node("node-b", cores="2-9", nics="eth1=1-4")
+    op = operator(env={"TICKWIRE_AGENT_METRICS_PORTS": "9480-9483"})
+    names = [f"feed-{i}" for i in range(8)]
+    for i, name in enumerate(names):
+        c.apply(name, lines=[{"name": "A", "group": f"239.1.1.{i + 1}", "port": 26400 + i}])
+    wait_for("eight placements", lambda: sum(placed(fh) for fh in c.fhs()) == 8, op=op)
+    wait_for("eight agent Pods", lambda: len(c.pods()) == 8, op=op)
+    cores, queues = assert_no_double_allocation(c.fhs(), c.pods())
+    placements = [fh["status"]["placement"] for fh in c.fhs()]
+    assert sorted((p["node"], p["interface"], p["queue"], p["metricsPort"]) for p in placements) == \
+        sorted((n, "eth1", q, 9479 + q) for n in ("node-a", "node-b") for q in range(1, 5))
+    assert len(cores) == 8
+    for fh in c.fhs():   # the ledger, not only its display copy
+        assert ledger(fh)["metricsPort"] == fh["status"]["placement"]["metricsPort"]
+
+    c.apply("feed-9")
+    nofit = wait_for("feed-9 refused", lambda: (lambda f: f if condition(f, "Placed") else None)(c.fh("feed-9")), op=op)
+    refused = condition(nofit, "Placed")
+    # Queues ran out as well as ports: the first thing missing is named, the reason is NoFit.
+    assert (refused["status"], refused["reason"]) == ("False", "NoFit"), refused
+    for node in ("node-a", "node-b"):
+        assert f"{node}: no free feed queue on eth1" in refused["message"], refused
+
+    # Queues to spare, ports not: only the port range is missing, and the reason says so.
+    c.add_node("node-c", cores="2-9", nics="eth1=1-8")
+    op.stop()
+    op = operator(env={"TICKWIRE_AGENT_METRICS_PORTS": "9480-9483"})
+    wait_for("feed-9 on node-c", lambda: placed(c.fh("feed-9")), op=op)
+    assert c.fh("feed-9")["status"]["placement"]["metricsPort"] == 9480
+    for i in range(10, 14):
+        c.apply(f"feed-{i}", nodeName="node-c")
+    wait_for("node-c full of ports", lambda: sum(placed(c.fh(f"feed-{i}")) for i in range(10, 14)) == 3, op=op)
+    last = wait_for("the fourth refused", lambda: next(
+        (f for f in (c.fh(f"feed-{i}") for i in range(10, 14)) if (condition(f, "Placed") or {}).get("status") == "False"),
+        None), op=op)
+    assert condition(last, "Placed")["reason"] == "NoMetricsPort"
+    assert "node-c: no free metrics port in 9480-9483 (the operator's agent metrics port range" in \
+        condition(last, "Placed")["message"]
+    assert condition(last, "Ready")["reason"] == "NoMetricsPort"
+    # One on node-c goes: its port is the only one free, and the waiting feed gets it.
+    victim = next(f["metadata"]["name"] for f in c.fhs()
+                  if f["metadata"]["name"] != last["metadata"]["name"] and placed(f)
+                  and f["status"]["placement"]["node"] == "node-c" and f["status"]["placement"]["metricsPort"] == 9482)
+    c.custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, victim)
+    moved = wait_for("the waiting feed placed", lambda: (lambda f: f if placed(f) else None)(c.fh(last["metadata"]["name"])),
+                     op=op)
+    assert moved["status"]["placement"]["metricsPort"] == 9482
+    assert_no_double_allocation(c.fhs(), wait_for("Pods", lambda: c.pods() if len(c.pods()) == 12 else None, op=op))
 
 
 def kubernetes_validate_strict(obj: dict, path) -> str:
@@ -472,8 +540,9 @@ def test_a_failed_pod_is_replaced_with_back_off(cluster, operator):
         # The kubelet's own admission refused it: such a Pod never runs again.
         c.kubelet_reports("feed-agent", {"phase": "Failed", "reason": "OutOfcpu",
                                          "message": "Pod was rejected: Node didn't have enough resource: cpu"})
-        fh = wait_for("PodFailed while the back-off runs",
-                      fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodFailed"), op=op)
+        # This failure's report, not the previous round's (its status may still show that one).
+        fh = wait_for(f"PodFailed, next Pod in {wait} s", fh_with(c, "feed", lambda f: reason_of(f, "PodHealthy") == "PodFailed"
+                                                                and f"in {wait} s" in condition(f, "PodHealthy")["message"]), op=op)
         message = condition(fh, "PodHealthy")["message"]
         assert "OutOfcpu" in message and f"next agent Pod in {wait} s" in message, message
         assert reason_of(fh, "Ready") == "PodFailed"
@@ -638,7 +707,9 @@ def test_feedhandlers_of_the_previous_release_are_adopted_once(cluster, operator
         "status": {"placement": {**legacy.as_status(), "pod": "old-agent"}}})
     old = c.fh("old")
     old_settings = AgentSettings(image="example.invalid/tickwire-agent:test", service_account="tickwire-agent")
-    old_pod = build_agent_pod(old, legacy, build_plan(old, validated_spec(old), legacy), old_settings)
+    # The previous release's plan took its port from spec.metricsPort, 9470 by default.
+    old_plan = build_plan(old, validated_spec(old), dataclasses.replace(legacy, metrics_port=9470))
+    old_pod = build_agent_pod(old, legacy, old_plan, old_settings)
     c.core.create_namespaced_pod(NS, old_pod)
     first_uid = c.pod("old-agent")["metadata"]["uid"]
     # ... and one whose status.placement overlaps it (a lost write of the old release): not adopted.
@@ -648,13 +719,15 @@ def test_feedhandlers_of_the_previous_release_are_adopted_once(cluster, operator
 
     op = operator()
     fh = wait_for("old adopted", fh_with(c, "old", placed), op=op)
-    assert ledger(fh) == {"node": "node-a", "interface": "eth1", "queue": 2, "cores": [4], "hugepages": 0}
+    # The ledger gains the port the running agent binds (in the range and free: kept).
+    assert ledger(fh) == {"node": "node-a", "interface": "eth1", "queue": 2, "cores": [4], "hugepages": 0,
+                          "metricsPort": 9470}
     new_pod = wait_for("old's Pod under its own ServiceAccount", lambda: (lambda p: p if p and p["metadata"]["uid"] != first_uid else None)(c.pod("old-agent")), op=op)
     assert new_pod["spec"]["serviceAccountName"] == "old-agent"
     plan = json.loads(new_pod["metadata"]["annotations"]["tickwire.dev/plan"])
     assert (plan["queue"], plan["cores"]) == (2, [4]), "the adopted allocation is kept, not moved"
     stray = wait_for("stray placed anew", fh_with(c, "stray", placed), op=op)
-    assert ledger(stray)["queue"] != 2 and 4 not in ledger(stray)["cores"]
+    assert ledger(stray)["queue"] != 2 and 4 not in ledger(stray)["cores"] and ledger(stray)["metricsPort"] == 9471
     assert_no_double_allocation(c.fhs(), wait_for("two Pods", lambda: c.pods() if len(c.pods()) == 2 else None))
 
     # Once: from now on status.placement is a display copy; editing it moves nothing.
@@ -679,7 +752,7 @@ def test_the_ledger_follows_the_cpus_the_agent_runs_on_and_a_clash_is_reported(c
         "node": "node-a", "cores": [4], "housekeepingCores": [5], "podName": "fh-a-agent"}}})
     fh_a = wait_for("the running CPUs in the ledger", fh_with(c, "fh-a", lambda f: ledger(f).get("runningCores") == [4]), op=op)
     assert ledger(fh_a) == {"node": "node-a", "interface": "eth1", "queue": 0, "cores": [2], "hugepages": 0,
-                            "runningCores": [4], "housekeepingCores": [5]}
+                            "metricsPort": 9470, "runningCores": [4], "housekeepingCores": [5]}
     fh_a = wait_for("CoresExclusive", fh_with(c, "fh-a", lambda f: reason_of(f, "CoresExclusive") == "Exclusive"), op=op)
     assert fh_a["status"]["placement"]["coreList"] == "4"  # kubectl get shows where it runs
     assert c.pod("fh-a-agent")["metadata"]["uid"] == pod_a["metadata"]["uid"], "the plan did not change"

@@ -5,6 +5,7 @@ before the kopf end-to-end tests (test_operator_kopf.py) run them for real.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import pathlib
@@ -15,7 +16,7 @@ import pytest
 
 from tickwire_operator import conditions
 from tickwire_operator.inventory import format_cpuset, parse_cpuset, parse_nics, read_node
-from tickwire_operator.placement import Allocation, NoFit, place, still_fits
+from tickwire_operator.placement import Allocation, NoFit, PortRange, place, still_fits
 from tickwire_operator.plan import build_plan
 from tickwire_operator.pod import CAPABILITIES, AgentSettings, build_agent_pod
 from tickwire_operator.spec import (InvalidSpec, crd, crd_rule_messages, openapi_to_jsonschema,
@@ -67,7 +68,8 @@ def test_every_cel_rule_has_a_python_twin():
 def test_defaults_are_applied():
     spec = validated_spec(feedhandler())
     assert (spec["cores"], spec["hugepages"], spec["xdpMode"], spec["zeroCopy"]) == (1, 0, "auto", "auto")
-    assert spec["protocol"] == "moldudp64-itch50" and spec["metricsPort"] == 9470
+    assert spec["protocol"] == "moldudp64-itch50" and spec["flowSteering"] == "auto"
+    assert "metricsPort" not in spec  # the operator gives one per node (placement), never one for all
 
 
 @pytest.mark.parametrize("change, complaint", [
@@ -85,6 +87,10 @@ def test_defaults_are_applied():
     ({"lines": [{"name": "A", "group": "239.1.1.1", "port": 1}, {"name": "B", "group": "239.1.1.1", "port": 1}]},
      "must differ in group or port"),
     ({"zeroCopy": "required", "xdpMode": "generic"}, "needs native XDP"),
+    ({"lines": [{"name": "A", "group": "239.1.1.1", "port": 1, "vlan": 4095}]}, "spec.lines[0].vlan"),
+    ({"lines": [{"name": "A", "group": "239.1.1.1", "port": 1, "vlan": 0}]}, "spec.lines[0].vlan"),
+    ({"flowSteering": "rss"}, "spec.flowSteering"),
+    ({"metricsPort": 80}, "spec.metricsPort"),
 ])
 def test_bad_specs_are_refused_naming_the_field(change, complaint):
     body = feedhandler()
@@ -103,9 +109,12 @@ def test_crd_schema_accepts_a_full_feedhandler():
     schema = openapi_to_jsonschema(crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
     body = feedhandler(nodeName="node-1", interface="ens1f0", queue=3, cores=2, hugepages=16,
                        xdpMode="native", zeroCopy="required", latencySLO={"p99Micros": 50},
-                       busyPoll={"enabled": True, "usec": 50, "budget": 64},
-                       lines=[{"name": "A", "group": "233.54.12.1", "port": 26477, "source": "10.0.0.1"},
+                       busyPoll={"enabled": True, "usec": 50, "budget": 64}, flowSteering="ntuple", metricsPort=9500,
+                       lines=[{"name": "A", "group": "233.54.12.1", "port": 26477, "source": "10.0.0.1", "vlan": 100},
                               {"name": "B", "group": "233.49.196.1", "port": 26477}])
+    body["status"] = {"placement": {"node": "node-1", "metricsPort": 9470},
+                      "observed": {"metricsPort": 9470, "flowSteering": {"mode": "ntuple", "reason": "ntuple filters on",
+                                                                         "rules": [1022, 1023]}}}
     jsonschema.validate(body, schema)
     validated_spec(body)
 
@@ -148,12 +157,61 @@ def test_many_feedhandlers_never_share_a_core_or_queue_and_the_extra_one_gets_a_
         held.append(place(validated_spec(feedhandler(f"f{i}")), inventories, held))
     cores = [(a.node, c) for a in held for c in a.cores]
     queues = [(a.node, a.interface, a.queue) for a in held]
+    ports = [(a.node, a.metrics_port) for a in held]
     assert len(set(cores)) == len(cores) == 8
     assert len(set(queues)) == len(queues) == 8
+    assert len(set(ports)) == len(ports) == 8
+    # Four feeds on one interface of each node, each on its own queue, ports from the range's start.
+    assert sorted((a.node, a.interface, a.queue, a.metrics_port) for a in held) == \
+        sorted([(n, "eth1", q, 9470 + q) for n in ("n1", "n2") for q in range(3)] +
+               [(n, "eth2", 0, 9473) for n in ("n1", "n2")])
     with pytest.raises(NoFit) as nofit:
         place(validated_spec(feedhandler("f9")), inventories, held)
     assert nofit.value.reasons == ["n1: needs 1 feed cores, 0 free (feed cores: 2-5)",
                                    "n2: needs 1 feed cores, 0 free (feed cores: 2-5)"]
+
+
+def test_metrics_ports_are_per_node_never_twice_and_a_full_range_says_so():
+    inventories = {n: read_node(node(n, cores="0-9", nics="eth1=0-9")) for n in ("n1", "n2")}
+    ports = PortRange.parse("9600-9602")
+    held: list[Allocation] = []
+    for i in range(6):
+        held.append(place(validated_spec(feedhandler(f"f{i}")), inventories, held, ports))
+    assert sorted((a.node, a.metrics_port) for a in held) == [(n, p) for n in ("n1", "n2") for p in (9600, 9601, 9602)]
+    with pytest.raises(NoFit) as nofit:
+        place(validated_spec(feedhandler("f6")), inventories, held, ports)
+    assert nofit.value.condition_reason == "NoMetricsPort"
+    assert nofit.value.reasons == [f"{n}: no free metrics port in 9600-9602 (the operator's agent metrics port range: "
+                                   f"all 3 are held by feeds on the node)" for n in ("n1", "n2")]
+    # A port named in the spec is given only if no feed of the node holds it, in the range or not.
+    assert place(validated_spec(feedhandler("f7", metricsPort=9700)), inventories, held, ports).metrics_port == 9700
+    with pytest.raises(NoFit, match="n1: metrics port 9601 .spec.metricsPort. is taken by another feed") as taken:
+        place(validated_spec(feedhandler("f8", nodeName="n1", metricsPort=9601)), inventories, held, ports)
+    assert taken.value.condition_reason == "NoMetricsPort"
+    # A node short of something else as well says NoFit: ports are not the only thing missing.
+    full = {"n1": read_node(node("n1", cores="0", nics="eth1=0-9"))}
+    with pytest.raises(NoFit) as nofit:
+        place(validated_spec(feedhandler("f9")), full, [a for a in held if a.node == "n1"], ports)
+    assert nofit.value.condition_reason == "NoFit"
+    # A Pod still running an older plan holds its port too (it binds it until it is gone).
+    freed = [a for a in held if a.node == "n1" and a.metrics_port != 9601]
+    old_pod = Allocation(node="n1", interface="eth1", queue=9, cores=(9,), metrics_port=9601)
+    with pytest.raises(NoFit, match="no free metrics port"):
+        place(validated_spec(feedhandler("f10", nodeName="n1")), inventories, freed + [old_pod], ports)
+
+
+@pytest.mark.parametrize("text, parsed", [("9470-9569", (9470, 9569)), ("9470", (9470, 9470)), (" 9000 - 9001 ", (9000, 9001))])
+def test_a_port_range_parses(text, parsed):
+    assert (PortRange.parse(text).first, PortRange.parse(text).last) == parsed
+
+
+@pytest.mark.parametrize("text, complaint", [("94x0", "is not a port or a range"), ("9570-9470", "first <= last"),
+                                             ("80-90", "1024 <= first"), ("9470-70000", "<= 65535")])
+def test_a_bad_port_range_is_refused_naming_it(text, complaint):
+    with pytest.raises(ValueError, match=complaint):
+        PortRange.parse(text)
+    with pytest.raises(ValueError, match="TICKWIRE_AGENT_METRICS_PORTS"):
+        AgentSettings.from_env({"TICKWIRE_AGENT_METRICS_PORTS": text})
 
 
 def test_queues_run_out_before_cores():
@@ -213,6 +271,54 @@ def test_the_plan_validates_against_the_agent_schema():
     assert plan["cores"] == [2] and plan["hugepages"]["count"] == 8 and plan["feedHandler"]["generation"] == 1
 
 
+def test_the_plan_carries_the_given_port_vlans_and_flow_steering():
+    plan, pod = _pod(flowSteering="ntuple", lines=[{"name": "A", "group": "239.1.1.1", "port": 1, "vlan": 100},
+                                                   {"name": "B", "group": "239.1.1.2", "port": 1}])
+    jsonschema.Draft202012Validator(PLAN_SCHEMA, format_checker=jsonschema.FormatChecker()).validate(plan)
+    assert plan["flowSteering"] == "ntuple" and _pod()[0]["flowSteering"] == "auto"
+    # Only a tagged line names its VLAN: an untagged feed's plan, and so its Pod, is as before.
+    assert plan["lines"] == [{"name": "A", "group": "239.1.1.1", "port": 1, "source": None, "vlan": 100},
+                             {"name": "B", "group": "239.1.1.2", "port": 1, "source": None}]
+    assert plan["metrics"] == {"address": "0.0.0.0", "port": 9470}
+    assert pod["spec"]["containers"][0]["ports"][0]["containerPort"] == 9470
+    body = feedhandler()
+    with pytest.raises(ValueError, match="has no metrics port"):
+        build_plan(body, validated_spec(body), Allocation("n1", "eth1", 0, (2,)))
+
+
+def test_a_kept_allocation_changes_only_its_port_when_the_port_is_wrong():
+    from tickwire_operator.reconcile import Holding, Reconciler
+
+    reconciler = Reconciler(kube=None, settings=AgentSettings(metrics_ports=PortRange.parse("9470-9472")))
+    spec = validated_spec(feedhandler())
+    senior = Allocation(node="n1", interface="eth1", queue=0, cores=(2,), metrics_port=9470)
+    held = {"uid-s": Holding(senior, "uid-s", "2026-01-01T00:00:00Z", "feeds/senior")}
+    junior_since = "2026-01-02T00:00:00Z"
+    # A ledger of the previous release has no port: the queue and cores stay, the running Pod's
+    # port is kept if it is free and in the range, else the lowest free one.
+    legacy = Allocation(node="n1", interface="eth1", queue=1, cores=(3,))
+    running = _view(dataclasses.replace(legacy, metrics_port=9472))
+    assert reconciler._with_metrics_port(legacy, spec, "uid-a", junior_since, held, running) == \
+        dataclasses.replace(legacy, metrics_port=9472)
+    assert reconciler._with_metrics_port(legacy, spec, "uid-a", junior_since, held, None).metrics_port == 9471
+    # Two ledgers with one port (a lost write, a hand edit): the younger moves its port only.
+    clashing = dataclasses.replace(legacy, metrics_port=9470)
+    assert reconciler._with_metrics_port(clashing, spec, "uid-a", junior_since, held, None) == \
+        dataclasses.replace(legacy, metrics_port=9471)
+    assert reconciler._with_metrics_port(clashing, spec, "uid-a", "2025-01-01T00:00:00Z", held, None) == clashing
+    # A port out of a narrowed range, or other than the one the spec names now, is replaced.
+    assert reconciler._with_metrics_port(dataclasses.replace(legacy, metrics_port=9500), spec, "uid-a",
+                                         junior_since, held, None).metrics_port == 9471
+    named = validated_spec(feedhandler(metricsPort=9600))
+    assert reconciler._with_metrics_port(clashing, named, "uid-a", junior_since, held, None).metrics_port == 9600
+    # No port left on the node: NoFit naming the range, the feed is not moved.
+    full = {**held, "uid-x": Holding(dataclasses.replace(senior, queue=5, cores=(5,), metrics_port=9471), "uid-x", "", ""),
+            "uid-y": Holding(dataclasses.replace(senior, queue=6, cores=(6,), metrics_port=9472), "uid-y", "", "")}
+    with pytest.raises(NoFit, match="no free metrics port in 9470-9472") as nofit:
+        reconciler._with_metrics_port(legacy, spec, "uid-a", junior_since, full, None)
+    assert nofit.value.condition_reason == "NoMetricsPort"
+
+
 @pytest.mark.parametrize("hugepages", [0, 8])
 def test_the_pod_passes_kubernetes_validate_strict(hugepages):
     _, pod = _pod(hugepages=hugepages)
@@ -236,7 +342,7 @@ def test_the_pod_is_pinned_guaranteed_least_privileged_and_owned():
                                                          "localhostProfile": "tickwire-agent-seccomp.json"}
     assert container["command"] == ["tickwire-agent", "run", "--plan-env", "TICKWIRE_PLAN",
                                     "--state-dir", "/run/tickwire/feedhandlers/feeds/fh-a",
-                                    "--remove-state-on-clean-exit"]
+                                    "--remove-state-on-clean-exit", "--node-state-dir", "/run/tickwire/node"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert json.loads(env["TICKWIRE_PLAN"]) == plan == json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"])
     assert container["ports"] == [{"name": "metrics", "containerPort": 9470, "hostPort": 9470, "protocol": "TCP"}]
@@ -256,32 +362,39 @@ def _host_paths(pod) -> dict[str, tuple[str, str, bool]]:
 
 
 STATE = "/run/tickwire/feedhandlers/feeds/fh-a"
+# Every agent: the node's shared accounts (contract C4) and the host's bpffs (the shared program).
+NODE = {"/run/tickwire/node", "/sys/fs/bpf"}
 
 
 @pytest.mark.parametrize("changes, writable", [
     # nothing to write on the host but the journal
-    ({}, {STATE}),
+    ({}, {STATE, *NODE}),
     # busy-poll knobs: that interface's sysfs directory
-    ({"busyPoll": {"napiDeferHardIrqs": 2}}, {STATE, "/sys/class/net/eth1"}),
+    ({"busyPoll": {"napiDeferHardIrqs": 2}}, {STATE, *NODE, "/sys/class/net/eth1"}),
     # hugepages: the 2 MiB pool the agent grows (global, or the NIC's NUMA node's)
     ({"hugepages": {"count": 4, "numaNode": None}},
-     {STATE, "/sys/kernel/mm/hugepages/hugepages-2048kB", "/sys/devices/system/node"}),
+     {STATE, *NODE, "/sys/kernel/mm/hugepages/hugepages-2048kB", "/sys/devices/system/node"}),
     ({"hugepages": {"count": 4, "numaNode": 1}},
-     {STATE, "/sys/kernel/mm/hugepages/hugepages-2048kB", "/sys/devices/system/node/node1/hugepages/hugepages-2048kB"}),
+     {STATE, *NODE, "/sys/kernel/mm/hugepages/hugepages-2048kB",
+      "/sys/devices/system/node/node1/hugepages/hugepages-2048kB"}),
     # IRQ affinity: /proc/irq, mounted beside the container's read-only one
-    ({"irqAffinity": [0]}, {STATE, "/proc/irq"}),
+    ({"irqAffinity": [0]}, {STATE, *NODE, "/proc/irq"}),
 ])
 def test_the_pod_writes_on_the_host_only_what_its_plan_changes(changes, writable):
     plan, _ = _pod()
     plan.pop("busyPoll", None)
     plan["hugepages"] = {"count": 0, "numaNode": None}
     plan.update(changes)
-    allocation = Allocation("n1", "eth1", 0, (2,), plan["hugepages"]["count"])
+    allocation = Allocation("n1", "eth1", 0, (2,), plan["hugepages"]["count"], metrics_port=9470)
     pod = build_agent_pod(feedhandler(), allocation, plan, AgentSettings())
     mounted = _host_paths(pod)
     assert {path for path, (_, _, rw) in mounted.items() if rw} == writable
-    assert "/sys" not in mounted and "/sys/fs/bpf" not in mounted     # never the whole of /sys
+    assert "/sys" not in mounted and "/sys/fs" not in mounted        # never the whole of /sys
     assert mounted[STATE] == ("DirectoryOrCreate", STATE, True)      # same path inside: journal survives
+    # The node's shared accounts outlive every agent (created on first use); the bpffs must be
+    # the host's own at the same path, where every engine of the node pins and finds the program.
+    assert mounted["/run/tickwire/node"] == ("DirectoryOrCreate", "/run/tickwire/node", True)
+    assert mounted["/sys/fs/bpf"] == ("Directory", "/sys/fs/bpf", True)
     command = pod["spec"]["containers"][0]["command"]
     if "/proc/irq" in writable:
         assert mounted["/proc/irq"][1] == "/host/proc/irq" and command[-2:] == ["--irq-dir", "/host/proc/irq"]
@@ -298,7 +411,7 @@ def test_sys_nice_only_for_a_real_time_poll_thread():
 
 def test_each_feedhandler_has_its_own_state_dir_under_the_configured_root(tmp_path):
     settings = AgentSettings(state_root=str(tmp_path))
-    pods = [build_agent_pod(feedhandler(name), Allocation("n1", "eth1", 0, (2,)), _pod()[0], settings)
+    pods = [build_agent_pod(feedhandler(name), Allocation("n1", "eth1", 0, (2,), metrics_port=9470), _pod()[0], settings)
             for name in ("fh-a", "fh-b")]
     assert [pod["spec"]["volumes"][0]["hostPath"]["path"] for pod in pods] == \
         [str(tmp_path / "feeds" / "fh-a"), str(tmp_path / "feeds" / "fh-b")]
@@ -307,9 +420,17 @@ def test_each_feedhandler_has_its_own_state_dir_under_the_configured_root(tmp_pa
 def test_agent_settings_come_from_the_environment():
     settings = AgentSettings.from_env({"TICKWIRE_AGENT_IMAGE": "reg/agent:9", "TICKWIRE_AGENT_SERVICE_ACCOUNT": "sa",
                                        "TICKWIRE_AGENT_STATE_ROOT": "/tmp/tw-state",
-                                       "TICKWIRE_AGENT_SECCOMP_PROFILE": "ops/agent.json"})
-    assert (settings.image, settings.service_account, settings.state_root, settings.seccomp_profile) == \
-        ("reg/agent:9", "sa", "/tmp/tw-state", "ops/agent.json")
+                                       "TICKWIRE_AGENT_SECCOMP_PROFILE": "ops/agent.json",
+                                       "TICKWIRE_AGENT_NODE_STATE_DIR": "/tmp/tw-node",
+                                       "TICKWIRE_AGENT_METRICS_PORTS": "9000-9009"})
+    assert (settings.image, settings.service_account, settings.state_root, settings.seccomp_profile,
+            settings.node_state_dir, str(settings.metrics_ports)) == \
+        ("reg/agent:9", "sa", "/tmp/tw-state", "ops/agent.json", "/tmp/tw-node", "9000-9009")
+    defaults = AgentSettings.from_env({})
+    assert (defaults.node_state_dir, str(defaults.metrics_ports)) == ("/run/tickwire/node", "9470-9569")
+    pod = build_agent_pod(feedhandler(), Allocation("n1", "eth1", 0, (2,), metrics_port=9001), _pod()[0], settings)
+    assert _host_paths(pod)["/tmp/tw-node"] == ("DirectoryOrCreate", "/tmp/tw-node", True)
+    assert pod["spec"]["containers"][0]["command"][-2:] == ["--node-state-dir", "/tmp/tw-node"]
 
 
 # ---- Ready ----
@@ -526,3 +647,80 @@ def test_a_pod_running_its_feedhandlers_allocation_is_counted_once():
     held = [h.allocation for h in reconciler.holdings(placements, {"pod-0": older}).values()]
     with pytest.raises(NoFit, match="needs 8 hugepages"):
         place(validated_spec(feedhandler("fh-b", hugepages=8)), nodes, held)
+
+
+# ---- concurrent reconciles ----
+
+class SlowApi:
+    """The few calls the Reconciler makes, on dicts, each yielding to the event loop for a random
+    moment first (as the real ones, run in threads, do), so that reconciles interleave at every
+    call. What kopf gives the handlers (the indexes) is passed in, and left stale on purpose."""
+
+    def __init__(self, bodies, seed):
+        import random
+        self.bodies = {b["metadata"]["name"]: b for b in bodies}
+        self.pods: dict[str, dict] = {}
+        self.random = random.Random(seed)
+
+    async def _pause(self):
+        import asyncio
+        await asyncio.sleep(self.random.random() / 1000)
+
+    async def update_annotation(self, namespace, name, key, change):
+        await self._pause()
+        body = self.bodies[name]
+        wanted, value = change(body)
+        if wanted:
+            body.setdefault("metadata", {}).setdefault("annotations", {})[key] = value
+        return json.loads(json.dumps(body))
+
+    async def update_status(self, namespace, name, change):
+        await self._pause()
+        body = self.bodies[name]
+        patch = change(body)
+        if patch:
+            body.setdefault("status", {}).update(patch)
+        return json.loads(json.dumps(body))
+
+    async def get_pod(self, namespace, name):
+        await self._pause()
+        return self.pods.get(name)
+
+    async def apply(self, manifests):
+        await self._pause()
+
+    async def create_pod(self, pod):
+        await self._pause()
+        self.pods[pod["metadata"]["name"]] = pod
+        return True
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_feedhandlers_reconciled_at_the_same_instant_never_win_the_same_resource(seed):
+    """kopf runs the handlers of different FeedHandlers concurrently, each with the indexes as they
+    were when it started: here all eight see none of the others' ledgers, before and after."""
+    import asyncio
+
+    from tickwire_operator.reconcile import Reconciler
+
+    bodies = [feedhandler(f"fh-{i}") for i in range(8)]
+    api = SlowApi(bodies, seed)
+    reconciler = Reconciler(kube=api, settings=AgentSettings(metrics_ports=PortRange.parse("9470-9473")))
+    inventories = {n: read_node(node(n, cores="2-5", nics="eth1=1-4")) for n in ("n1", "n2")}
+
+    async def burst(trigger):
+        return await asyncio.gather(*(reconciler.reconcile(body, inventories=inventories, placements={}, pods={},
+                                                           trigger=trigger) for body in bodies))
+
+    assert asyncio.run(burst("create")) == ["placed"] * 8
+    ledgers = [read_ledger(api.bodies[f"fh-{i}"]) for i in range(8)]
+    assert len({(a.node, c) for a in ledgers for c in a.cores}) == 8
+    assert len({(a.node, a.interface, a.queue) for a in ledgers}) == 8
+    assert len({(a.node, a.metrics_port) for a in ledgers}) == 8
+    plans = [(pod["spec"]["nodeName"], json.loads(pod["metadata"]["annotations"]["tickwire.dev/plan"]))
+             for pod in api.pods.values()]
+    assert len({(n, p["queue"]) for n, p in plans}) == len({(n, p["metrics"]["port"]) for n, p in plans}) == \
+        len({(n, c) for n, p in plans for c in p["cores"]}) == 8
+    # Again with the same stale view (the watch has not caught up): nothing moves.
+    asyncio.run(burst("resync"))
+    assert [read_ledger(api.bodies[f"fh-{i}"]) for i in range(8)] == ledgers

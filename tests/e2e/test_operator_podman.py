@@ -131,7 +131,9 @@ def test_the_operator_s_pod_runs_in_podman_counts_the_feed_and_restores_the_host
             kubeconfig = kube.write_kubeconfig(tmp_path)
             env = dict(os.environ, KUBECONFIG=str(kubeconfig), TICKWIRE_RESYNC_SECONDS="1",
                        TICKWIRE_HEALTH_SECONDS="1", TICKWIRE_OPERATOR_METRICS_PORT="0",
-                       TICKWIRE_AGENT_STATE_ROOT=str(state_root))
+                       TICKWIRE_AGENT_STATE_ROOT=str(state_root),
+                       # The node's shared accounts: this test's own, not the machine's.
+                       TICKWIRE_AGENT_NODE_STATE_DIR=str(tmp_path / "node-shared"))
             processes.append(pair.popen(pair.node_ns, [
                 sys.executable, "-m", "tickwire_operator", "--standalone", "--liveness", ""],
                 env=env, stdout=open(operator_log, "wb"), stderr=subprocess.STDOUT))

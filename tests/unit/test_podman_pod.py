@@ -29,7 +29,7 @@ def operator_pod() -> dict:
             "cores": [1], "hugepages": {"count": 0}, "metrics": {"address": "0.0.0.0", "port": 9400},
             "busyPoll": {"enabled": True, "napiDeferHardIrqs": 2, "groFlushTimeoutNs": 200000}}
     body = {"metadata": {"name": "itch-a", "namespace": "feeds", "uid": "u-1"}}
-    allocation = Allocation(node="trading-1", interface="twn1", queue=0, cores=(1,), hugepages=0)
+    allocation = Allocation(node="trading-1", interface="twn1", queue=0, cores=(1,), hugepages=0, metrics_port=9400)
     return build_agent_pod(body, allocation, plan, AgentSettings())
 
 
@@ -107,15 +107,41 @@ def test_r4_ports_are_left_out_only_under_host_network(tmp_path):
 
 def test_r5_sysfs_host_paths_point_at_the_node_namespace_s_sysfs(tmp_path):
     pod = operator_pod()
-    pod["spec"]["volumes"].append({"name": "bpffs", "hostPath": {"path": "/sys/fs/bpf", "type": "Directory"}})
     volumes = {v["name"]: v for v in podman_manifest(pod, node(tmp_path), kubeconfig(tmp_path))["spec"]["volumes"]}
     assert volumes["netdev"]["hostPath"] == {"path": f"{SYSFS}/class/net/twn1", "type": "Directory"}
-    assert volumes["bpffs"]["hostPath"]["path"] == "/sys/fs/bpf"          # another filesystem, kept
     assert volumes["state"] == next(v for v in pod["spec"]["volumes"] if v["name"] == "state")
     # On a machine that is itself the node, nothing moves.
     volumes = {v["name"]: v for v in podman_manifest(pod, node(tmp_path, netns=None, sysfs=None),
                                                      kubeconfig(tmp_path))["spec"]["volumes"]}
     assert volumes["netdev"]["hostPath"]["path"] == "/sys/class/net/twn1"
+
+
+def test_r8_the_bpffs_is_the_host_s_own_and_the_runner_mounts_it_if_missing(tmp_path):
+    pod = operator_pod()
+    assert podman_pod.needs_host_bpffs(pod)
+    volumes = {v["name"]: v for v in podman_manifest(pod, node(tmp_path), kubeconfig(tmp_path))["spec"]["volumes"]}
+    # Not under the node namespace's sysfs (where /sys/fs/bpf is an empty directory): the host's.
+    assert volumes["bpffs"]["hostPath"] == {"path": "/sys/fs/bpf", "type": "Directory"}
+    assert volumes["node-state"]["hostPath"] == {"path": "/run/tickwire/node", "type": "DirectoryOrCreate"}
+    mountinfo = ("22 1 0:21 / /sys rw,nosuid - sysfs sysfs rw\n"
+                 "30 22 0:26 / /sys/fs/cgroup ro - tmpfs tmpfs ro\n")
+    assert podman_pod.mount_fstype("/sys/fs/bpf", mountinfo) is None
+    assert podman_pod.mount_fstype("/sys", mountinfo) == "sysfs"
+    stacked = mountinfo + "41 22 0:40 / /sys/fs/bpf rw,relatime shared:9 - bpf bpf rw,mode=700\n"
+    assert podman_pod.mount_fstype("/sys/fs/bpf", stacked) == "bpf"
+    assert podman_pod.mount_fstype("/sys/fs/bpf", stacked + "42 41 0:41 / /sys/fs/bpf rw - tmpfs t rw\n") == "tmpfs"
+
+
+def test_r8_the_runner_leaves_a_host_bpffs_alone_and_mounts_a_missing_one(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(podman_pod.subprocess, "run",
+                        lambda argv, **kw: calls.append(argv) or podman_pod.subprocess.CompletedProcess(argv, 0, "", ""))
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text("41 22 0:40 / /sys/fs/bpf rw - bpf bpf rw\n")
+    assert podman_pod.ensure_host_bpffs(mountinfo=mountinfo) is False and calls == []
+    mountinfo.write_text("22 1 0:21 / /sys rw - sysfs sysfs rw\n")
+    assert podman_pod.ensure_host_bpffs(mountinfo=mountinfo) is True
+    assert calls == [["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"]]
 
 
 def test_r6_empty_dirs_belong_to_one_pod_and_a_medium_is_refused(tmp_path):

@@ -20,7 +20,8 @@ NOW = datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
 
 READY_FH = {
     "metadata": {"name": "itch-a", "namespace": "feeds", "creationTimestamp": "2026-01-02T02:59:00Z"},
-    "status": {"placement": {"node": "trading-1", "queue": 3, "coreList": "2-3"},
+    "status": {"placement": {"node": "trading-1", "queue": 3, "coreList": "2-3", "metricsPort": 9471},
+               "observed": {"flowSteering": {"mode": "ntuple", "reason": "ntuple filters", "rules": [1023]}},
                "snapshot": {"xdpMode": "native", "rate": 20000.0, "latency": {"p99Micros": 3.5}},
                "conditions": [{"type": "Placed", "status": "True", "reason": "Placed"},
                               {"type": "Ready", "status": "True", "reason": "FeedHealthy"}]},
@@ -71,10 +72,10 @@ def test_the_table_has_the_crd_columns_typed_as_the_api_server_types_them():
     table = to_table([READY_FH, {"metadata": {"name": "new", "creationTimestamp": "2026-01-02T03:04:05Z"}}],
                      COLUMNS, resource_version="7", now=NOW)
     assert [c["name"] for c in table["columnDefinitions"]] == \
-        ["Name", "Node", "Queue", "Cores", "XDP", "Rate", "P99us", "Ready", "Reason", "Age"]
+        ["Name", "Node", "Queue", "Cores", "XDP", "Rate", "P99us", "Ready", "Reason", "Metrics", "Steering", "Age"]
     assert table["rows"][0]["cells"] == ["itch-a", "trading-1", 3, "2-3", "native", 20000.0, 3.5, "True",
-                                         "FeedHealthy", "5m5s"]
-    assert table["rows"][1]["cells"] == ["new", None, None, None, None, None, None, None, None, "0s"]
+                                         "FeedHealthy", 9471, "ntuple", "5m5s"]
+    assert table["rows"][1]["cells"] == ["new", None, None, None, None, None, None, None, None, None, None, "0s"]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
     assert table["metadata"]["resourceVersion"] == "7"
     text = format_table(table)
