@@ -230,7 +230,7 @@ class Agent:
                 "--rt-priority", str(p.busy_poll.rt_priority), "--quiet"]
         if p.exchange_timezone:
             cmd += ["--exchange-tz", p.exchange_timezone]
-        return cmd
+        return cmd + books_arguments(p)
 
     def _before_engine_start(self) -> None:
         # Stats from an earlier run must never be read as this run's.
@@ -287,6 +287,8 @@ class Agent:
         self.latency_window.observe(now, stats)
         if stats is not None:
             stats["recent_latency"] = self.latency_window.summary()   # read by status and SLO
+            if self.plan.stream_dir is not None:
+                stats["stream_dir"] = self.plan.stream_dir             # status.snapshot.books.stream
         self._stats = stats
         self.view.stats = stats
         self.view.engine_up = self.supervisor.pid is not None
@@ -356,6 +358,19 @@ class Agent:
 
     def _say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.out, flush=True)
+
+
+def books_arguments(plan: Plan) -> list[str]:
+    """The engine's flags for the plan's books and their stream (none while books are off)."""
+    books = plan.books
+    if not books.enabled:
+        return []
+    args = ["--books", "--feed", plan.feed, "--stream-root", plan.stream_root,
+            "--book-depth", str(books.depth), "--book-max-orders", str(books.max_orders),
+            "--book-max-instruments", str(books.max_instruments)]
+    for symbol in books.symbols:
+        args += ["--book-symbol", symbol]
+    return args
 
 
 def read_stats(path: str) -> dict | None:

@@ -56,6 +56,23 @@ SIMPLE_COUNTERS = (
     ("tickwire_received_bytes", "bytes", "Bytes of the feed's frames"),
 )
 
+# The order books and their stream (contract C8), present in the stats only while books are on.
+BOOK_COUNTERS = (
+    ("tickwire_book_events_published", "book_events_published",
+     "Book events written to the shared-memory stream"),
+    ("tickwire_book_order_overflow", "book_order_overflow",
+     "Orders refused because the books held maxOrders already (their books are incomplete)"),
+    ("tickwire_stream_readers_lapped", "readers_lapped",
+     "Times a reader of the stream was lapped by the writer (as readers report it)"),
+)
+BOOK_GAUGES = (
+    ("tickwire_book_instruments", "book_instruments", "Instruments with an order book"),
+    ("tickwire_book_orders_live", "book_orders_live", "Live orders in the books"),
+    ("tickwire_book_incomplete_instruments", "book_incomplete",
+     "Instruments whose book is marked incomplete (a lost message, a start mid-day) until rebuilt"),
+    ("tickwire_stream_readers", "ring_readers", "Readers attached to the stream, as far as the engine knows"),
+)
+
 
 class AgentView:
     """What the collector reads; the agent updates it, scrapes read it (one reference swap)."""
@@ -113,6 +130,7 @@ class EngineCollector(Collector):
             return
         yield from self._counters(stats)
         yield from self._gauges(stats)
+        yield from self._books(stats)
         for stage, help_text in STAGES.items():
             yield self._histogram(stats, stage, help_text)
 
@@ -172,6 +190,16 @@ class EngineCollector(Collector):
         age = stats.get("last_packet_age_s")
         yield _gauge("tickwire_last_packet_age_seconds", "Seconds since the last packet (NaN before the first)",
                      feed, math.nan if age is None else age)
+
+    def _books(self, stats: dict):
+        """Only the numbers this engine reports: a family with no engine behind it would read as 0."""
+        feed = [self.view.feed]
+        for name, key, help_text in BOOK_COUNTERS:
+            if key in stats:
+                yield _counter(name, help_text, feed, stats[key])
+        for name, key, help_text in BOOK_GAUGES:
+            if key in stats:
+                yield _gauge(name, help_text, feed, stats[key])
 
     def _histogram(self, stats: dict, stage: str, help_text: str) -> HistogramMetricFamily:
         family = HistogramMetricFamily(f"tickwire_{stage}_latency_seconds", help_text, labels=["feed", "line"])

@@ -56,8 +56,25 @@ def snapshot(stats: dict | None, now: str) -> dict:
                     "p999Micros": latency.get("p999", 0) / 1e3},
         "xdpMode": stats.get("xdp_mode", "none"),
         "zeroCopy": bool(stats.get("zero_copy")),
+        **books_snapshot(stats),
         "updated": now,
     }
+
+
+# status.snapshot.books <- the engine's stats (contract C8); readers' numbers only where reported.
+BOOK_FIELDS = {"instruments": "book_instruments", "ordersLive": "book_orders_live",
+               "orderOverflow": "book_order_overflow", "eventsPublished": "book_events_published",
+               "incomplete": "book_incomplete", "readers": "ring_readers", "readersLapped": "readers_lapped"}
+
+
+def books_snapshot(stats: dict) -> dict:
+    """{"books": {...}} while the engine builds books (its stats carry them), else {}."""
+    if "book_instruments" not in stats:
+        return {}
+    books = {field: int(stats[key]) for field, key in BOOK_FIELDS.items() if key in stats}
+    if stats.get("stream_dir"):
+        books["stream"] = stats["stream_dir"]
+    return {"books": books}
 
 
 class StatusReporter:
