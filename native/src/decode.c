@@ -73,6 +73,7 @@ struct tw_decoder {
     struct tw_suspect new_session; /* a new session's first packet, held: it takes no slot yet */
     struct tw_session sessions[TW_MAX_SESSIONS];
     struct tw_exchange_day exchange_day; /* the day ITCH timestamps count from (exchange_time.c) */
+    struct tw_books *books; /* fed every first copy, told of every loss (book.c); NULL: none */
 };
 
 static const struct tw_clock no_clock = {0, 0};
@@ -145,6 +146,11 @@ void tw_decoder_free(struct tw_decoder *d)
 struct tw_stats *tw_decoder_stats(struct tw_decoder *d)
 {
     return &d->stats;
+}
+
+void tw_decoder_set_books(struct tw_decoder *d, struct tw_books *b)
+{
+    d->books = b;
 }
 
 /* ---- counting --------------------------------------------------------------------------------- */
@@ -259,8 +265,11 @@ static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_
         add_sat(&d->stats.missing, to - bits_end);
         in_run = 1;
     }
+    uint64_t declared_from = s->frontier;
     s->frontier = to;
     s->frontier_in_gap = in_run;
+    if (d->books && (from_bits > 0 || to > bits_end))
+        tw_books_on_loss(d->books, s->id, declared_from, to - declared_from); /* contract C9 */
     uint32_t done = 0; /* timing records now wholly below the frontier */
     while (done < s->n_pending && s->pending[done].end <= s->frontier)
         done++;
@@ -481,17 +490,18 @@ static void take_message(struct tw_decoder *d, uint32_t line, const uint8_t *msg
 {
     d->stats.line_first_messages[line]++;
     uint32_t want = mlen > 0 ? tw_itch_length(msg[0]) : 0;
-    if (want == 0) {
-        count_malformed(d, TW_MAL_ITCH_UNKNOWN_TYPE); /* an empty block has no type at all */
-        return;
-    }
-    if (mlen != want) {
-        count_malformed(d, TW_MAL_ITCH_BAD_LENGTH);
+    if (want == 0 || mlen != want) {
+        /* an empty block has no type at all */
+        count_malformed(d, want == 0 ? TW_MAL_ITCH_UNKNOWN_TYPE : TW_MAL_ITCH_BAD_LENGTH);
+        if (d->books)
+            tw_books_on_loss(d->books, NULL, 0, 1); /* its content is lost to the books */
         return;
     }
     d->stats.messages++;
     d->stats.messages_by_type[msg[0]]++; /* known types are all below 128 */
     record_exchange_latency(d, line, msg, now);
+    if (d->books)
+        tw_books_on_message(d->books, msg, mlen, now->mono_ns);
 }
 
 /* Sort each message of a packet that passed the jump check: a first copy is decoded, anything
@@ -501,6 +511,7 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
                           const uint8_t *p, uint64_t seq, uint32_t count,
                           const struct tw_clock *now)
 {
+    const uint64_t fresh_from = s->next_seq; /* below it: later messages were applied already */
     if (!s->ended)
         extend_to(d, s, seq + count); /* the packet's own messages: arriving, not a hole */
     const uint64_t low = window_low(s->next_seq);
@@ -525,6 +536,8 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
             if (seq < s->frontier && seq >= s->start)
                 add_sat(&d->stats.recovered, 1); /* it was declared missing */
         }
+        if (d->books && seq < fresh_from)
+            tw_books_on_loss(d->books, s->id, seq, 1); /* the books took it out of order */
         take_message(d, line, msg, mlen, now);
     }
 }
