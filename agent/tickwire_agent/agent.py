@@ -88,6 +88,7 @@ class Agent:
         self.state = StateDir(options.state_dir)
         self.journal: Journal | None = None
         self.view = AgentView(plan.feed)
+        self.view.books = plan.books.enabled
         self.stop_requested = threading.Event()
         self.tuning: TuningReport | None = None
         self.supervisor: Supervisor | None = None
@@ -179,7 +180,8 @@ class Agent:
         except Exception as e:   # kubernetes.config raises its own ConfigException, among others
             raise AgentError(f"the plan names FeedHandler {ref.namespace}/{ref.name} but no Kubernetes "
                              f"credentials were found ({e}); run in a Pod, or pass --kubeconfig") from None
-        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds, observed=self.observed())
+        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds, observed=self.observed(),
+                                       books=self.plan.books.enabled)
         self._say(f"reporting status to FeedHandler {ref.namespace}/{ref.name} "
                   f"every {self.plan.status_interval_seconds:g} s")
 
@@ -368,8 +370,8 @@ def books_arguments(plan: Plan) -> list[str]:
     args = ["--books", "--feed", plan.feed, "--stream-root", plan.stream_root,
             "--book-depth", str(books.depth), "--book-max-orders", str(books.max_orders),
             "--book-max-instruments", str(books.max_instruments)]
-    for symbol in books.symbols:
-        args += ["--book-symbol", symbol]
+    if books.symbols:
+        args += ["--book-symbols", ",".join(books.symbols)]
     return args
 
 

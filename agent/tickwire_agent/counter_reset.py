@@ -18,7 +18,9 @@ COUNTS = ("frames", "packets", "bytes", "messages", "gaps", "missing", "recovere
           "heartbeats", "end_of_session", "malformed", "unmatched", "sessions_replaced",
           "suspect_jumps", "confirmed_jumps", "window_overflow", "beyond_window", "after_end",
           # the books (contract C8); their gauges (instruments, live orders, incomplete) are not counts
-          "book_events_published", "book_order_overflow", "readers_lapped")
+          "book_events_published", "book_order_overflow", "book_instrument_overflow",
+          "book_unknown_orders", "book_inconsistent", "book_losses", "book_resets", "book_filtered",
+          "book_messages", "readers_lapped")
 # Top-level numbers in the engine's stats that are not counts.
 GAUGES = ("last_packet_mono_ns", "book_instruments", "book_orders_live", "book_incomplete", "ring_readers")
 # Counts kept per key (ITCH type letter, malformed reason) and per line.

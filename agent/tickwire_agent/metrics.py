@@ -58,10 +58,20 @@ SIMPLE_COUNTERS = (
 
 # The order books and their stream (contract C8), present in the stats only while books are on.
 BOOK_COUNTERS = (
+    ("tickwire_book_messages", "book_messages", "ITCH messages applied to the books"),
     ("tickwire_book_events_published", "book_events_published",
      "Book events written to the shared-memory stream"),
     ("tickwire_book_order_overflow", "book_order_overflow",
      "Orders refused because the books held maxOrders already (their books are incomplete)"),
+    ("tickwire_book_instrument_overflow", "book_instrument_overflow",
+     "Messages of instruments beyond maxInstruments, ignored"),
+    ("tickwire_book_unknown_orders", "book_unknown_orders",
+     "References to orders the books never saw (a start mid-day, a lost add)"),
+    ("tickwire_book_inconsistent", "book_inconsistent",
+     "Messages the books could not apply consistently (a duplicate add, an execution beyond an order)"),
+    ("tickwire_book_losses", "book_losses", "Lost ranges reported to the books (every book marked incomplete)"),
+    ("tickwire_book_resets", "book_resets", "Start-of-messages events that cleared every book"),
+    ("tickwire_book_filtered", "book_filtered", "Messages of instruments outside the symbol filter"),
     ("tickwire_stream_readers_lapped", "readers_lapped",
      "Times a reader of the stream was lapped by the writer (as readers report it)"),
 )
@@ -85,6 +95,7 @@ class AgentView:
         self.engine_restarts = 0
         self.drift_events: dict[str, int] = {}      # setting label -> times found changed
         self.drifted: dict[str, bool] = {}          # setting label -> differs right now
+        self.books = False                          # the plan has books on: the book families are real
         self.engine_cpus: tuple[int, ...] = ()      # where the poll thread runs (the agent's choice)
         self.housekeeping_cpus: tuple[int, ...] = ()
 
@@ -192,7 +203,10 @@ class EngineCollector(Collector):
                      feed, math.nan if age is None else age)
 
     def _books(self, stats: dict):
-        """Only the numbers this engine reports: a family with no engine behind it would read as 0."""
+        """Only while books are on (the engine reports zeros otherwise, which a dashboard would take
+        for real books), and only the numbers reported (readers' own counts may be absent)."""
+        if not self.view.books:
+            return
         feed = [self.view.feed]
         for name, key, help_text in BOOK_COUNTERS:
             if key in stats:

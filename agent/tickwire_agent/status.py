@@ -36,9 +36,9 @@ GROUP, VERSION, PLURAL = "tickwire.dev", "v1alpha1", "feedhandlers"
 CONFLICT_RETRIES = 3
 
 
-def snapshot(stats: dict | None, now: str) -> dict:
+def snapshot(stats: dict | None, now: str, books: bool = False) -> dict:
     """status.snapshot from the engine's stats: rates, counts, and latency in microseconds over the
-    agent's window (the last minute) where it has samples."""
+    agent's window (the last minute) where it has samples; `books` while the plan has books on."""
     if stats is None:
         return {"updated": now}
     rate = stats.get("rate") or {}
@@ -56,7 +56,7 @@ def snapshot(stats: dict | None, now: str) -> dict:
                     "p999Micros": latency.get("p999", 0) / 1e3},
         "xdpMode": stats.get("xdp_mode", "none"),
         "zeroCopy": bool(stats.get("zero_copy")),
-        **books_snapshot(stats),
+        **(books_snapshot(stats) if books else {}),
         "updated": now,
     }
 
@@ -68,9 +68,7 @@ BOOK_FIELDS = {"instruments": "book_instruments", "ordersLive": "book_orders_liv
 
 
 def books_snapshot(stats: dict) -> dict:
-    """{"books": {...}} while the engine builds books (its stats carry them), else {}."""
-    if "book_instruments" not in stats:
-        return {}
+    """{"books": {...}}: the engine's book numbers, and the readers' where reported."""
     books = {field: int(stats[key]) for field, key in BOOK_FIELDS.items() if key in stats}
     if stats.get("stream_dir"):
         books["stream"] = stats["stream_dir"]
@@ -79,7 +77,7 @@ def books_snapshot(stats: dict) -> dict:
 
 class StatusReporter:
     def __init__(self, ref: FeedHandlerRef, api, interval: float, min_gap: float = 1.0,
-                 clock=time.monotonic, observed: dict | None = None):
+                 clock=time.monotonic, observed: dict | None = None, books: bool = False):
         """`api`: a kubernetes.client.CustomObjectsApi; `observed`: status.observed (node, cores,
         housekeepingCores, podName), written with every report."""
         if not ref.uid:
@@ -87,6 +85,7 @@ class StatusReporter:
                              "agent cannot tell its FeedHandler from a re-created one of the same name")
         self.ref = ref
         self.observed = observed
+        self.books = books              # status.snapshot.books is written
         self.api = api
         self.interval = interval
         self.min_gap = min_gap
@@ -158,7 +157,7 @@ class StatusReporter:
             ops.append({"op": "add", "path": "/status", "value": {}})
         ops += [{"op": "add", "path": "/status/conditions",
                  "value": merge(existing, conditions, self.ref.generation, now)},
-                {"op": "add", "path": "/status/snapshot", "value": snapshot(stats, now)}]
+                {"op": "add", "path": "/status/snapshot", "value": snapshot(stats, now, self.books)}]
         if self.observed is not None:
             ops.append({"op": "add", "path": "/status/observed", "value": self.observed})
         return ops

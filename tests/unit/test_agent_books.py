@@ -15,7 +15,9 @@ from tickwire_agent.plan import PlanError, from_document
 from tickwire_agent.status import snapshot
 
 BOOK_STATS = {"book_instruments": 12, "book_orders_live": 3400, "book_order_overflow": 2,
-              "book_events_published": 99_000, "book_incomplete": 1, "ring_readers": 3}
+              "book_events_published": 99_000, "book_incomplete": 1, "book_messages": 120_000,
+              "ring_readers": 3}
+NO_BOOKS = {key: 0 for key in BOOK_STATS}   # the engine reports zeros when it builds no books
 
 
 def plan_with(**changes):
@@ -31,7 +33,7 @@ def test_books_and_the_stream_root_reach_the_engine_flags():
     assert books_arguments(plan) == [
         "--books", "--feed", "nasdaq-totalview", "--stream-root", "/run/tickwire/streams/feeds",
         "--book-depth", "5", "--book-max-orders", "4096", "--book-max-instruments", "8",
-        "--book-symbol", "AAPL", "--book-symbol", "BRK.A"]
+        "--book-symbols", "AAPL,BRK.A"]
 
 
 @pytest.mark.parametrize("books", [None, {"enabled": False, "depth": 10, "symbols": [], "maxOrders": 4096,
@@ -50,6 +52,7 @@ def test_no_books_no_flags_and_no_stream(books):
     ({"depth": 65}, "books.depth", "65"),
     ({"symbols": ["TOOLONGSYM"]}, "books.symbols[0]", "TOOLONGSYM"),
     ({"symbols": ["AAPL", "AAPL"]}, "books.symbols", "unique"),
+    ({"symbols": ["A,B"]}, "books.symbols[0]", "A,B"),       # the engine's flag is comma-separated
 ])
 def test_bad_books_are_refused_naming_the_field(books, path, words):
     base = {"enabled": True, "depth": 10, "symbols": [], "maxOrders": 4096, "maxInstruments": 8}
@@ -58,11 +61,18 @@ def test_bad_books_are_refused_naming_the_field(books, path, words):
     assert any(p.path == path and words in str(p) for p in refused.value.problems), refused.value.problems
 
 
-def test_book_metrics_follow_the_engine():
+def books_view() -> AgentView:
     view = AgentView("f")
+    view.books = True
+    return view
+
+
+def test_book_metrics_follow_the_engine():
+    view = books_view()
     view.stats = {**STATS, **BOOK_STATS, "readers_lapped": 4}
     samples = scrape(view)
     assert value(samples, "tickwire_book_instruments") == 12
+    assert value(samples, "tickwire_book_messages_total") == 120_000
     assert value(samples, "tickwire_book_orders_live") == 3400
     assert value(samples, "tickwire_book_order_overflow_total") == 2
     assert value(samples, "tickwire_book_events_published_total") == 99_000
@@ -72,14 +82,14 @@ def test_book_metrics_follow_the_engine():
 
 
 def test_without_books_there_are_no_book_metrics():
-    """A family with no engine number behind it would read as a real 0 on a dashboard."""
+    """The engine's zeros without books would read as real, empty books on a dashboard."""
     view = AgentView("f")
-    view.stats = STATS
+    view.stats = {**STATS, **NO_BOOKS}
     assert not any(name.startswith(("tickwire_book_", "tickwire_stream_")) for name, _ in scrape(view))
 
 
 def test_book_counters_keep_rising_across_an_engine_restart():
-    view = AgentView("f")
+    view = books_view()
     first = {**STATS, **BOOK_STATS, "engine": {"pid": 1, "started_at": 1.0}}
     again = {**STATS, **BOOK_STATS, "engine": {"pid": 2, "started_at": 2.0}, "book_events_published": 10,
              "book_order_overflow": 0, "book_orders_live": 7}
@@ -93,7 +103,7 @@ def test_book_counters_keep_rising_across_an_engine_restart():
 
 def test_status_snapshot_books():
     stats = {**STATS, **BOOK_STATS, "stream_dir": "/run/tickwire/streams/feeds/itch"}
-    books = snapshot(stats, "2026-01-01T00:00:00Z")["books"]
+    books = snapshot(stats, "2026-01-01T00:00:00Z", books=True)["books"]
     assert books == {"instruments": 12, "ordersLive": 3400, "orderOverflow": 2, "eventsPublished": 99_000,
                      "incomplete": 1, "readers": 3, "stream": "/run/tickwire/streams/feeds/itch"}
-    assert "books" not in snapshot(STATS, "2026-01-01T00:00:00Z")
+    assert "books" not in snapshot({**STATS, **NO_BOOKS}, "2026-01-01T00:00:00Z")
