@@ -12,19 +12,9 @@ from __future__ import annotations
 from ._native import ffi, lib
 from .bookconfig import BooksConfig
 from .config import ConfigError
+from .stats import book_stats_to_dict
 
 SIDES = {"B": ord("B"), "S": ord("S")}
-
-
-def book_stats_to_dict(s) -> dict:
-    """`struct tw_book_stats` with the names of contract C8 (and the rest, prefixed book_)."""
-    return {"book_instruments": s.instruments, "book_orders_live": s.orders_live,
-            "book_order_overflow": s.order_overflow,
-            "book_instrument_overflow": s.instrument_overflow,
-            "book_events_published": s.events_published, "book_incomplete": s.incomplete,
-            "book_unknown_orders": s.unknown_orders, "book_inconsistent": s.inconsistent,
-            "book_losses": s.losses, "book_resets": s.resets, "book_filtered": s.filtered,
-            "book_messages": s.messages}
 
 
 class Books:

@@ -212,6 +212,11 @@ def fill_sequencing_config(c_cfg, max_seq_jump: int, max_seq_rate: int) -> None:
     c_cfg.max_seq_rate = max_seq_rate
 
 
+def _books_off():
+    from .bookconfig import BooksConfig   # here, not at the top: bookconfig imports this module
+    return BooksConfig()
+
+
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -247,6 +252,10 @@ class EngineConfig:
     max_seq_rate: int = DEFAULT_MAX_SEQ_RATE
     bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
                                                                   "steer.bpf.o"))
+    # Books and their stream (contracts C7, C8): <stream_root>/<feed>/events and /snapshot.
+    feed: str = ""
+    stream_root: str | None = None       # None: $TICKWIRE_STREAM_ROOT or /run/tickwire/streams
+    books: "BooksConfig" = field(default_factory=_books_off)  # noqa: F821 (bookconfig.BooksConfig)
 
     def validate(self) -> None:
         """Check everything that can be checked before touching the kernel."""
@@ -277,6 +286,10 @@ class EngineConfig:
             raise ConfigError(f"arbitration window {self.arbitration_window_ns!r} ns: give a whole "
                               "number of nanoseconds >= 0")
         validate_sequencing(self.max_seq_jump, self.max_seq_rate)
+        self.books.validate()
+        if self.books.enabled and self.feed:
+            from .bookconfig import validate_feed_name
+            validate_feed_name(self.feed)
         self._validate_interface()
 
     def midnights(self) -> list[int]:

@@ -12,6 +12,7 @@ from ._native import ffi, lib
 from .capabilities import check_privileges
 from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, fill_decoder_config,
                      fill_sequencing_config)
+from .bookconfig import fill_books_config
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -44,6 +45,9 @@ def _c_config(config: EngineConfig):
     c.bpf_object = config.bpf_object.encode()
     fill_decoder_config(c.decoder, config.lines, config.midnights(), config.arbitration_window_ns)
     fill_sequencing_config(c.decoder, config.max_seq_jump, config.max_seq_rate)
+    c.books_enabled = int(config.books.enabled)
+    if config.books.enabled:
+        fill_books_config(c.books, config.books, config.feed, config.stream_root)
     return c
 
 

@@ -315,8 +315,14 @@ static inline void twc_hist_record(struct twc_hist *h, uint64_t v)
 
 static inline int twc_fail(char *err, size_t errlen, const char *what, const char *path, int code)
 {
-    if (err && errlen)
-        snprintf(err, errlen, "%s %s: %s", what, path, code ? strerror(code) : "not a tickwire stream");
+    const char *parts[5] = {what, " ", path, ": ", code ? strerror(code) : "not a tickwire stream"};
+    size_t used = 0;
+    if (!err || !errlen)
+        return code ? -code : -EINVAL;
+    for (int i = 0; i < 5; i++) /* a long path is cut short, never overruns err */
+        for (const char *c = parts[i]; *c && used + 1 < errlen; c++)
+            err[used++] = *c;
+    err[used] = 0;
     return code ? -code : -EINVAL;
 }
 
