@@ -20,9 +20,9 @@ COUNTS = ("frames", "packets", "bytes", "messages", "gaps", "missing", "recovere
           # the books (contract C8); their gauges (instruments, live orders, incomplete) are not counts
           "book_events_published", "book_order_overflow", "book_instrument_overflow",
           "book_unknown_orders", "book_inconsistent", "book_losses", "book_resets", "book_filtered",
-          "book_messages", "readers_lapped")
+          "book_messages")
 # Top-level numbers in the engine's stats that are not counts.
-GAUGES = ("last_packet_mono_ns", "book_instruments", "book_orders_live", "book_incomplete", "ring_readers")
+GAUGES = ("last_packet_mono_ns", "book_instruments", "book_orders_live", "book_incomplete")
 # Counts kept per key (ITCH type letter, malformed reason) and per line.
 KEYED = ("messages_by_type", "malformed_by_reason")
 LINE_COUNTS = ("packets", "first_messages")

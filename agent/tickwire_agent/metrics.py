@@ -72,16 +72,16 @@ BOOK_COUNTERS = (
     ("tickwire_book_losses", "book_losses", "Lost ranges reported to the books (every book marked incomplete)"),
     ("tickwire_book_resets", "book_resets", "Start-of-messages events that cleared every book"),
     ("tickwire_book_filtered", "book_filtered", "Messages of instruments outside the symbol filter"),
-    ("tickwire_stream_readers_lapped", "readers_lapped",
-     "Times a reader of the stream was lapped by the writer (as readers report it)"),
 )
 BOOK_GAUGES = (
     ("tickwire_book_instruments", "book_instruments", "Instruments with an order book"),
     ("tickwire_book_orders_live", "book_orders_live", "Live orders in the books"),
     ("tickwire_book_incomplete_instruments", "book_incomplete",
      "Instruments whose book is marked incomplete (a lost message, a start mid-day) until rebuilt"),
-    ("tickwire_stream_readers", "ring_readers", "Readers attached to the stream, as far as the engine knows"),
 )
+# Readers are not here: the engine never learns who reads (it never waits for anyone), and readers
+# have no write access to anything of the feed's, so each reader counts its own laps
+# (tickwire_engine.consumer.Reader.lapped) and exports them itself (docs/consumers.md).
 
 
 class AgentView:
@@ -203,8 +203,8 @@ class EngineCollector(Collector):
                      feed, math.nan if age is None else age)
 
     def _books(self, stats: dict):
-        """Only while books are on (the engine reports zeros otherwise, which a dashboard would take
-        for real books), and only the numbers reported (readers' own counts may be absent)."""
+        """Only while books are on: the engine reports zeros otherwise, which a dashboard would take
+        for real, empty books."""
         if not self.view.books:
             return
         feed = [self.view.feed]

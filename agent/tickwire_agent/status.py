@@ -61,15 +61,16 @@ def snapshot(stats: dict | None, now: str, books: bool = False) -> dict:
     }
 
 
-# status.snapshot.books <- the engine's stats (contract C8); readers' numbers only where reported.
+# status.snapshot.books <- the engine's stats (contract C8). No reader numbers: the engine cannot
+# see its readers, and they cannot write anything of the feed's (docs/consumers.md).
 BOOK_FIELDS = {"instruments": "book_instruments", "ordersLive": "book_orders_live",
                "orderOverflow": "book_order_overflow", "eventsPublished": "book_events_published",
-               "incomplete": "book_incomplete", "readers": "ring_readers", "readersLapped": "readers_lapped"}
+               "incomplete": "book_incomplete"}
 
 
 def books_snapshot(stats: dict) -> dict:
-    """{"books": {...}}: the engine's book numbers, and the readers' where reported."""
-    books = {field: int(stats[key]) for field, key in BOOK_FIELDS.items() if key in stats}
+    """{"books": {...}}: the engine's book numbers."""
+    books = {field: int(stats.get(key, 0)) for field, key in BOOK_FIELDS.items()}
     if stats.get("stream_dir"):
         books["stream"] = stats["stream_dir"]
     return {"books": books}

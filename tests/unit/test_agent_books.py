@@ -15,8 +15,7 @@ from tickwire_agent.plan import PlanError, from_document
 from tickwire_agent.status import snapshot
 
 BOOK_STATS = {"book_instruments": 12, "book_orders_live": 3400, "book_order_overflow": 2,
-              "book_events_published": 99_000, "book_incomplete": 1, "book_messages": 120_000,
-              "ring_readers": 3}
+              "book_events_published": 99_000, "book_incomplete": 1, "book_messages": 120_000}
 NO_BOOKS = {key: 0 for key in BOOK_STATS}   # the engine reports zeros when it builds no books
 
 
@@ -69,7 +68,7 @@ def books_view() -> AgentView:
 
 def test_book_metrics_follow_the_engine():
     view = books_view()
-    view.stats = {**STATS, **BOOK_STATS, "readers_lapped": 4}
+    view.stats = {**STATS, **BOOK_STATS}
     samples = scrape(view)
     assert value(samples, "tickwire_book_instruments") == 12
     assert value(samples, "tickwire_book_messages_total") == 120_000
@@ -77,15 +76,13 @@ def test_book_metrics_follow_the_engine():
     assert value(samples, "tickwire_book_order_overflow_total") == 2
     assert value(samples, "tickwire_book_events_published_total") == 99_000
     assert value(samples, "tickwire_book_incomplete_instruments") == 1
-    assert value(samples, "tickwire_stream_readers") == 3
-    assert value(samples, "tickwire_stream_readers_lapped_total") == 4
 
 
 def test_without_books_there_are_no_book_metrics():
     """The engine's zeros without books would read as real, empty books on a dashboard."""
     view = AgentView("f")
     view.stats = {**STATS, **NO_BOOKS}
-    assert not any(name.startswith(("tickwire_book_", "tickwire_stream_")) for name, _ in scrape(view))
+    assert not any(name.startswith("tickwire_book_") for name, _ in scrape(view))
 
 
 def test_book_counters_keep_rising_across_an_engine_restart():
@@ -105,5 +102,5 @@ def test_status_snapshot_books():
     stats = {**STATS, **BOOK_STATS, "stream_dir": "/run/tickwire/streams/feeds/itch"}
     books = snapshot(stats, "2026-01-01T00:00:00Z", books=True)["books"]
     assert books == {"instruments": 12, "ordersLive": 3400, "orderOverflow": 2, "eventsPublished": 99_000,
-                     "incomplete": 1, "readers": 3, "stream": "/run/tickwire/streams/feeds/itch"}
+                     "incomplete": 1, "stream": "/run/tickwire/streams/feeds/itch"}
     assert "books" not in snapshot({**STATS, **NO_BOOKS}, "2026-01-01T00:00:00Z")
