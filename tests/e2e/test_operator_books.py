@@ -91,5 +91,5 @@ def test_books_memory_grows_with_each_size():
     assert sizing.books_bytes({**BOOKS, "maxOrders": 2**21 + 1}) - base == \
         (2**21 + 1 - BOOKS["maxOrders"]) * 72 + 2**22 * 16                          # the index doubles
     assert sizing.books_bytes({**BOOKS, "maxInstruments": 200}) - base == 100 * (128 + 256)
-    assert sizing.books_bytes({**BOOKS, "depth": 7}) - base == 100 * 64    # 296 B: the next cache line
+    assert sizing.books_bytes({**BOOKS, "depth": 7}) - base == 100 * 64    # 304 B: the next cache line
     assert sizing.books_bytes({**BOOKS, "enabled": False}) == sizing.books_bytes(None) == 0
