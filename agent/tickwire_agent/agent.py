@@ -22,7 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from . import conditions, preflight
+from . import conditions, preflight, stream
 from .conditions import Condition, Observation
 from .counter_reset import RunTracker
 from .drift import DriftChecker
@@ -340,6 +340,7 @@ class Agent:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.view.engine_up = False
+            self._retire_stream()
         if self._tuner is not None:
             self._tuner.release()
         code = EXIT_OK
@@ -357,6 +358,18 @@ class Agent:
         if self._server is not None:
             self._server.shutdown()
         return code
+
+    def _retire_stream(self) -> None:
+        """No engine will follow this one here: end the stream for its readers, free its memory."""
+        if self.plan.stream_dir is None:
+            return
+        try:
+            removed = stream.retire(self.plan.stream_dir)
+        except OSError as e:
+            self._say(f"NOT removed: the book stream in {self.plan.stream_dir}: {e}")
+            return
+        if removed:
+            self._say(f"book stream in {self.plan.stream_dir} ended and removed ({', '.join(removed)})")
 
     def _say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.out, flush=True)

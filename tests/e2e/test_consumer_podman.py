@@ -211,6 +211,9 @@ def test_the_example_consumer_prints_the_best_bid_and_offer_and_cannot_write(tmp
                     fh = wait_for("status.snapshot.books with the test's orders", lambda: books_status(kube, name), 30)
                     print(f"\nstatus.snapshot.books: {fh['status']['snapshot']['books']}")
                     agent.stop()
+                    # Stopped for good: the agent ended the stream for its readers and freed the
+                    # node's memory; the directory (the hostPath) stays.
+                    assert stream.is_dir() and list(stream.iterdir()) == []
                 finally:
                     save()
         finally:
