@@ -1,10 +1,13 @@
-/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, exchange_time.c, itch.c, hist.c).
+/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, exchange_time.c, itch.c, hist.c)
+ * and the order books it feeds (book.c).
  *
  * Build and run with native/fuzz/run.sh. An input is a script for one decoder:
  *
  *   byte 0        config: bit 0 set = two lines (A and B), else line A only;
  *                 bit 1 set = tight jump bounds (max_seq_jump 100, max_seq_rate 10^6/s), so short
- *                 scripts reach suspect and confirmed jumps too
+ *                 scripts reach suspect and confirmed jumps too;
+ *                 bit 2 set = books attached (64 orders, 8 instruments, no stream: small, so
+ *                 overflow is reached too); bit 3 set = those books keep levels only
  *   then records  [op][len hi][len lo][len bytes of data]   (a short last record takes what is left)
  *
  *   op & 7   0, 1  tw_decode_frame(data)
@@ -31,7 +34,9 @@
  *     exchange_latency_skipped (malformed ones are neither: they are not counted messages);
  *   - tw_decoder_pending() is 0 with one line and after a flush, and at the end of the script it is
  *     1 exactly when letting the arbitration window run out declares a message missing.
- * Replaying the same script on a fresh decoder must give byte-identical stats. Sanitizers catch
+ *   - with books: their structural self-check passes (tw_books_check: every order findable,
+ *     level totals and queues agree with the orders, trees ordered, best levels right).
+ * Replaying the same script on a fresh decoder must give byte-identical stats (books' too). Sanitizers catch
  * the rest. native/fuzz/seeds.py writes valid scripts in this format; native/fuzz/regressions/
  * holds every input that ever crashed it, minimised.
  */
@@ -81,6 +86,32 @@ static struct tw_decoder *new_decoder(int two_lines, int tight_jumps)
         abort();
     }
     return d;
+}
+
+static struct tw_books *new_books(int levels_only)
+{
+    struct tw_books_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.depth = 4;
+    cfg.max_orders = 64;
+    cfg.max_instruments = 8;
+    cfg.levels_only = levels_only;
+    char err[256];
+    struct tw_books *b = tw_books_new(&cfg, err, sizeof(err));
+    if (b == NULL) {
+        fprintf(stderr, "fuzz_decode: tw_books_new: %s\n", err);
+        abort();
+    }
+    return b;
+}
+
+static void check_books(const struct tw_books *b)
+{
+    char err[256];
+    if (b && tw_books_check(b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz_decode: books broken: %s\n", err);
+        abort();
+    }
 }
 
 #define CHECK(cond)                                                                      \
@@ -320,11 +351,13 @@ static void check_packet(struct world *w, const uint8_t *p, uint32_t len,
     w->followed = 1;
 }
 
-/* Run the script; returns the decoder (caller frees) so a replay can be compared. */
-static struct tw_decoder *run(const uint8_t *data, size_t size)
+/* Run the script; returns the decoder and its books (caller frees) so a replay can be compared. */
+static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books **books)
 {
     int two_lines = data[0] & 1;
     struct tw_decoder *d = new_decoder(two_lines, data[0] & 2);
+    *books = (data[0] & 4) ? new_books(data[0] & 8) : NULL;
+    tw_decoder_set_books(d, *books);
     const struct tw_stats *s = tw_decoder_stats(d);
     struct tw_clock now = {START_MONO_NS, START_REAL_NS};
     struct tally tally = {0, 0};
@@ -405,6 +438,7 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
             CHECK(s->malformed == malformed_before + 1);
         }
         check_invariants(d, s, &tally, two_lines);
+        check_books(*books);
         counters_of(s, counters_after);
         check_monotone(counters_before, counters_after);
         free(rec);
@@ -442,10 +476,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    struct tw_decoder *first = run(data, size);
-    struct tw_decoder *again = run(data, size);
+    struct tw_books *first_books, *again_books;
+    struct tw_decoder *first = run(data, size, &first_books);
+    struct tw_decoder *again = run(data, size, &again_books);
     CHECK(memcmp(tw_decoder_stats(first), tw_decoder_stats(again), sizeof(struct tw_stats)) == 0);
+    if (first_books) {
+        check_books(first_books);
+        CHECK(memcmp(tw_books_stats(first_books), tw_books_stats(again_books),
+                     sizeof(struct tw_book_stats)) == 0);
+    }
     tw_decoder_free(first);
     tw_decoder_free(again);
+    tw_books_free(first_books);
+    tw_books_free(again_books);
     return 0;
 }

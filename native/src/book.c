@@ -32,89 +32,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/mman.h>
+
+#include "book_internal.h"
 #include "decode_internal.h"
-#include "stream.h"
-#include "tickwire.h"
 
-#define NIL 0u                       /* index 0 of every pool is unused: 0 means "none" */
-#define SIDE_BID 0
-#define SIDE_ASK 1
-#define EVENTS_PER_MESSAGE 16        /* the most one message causes: a replace with both tops */
-#define TREAP_STACK 256
-
-struct order {
-    uint64_t ref;
-    uint32_t shares;
-    uint32_t level;                  /* its price level (pool index) */
-    uint32_t prev, next;             /* its level's queue (full book); next: free list too */
-    uint32_t inst;                   /* instrument index */
-    uint8_t side;                    /* SIDE_* */
-    uint8_t pad[3];
-};
-
-struct level {
-    uint32_t key;                    /* bids ~price, asks price: the best is the smallest */
-    uint32_t prio;                   /* treap heap priority (random) */
-    uint32_t left, right;            /* left: next free level while free */
-    uint32_t orders;
-    uint32_t head, tail;             /* order queue, oldest first (full book) */
-    uint32_t pad;
-    uint64_t shares;
-};
-
-struct hash_slot {
-    uint64_t ref;                    /* 0: empty (ITCH never adds order reference 0) */
-    uint32_t order;
-    uint32_t pad;
-};
-
-struct instrument {
-    uint32_t root[2];
-    uint32_t best[2];
-    uint32_t n_levels[2];
-    uint32_t shown[2];               /* levels in the snapshot entry per side */
-    uint32_t worst_shown[2];         /* key of the last of them (valid when shown == depth) */
-    uint32_t snap;                   /* snapshot entry, UINT32_MAX: none */
-    uint32_t top_price[2];           /* best bid/offer as last published (TWC_EV_TOP) */
-    uint64_t top_shares[2];
-    uint64_t orders_live;
-    uint64_t messages;
-    uint64_t exchange_ns;
-    uint64_t last_trade_shares;
-    uint32_t last_trade_price;
-    uint16_t locate;
-    uint8_t incomplete;
-    uint8_t trading_state;
-    uint8_t dirty[2];                /* the top `depth` of a side changed in this message */
-    uint8_t named;                   /* a stock directory message named it */
-    char symbol[8];
-};
-
-struct tw_books {
-    struct tw_books_config cfg;
-    struct tw_book_stats stats;
-    struct order *orders;
-    uint32_t free_order;
-    struct level *levels;
-    uint32_t free_level;
-    struct hash_slot *hash;
-    uint64_t hash_mask;
-    uint32_t hash_shift;
-    struct instrument *inst;
-    uint32_t n_inst;
-    uint32_t *by_locate;             /* locate -> instrument index + 1, 0: none */
-    int all_incomplete;              /* a loss since the last start of messages: new books too */
-    uint32_t rng;
-    /* the message being applied */
-    uint64_t receive_ns;
-    uint64_t exchange_ns;
-    uint32_t n_pending;
-    struct twc_event pending[EVENTS_PER_MESSAGE];
-    uint32_t touched[4];             /* instruments whose snapshot may need rewriting */
-    uint32_t n_touched;
-    int streaming;
-    struct tw_stream stream;
-};
+#define LOCATE_MAP_BYTES (65536 * sizeof(uint32_t))
 
 /* ---- small helpers ---------------------------------------------------------------------------- */
 
@@ -133,11 +56,6 @@ static inline uint32_t key_of(uint32_t side, uint32_t price)
     return side == SIDE_BID ? ~price : price;
 }
 
-static inline uint32_t price_of(uint32_t side, uint32_t key)
-{
-    return side == SIDE_BID ? ~key : key;
-}
-
 static inline uint32_t next_random(struct tw_books *b)
 {
     /* xorshift32: treap priorities only need to look random to the input */
@@ -148,23 +66,7 @@ static inline uint32_t next_random(struct tw_books *b)
     return b->rng = x;
 }
 
-static inline uint64_t hash_of(const struct tw_books *b, uint64_t ref)
-{
-    return (ref * 0x9e3779b97f4a7c15ull) >> b->hash_shift;
-}
-
 /* ---- the order hash --------------------------------------------------------------------------- */
-
-static inline struct hash_slot *hash_find(struct tw_books *b, uint64_t ref)
-{
-    for (uint64_t i = hash_of(b, ref);; i = (i + 1) & b->hash_mask) {
-        struct hash_slot *s = &b->hash[i];
-        if (s->ref == ref)
-            return s;
-        if (s->ref == 0)
-            return NULL;
-    }
-}
 
 /* The table has twice the pool's size: there is always an empty slot. */
 static inline void hash_insert(struct tw_books *b, uint64_t ref, uint32_t order)
@@ -263,30 +165,6 @@ static inline uint32_t treap_find(const struct level *L, uint32_t t, uint32_t ke
     return t;
 }
 
-static inline uint32_t treap_leftmost(const struct level *L, uint32_t t)
-{
-    if (t == NIL)
-        return NIL;
-    while (L[t].left != NIL)
-        t = L[t].left;
-    return t;
-}
-
-/* The first `max` levels of a tree in key order (best first) into out; returns how many. */
-static uint32_t treap_top(const struct level *L, uint32_t t, uint32_t *out, uint32_t max)
-{
-    uint32_t stack[TREAP_STACK], depth = 0, n = 0;
-    while ((t != NIL || depth > 0) && n < max) {
-        while (t != NIL && depth < TREAP_STACK) {
-            stack[depth++] = t;
-            t = L[t].left;
-        }
-        t = stack[--depth];
-        out[n++] = t;
-        t = L[t].right;
-    }
-    return n;
-}
 
 /* ---- events ----------------------------------------------------------------------------------- */
 
@@ -536,7 +414,8 @@ static void add_order(struct tw_books *b, struct instrument *in, uint64_t ref, u
                       uint32_t shares, uint32_t price)
 {
     uint32_t side = side_of(side_code);
-    if (ref == 0 || hash_find(b, ref) != NULL) {
+    if (ref == 0 || shares == 0 || hash_find(b, ref) != NULL) {
+        /* the exchange never adds an empty order or reuses a live reference */
         b->stats.inconsistent++;
         mark_incomplete(b, in);
         return;
@@ -890,7 +769,12 @@ struct tw_books *tw_books_new(const struct tw_books_config *cfg, char *err, size
     b->levels = calloc((size_t)cfg->max_orders + 1, sizeof(*b->levels));
     b->hash = calloc(slots, sizeof(*b->hash));
     b->inst = calloc(cfg->max_instruments, sizeof(*b->inst));
-    b->by_locate = calloc(65536, sizeof(*b->by_locate));
+    /* Mapped, not calloc'd: the kernel's zero pages, faulted in only where locates are used
+     * (an allocator that zeroes 256 KiB itself, as sanitizers do, pays for all of it). */
+    b->by_locate = mmap(NULL, LOCATE_MAP_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                        -1, 0);
+    if (b->by_locate == MAP_FAILED)
+        b->by_locate = NULL;
     b->rng = 0x2545f491u;
     if (!b->orders || !b->levels || !b->hash || !b->inst || !b->by_locate) {
         snprintf(err, errlen, "books: out of memory for %u orders and %u instruments",
@@ -922,7 +806,8 @@ void tw_books_free(struct tw_books *b)
     free(b->levels);
     free(b->hash);
     free(b->inst);
-    free(b->by_locate);
+    if (b->by_locate)
+        munmap(b->by_locate, LOCATE_MAP_BYTES);
     free(b);
 }
 
@@ -997,3 +882,4 @@ void tw_books_end_stream(struct tw_books *b)
         __atomic_store_n(&b->stream.snap->state, TWC_STATE_ENDED, __ATOMIC_RELEASE);
     }
 }
+

@@ -278,6 +278,10 @@ uint32_t tw_books_levels(const struct tw_books *b, uint16_t locate, uint8_t side
                          struct tw_book_level *out, uint32_t max);
 /* Every live order (in no particular order); returns how many were written (<= max). */
 uint32_t tw_books_orders(const struct tw_books *b, struct tw_book_order *out, uint32_t max);
+/* Structural self-check (every order findable, level totals and queues agree with the orders,
+ * trees ordered, best levels right, counters right): 0, or -1 with what is wrong in err. Tests
+ * and the fuzzer; it allocates and walks everything. */
+int tw_books_check(const struct tw_books *b, char *err, size_t errlen);
 /* The decoder hands every first copy to these books (NULL: none). */
 void tw_decoder_set_books(struct tw_decoder *d, struct tw_books *b);
 

@@ -49,6 +49,13 @@ class Books:
             ffi.release(self._books)   # runs tw_books_free now
             self._books = None
 
+    def check(self) -> None:
+        """The C books' structural self-check (tw_books_check): AssertionError saying what is
+        wrong."""
+        err = ffi.new("char[512]")
+        if lib.tw_books_check(self._books, err, len(err)) != 0:
+            raise AssertionError(ffi.string(err).decode(errors="replace"))
+
     def stats(self) -> dict:
         return book_stats_to_dict(lib.tw_books_stats(self._books))
 

@@ -144,9 +144,14 @@ class Reader:
     def read(self, max_events: int = BATCH) -> list[Event]:
         """What is there now, up to max_events; `status` tells why it stopped ("ok", "empty",
         "lapped" or "ended"). After "lapped" the next read continues from the present."""
-        n = lib.twc_read(self._r, self._batch, min(max_events, BATCH), self._result)
-        self.status = self._result[0]
-        return [_event(self._batch[i]) for i in range(n)]
+        out: list[Event] = []
+        while True:
+            want = min(max_events - len(out), BATCH)
+            n = lib.twc_read(self._r, self._batch, want, self._result)
+            self.status = self._result[0]
+            out.extend(_event(self._batch[i]) for i in range(n))
+            if n < want or len(out) >= max_events:
+                return out
 
     def events(self, timeout: float | None = None, idle_sleep: float = 0.0005) -> Iterator[Event | Lapped]:
         """Events as they come; a Lapped (with fresh snapshots) where the reader was lapped. Ends

@@ -48,6 +48,7 @@ def book_config(**kw) -> BooksConfig:
 
 def assert_books_equal(books: Books, reference: dict, locates) -> None:
     """Order by order (with queue positions) and level by level, every locate and side."""
+    books.check()
     assert books.orders() == reference["orders"]
     for locate in locates:
         for side in "BS":
@@ -103,6 +104,7 @@ def test_levels_only_books_hold_the_same_levels_and_no_order_queues(day):
     books = Books(book_config(levels_only=True))
     for message in messages:
         books.on_message(message)
+    books.check()
     for locate in range(1, 121):
         for side in "BS":
             assert books.levels(locate, side) == exchange.levels(locate, side.encode())
@@ -163,6 +165,7 @@ def test_joining_mid_day_marks_books_that_refer_to_unseen_orders_incomplete_unti
     books = Books(book_config())
     for message in messages[5000:10000]:       # the opening and the first orders never seen
         books.on_message(message)
+    books.check()
     stats = books.stats()
     assert stats["book_unknown_orders"] > 0 and stats["book_incomplete"] > 0
     incomplete = [books.instrument(l)["incomplete"] for l in range(1, 121) if books.instrument(l)]
@@ -218,6 +221,7 @@ def test_order_overflow_is_counted_never_fatal_and_instrument_overflow_too(day):
     books = Books(book_config(max_orders=100, max_instruments=8))
     for message in messages:
         books.on_message(message)
+    books.check()
     stats = books.stats()
     assert stats["book_order_overflow"] > 0
     assert stats["book_instrument_overflow"] > 0
@@ -232,6 +236,7 @@ def test_symbol_filter_builds_only_the_named_books(day):
     books = Books(book_config(symbols=["AAPL", "S0042"]))
     for message in messages:
         books.on_message(message)
+    books.check()
     assert books.stats()["book_instruments"] == 2
     aapl, s42 = 1, 16 + 42
     want = {ref: o for ref, o in exchange_orders(exchange).items() if o[0] in (aapl, s42)}
@@ -273,3 +278,36 @@ def test_the_reader_histogram_uses_the_engines_buckets():
         assert consumer.lib.twc_hist_index(value) == native.tw_hist_index(value)
     for index in (0, 63, 64, 100, 500, 1023):
         assert consumer.lib.twc_hist_bucket_low(index) == native.tw_hist_bucket_low(index)
+
+
+@pytest.mark.parametrize("message", [
+    itch.encode("D", stock_locate=1, order_reference_number=0),
+    itch.encode("E", stock_locate=1, order_reference_number=0, executed_shares=100, match_number=1),
+    itch.encode("X", stock_locate=1, order_reference_number=0, cancelled_shares=100),
+    itch.encode("U", stock_locate=1, original_order_reference_number=0, new_order_reference_number=9,
+                shares=1, price=1),
+], ids=["D", "E", "X", "U"])
+def test_order_reference_zero_is_never_an_order(message):
+    # Found by the fuzzer: the hash's empty slots hold reference 0, so a lookup of 0 "found" one.
+    books = Books(book_config())
+    books.on_message(itch.encode("A", stock_locate=1, order_reference_number=5, buy_sell_indicator="B",
+                                 shares=100, stock="AAPL", price=10000))
+    books.on_message(itch.encode("D", stock_locate=1, order_reference_number=5))
+    books.on_message(message)
+    books.check()
+    assert books.stats()["book_orders_live"] == 0 and books.stats()["book_unknown_orders"] == 1
+
+
+def test_an_add_or_replace_of_zero_shares_is_refused_as_inconsistent():
+    # Found by the fuzzer: a live order holding no shares broke the level totals' invariant.
+    books = Books(book_config())
+    books.on_message(itch.encode("A", stock_locate=1, order_reference_number=5, buy_sell_indicator="B",
+                                 shares=0, stock="AAPL", price=10000))
+    books.on_message(itch.encode("A", stock_locate=1, order_reference_number=6, buy_sell_indicator="B",
+                                 shares=10, stock="AAPL", price=10000))
+    books.on_message(itch.encode("U", stock_locate=1, original_order_reference_number=6,
+                                 new_order_reference_number=7, shares=0, price=10000))
+    books.check()
+    stats = books.stats()
+    assert stats["book_orders_live"] == 0 and stats["book_inconsistent"] == 2
+    assert books.instrument(1)["incomplete"] and books.levels(1, "B") == []
