@@ -16,7 +16,7 @@ CHECKS = {
     "sizeof(struct level)": sizing.LEVEL_BYTES,
     "sizeof(struct hash_slot)": sizing.HASH_SLOT_BYTES,
     "sizeof(struct instrument)": sizing.INSTRUMENT_BYTES,
-    "65536 * sizeof(uint32_t)": sizing.LOCATE_INDEX_BYTES,    # by_locate
+    "LOCATE_MAP_BYTES": sizing.LOCATE_INDEX_BYTES,             # by_locate, mapped
     "TWC_SNAP_ENTRY_FIXED": sizing.SNAPSHOT_ENTRY_FIXED,
     "sizeof(struct twc_snap_entry)": sizing.SNAPSHOT_ENTRY_FIXED,
     "sizeof(struct twc_level)": sizing.SNAPSHOT_LEVEL_BYTES,
