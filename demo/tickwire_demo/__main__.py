@@ -177,6 +177,7 @@ def run_demo(args: argparse.Namespace) -> int:
             stop(feed)
             stop(agent)
             remove_state(state_dir, agent)
+            remove_streams(stream_root)
 
 
 def remove_state(state_dir: str, agent: subprocess.Popen | None) -> None:
@@ -189,6 +190,19 @@ def remove_state(state_dir: str, agent: subprocess.Popen | None) -> None:
     else:
         print(f"  host settings may be left changed: tickwire-agent restore --state-dir {state_dir}",
               file=sys.stderr)
+
+
+def remove_streams(stream_root: str) -> None:
+    """The stream's directories: the agent ended the stream and removed its files when it stopped;
+    what it left (an agent that could not) stays, and we say where."""
+    for directory in (os.path.join(stream_root, FEED_NAME), stream_root):
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            print(f"  the book stream is left in {directory}", file=sys.stderr)
+            return
 
 
 def main(argv: list[str] | None = None) -> int:
