@@ -308,17 +308,26 @@ static inline void note_change(struct tw_books *b, struct instrument *in, uint32
     }
 }
 
-static void write_snapshot(struct tw_books *b, struct instrument *in)
+/* Rewrite the instrument's snapshot entry: the fixed part, and the levels of the sides that
+ * changed (or both). */
+static void write_snapshot(struct tw_books *b, struct instrument *in, int force_both)
 {
+    if (!b->streaming || in->snap == UINT32_MAX) {
+        in->dirty[0] = in->dirty[1] = 0; /* nobody to show it to */
+        return;
+    }
     uint32_t depth = b->cfg.depth, top[2][TWC_MAX_DEPTH], n[2];
+    int changed[2] = {in->dirty[0] || force_both, in->dirty[1] || force_both};
     for (uint32_t side = 0; side < 2; side++) {
-        n[side] = treap_top(b->levels, in->root[side], top[side], depth);
-        in->shown[side] = n[side];
-        in->worst_shown[side] = n[side] ? b->levels[top[side][n[side] - 1]].key : 0;
+        if (changed[side]) {
+            n[side] = treap_top(b->levels, in->root[side], top[side], depth);
+            in->shown[side] = n[side];
+            in->worst_shown[side] = n[side] ? b->levels[top[side][n[side] - 1]].key : 0;
+        } else {
+            n[side] = in->shown[side]; /* the entry holds them already */
+        }
         in->dirty[side] = 0;
     }
-    if (!b->streaming || in->snap == UINT32_MAX)
-        return;
     struct twc_snap_entry *e = tw_stream_entry(&b->stream, in->snap);
     struct twc_snap_entry fixed;
     memset(&fixed, 0, sizeof(fixed));
@@ -341,6 +350,8 @@ static void write_snapshot(struct tw_books *b, struct instrument *in)
         tw_stream_store64((uint64_t *)e + i, src[i]);
     struct twc_level *out = twc_snap_levels(e);
     for (uint32_t side = 0; side < 2; side++) {
+        if (!changed[side])
+            continue;
         for (uint32_t i = 0; i < n[side]; i++) {
             const struct level *lv = &b->levels[top[side][i]];
             struct twc_level w = {price_of(side, lv->key), lv->orders, lv->shares};
@@ -386,8 +397,13 @@ static struct level *level_get(struct tw_books *b, struct instrument *in, uint32
                                                               : treap_find(b->levels, in->root[side], key);
     if (lv != NIL)
         return &b->levels[lv];
-    lv = b->free_level; /* cannot be NIL: there are as many levels as orders */
-    b->free_level = b->levels[lv].left;
+    /* Never runs out: there are as many levels as orders, and a level holds at least one. */
+    if (b->free_level != NIL) {
+        lv = b->free_level;
+        b->free_level = b->levels[lv].left;
+    } else {
+        lv = ++b->levels_used;
+    }
     struct level *l = &b->levels[lv];
     memset(l, 0, sizeof(*l));
     l->key = key;
@@ -420,14 +436,18 @@ static void add_order(struct tw_books *b, struct instrument *in, uint64_t ref, u
         mark_incomplete(b, in);
         return;
     }
-    if (b->free_order == NIL) {
+    uint32_t o;
+    if (b->free_order != NIL) {
+        o = b->free_order;
+        b->free_order = b->orders[o].next;
+    } else if (b->orders_used < b->cfg.max_orders) {
+        o = ++b->orders_used;   /* never used since the last reset */
+    } else {
         b->stats.order_overflow++;
         mark_incomplete(b, in);
         return;
     }
-    uint32_t o = b->free_order;
     struct order *ord = &b->orders[o];
-    b->free_order = ord->next;
     struct level *lv = level_get(b, in, side, price);
     uint32_t lvi = (uint32_t)(lv - b->levels);
     ord->ref = ref;
@@ -521,21 +541,19 @@ static struct instrument *order_instrument(struct tw_books *b, const struct hash
 
 /* ---- system events ---------------------------------------------------------------------------- */
 
-/* Start of messages: a new day, every book empty and complete. */
+/* Start of messages: a new day, every book empty and complete. Costs what the day used, not
+ * what the pools could hold: only orders [1, orders_used] can be live. */
 static void reset_all(struct tw_books *b)
 {
-    memset(b->hash, 0, (b->hash_mask + 1) * sizeof(*b->hash));
-    b->free_order = NIL;
-    for (uint32_t i = b->cfg.max_orders; i >= 1; i--) {
-        b->orders[i].ref = 0;
-        b->orders[i].next = b->free_order;
-        b->free_order = i;
+    for (uint32_t o = 1; o <= b->orders_used; o++) {
+        struct order *ord = &b->orders[o];
+        if (ord->ref != 0) {
+            hash_remove(b, hash_find(b, ord->ref)); /* keeps the others' probe runs whole */
+            ord->ref = 0;
+        }
     }
-    b->free_level = NIL;
-    for (uint32_t i = b->cfg.max_orders; i >= 1; i--) {
-        b->levels[i].left = b->free_level;
-        b->free_level = i;
-    }
+    b->orders_used = b->levels_used = 0;
+    b->free_order = b->free_level = NIL;
     for (uint32_t i = 0; i < b->n_inst; i++) {
         struct instrument *in = &b->inst[i];
         memset(in->root, 0, sizeof(in->root));
@@ -547,7 +565,7 @@ static void reset_all(struct tw_books *b)
         in->incomplete = 0;
         in->last_trade_price = 0;
         in->last_trade_shares = 0;
-        write_snapshot(b, in);
+        write_snapshot(b, in, 1);
     }
     b->all_incomplete = 0;
     b->stats.incomplete = 0;
@@ -563,7 +581,7 @@ static void flush_message(struct tw_books *b)
         struct instrument *in = &b->inst[b->touched[i]];
         top_event(b, in);
         if (in->dirty[0] || in->dirty[1])
-            write_snapshot(b, in);
+            write_snapshot(b, in, 0);
     }
     b->n_touched = 0;
     if (b->n_pending == 0)
@@ -710,7 +728,7 @@ void tw_books_on_loss(struct tw_books *b, const uint8_t *session, uint64_t first
             in->incomplete = 1;
             b->stats.incomplete++;
             in->dirty[0] = 1;
-            write_snapshot(b, in);
+            write_snapshot(b, in, 1);
         }
     }
     status_event(b, NULL, TWC_STATUS_INCOMPLETE, 0);
@@ -718,6 +736,21 @@ void tw_books_on_loss(struct tw_books *b, const uint8_t *session, uint64_t first
 }
 
 /* ---- life cycle ------------------------------------------------------------------------------- */
+
+/* The pools: zeroed, and faulted in now (MAP_POPULATE) so that the first use of a page is not a
+ * page fault on the poll thread in the middle of the trading day. */
+static void *pool_alloc(size_t bytes)
+{
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                   -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
+
+static void pool_free(void *p, size_t bytes)
+{
+    if (p)
+        munmap(p, bytes);
+}
 
 static int config_error(const struct tw_books_config *c, char *err, size_t errlen)
 {
@@ -759,15 +792,15 @@ struct tw_books *tw_books_new(const struct tw_books_config *cfg, char *err, size
     b->cfg.stream_root[sizeof(b->cfg.stream_root) - 1] = 0;
     b->cfg.feed[sizeof(b->cfg.feed) - 1] = 0;
     uint64_t slots = 2;
-    b->hash_shift = 63;
+    b->hash_bits = 1;
     while (slots < 2ull * cfg->max_orders) {
         slots <<= 1;
-        b->hash_shift--;
+        b->hash_bits++;
     }
     b->hash_mask = slots - 1;
-    b->orders = calloc((size_t)cfg->max_orders + 1, sizeof(*b->orders));
-    b->levels = calloc((size_t)cfg->max_orders + 1, sizeof(*b->levels));
-    b->hash = calloc(slots, sizeof(*b->hash));
+    b->orders = pool_alloc(((size_t)cfg->max_orders + 1) * sizeof(*b->orders));
+    b->levels = pool_alloc(((size_t)cfg->max_orders + 1) * sizeof(*b->levels));
+    b->hash = pool_alloc(slots * sizeof(*b->hash));
     b->inst = calloc(cfg->max_instruments, sizeof(*b->inst));
     /* Mapped, not calloc'd: the kernel's zero pages, faulted in only where locates are used
      * (an allocator that zeroes 256 KiB itself, as sanitizers do, pays for all of it). */
@@ -802,9 +835,9 @@ void tw_books_free(struct tw_books *b)
         return;
     if (b->streaming)
         tw_stream_close(&b->stream);
-    free(b->orders);
-    free(b->levels);
-    free(b->hash);
+    pool_free(b->orders, ((size_t)b->cfg.max_orders + 1) * sizeof(*b->orders));
+    pool_free(b->levels, ((size_t)b->cfg.max_orders + 1) * sizeof(*b->levels));
+    pool_free(b->hash, (b->hash_mask + 1) * sizeof(*b->hash));
     free(b->inst);
     if (b->by_locate)
         munmap(b->by_locate, LOCATE_MAP_BYTES);
@@ -859,7 +892,7 @@ uint32_t tw_books_levels(const struct tw_books *b, uint16_t locate, uint8_t side
 uint32_t tw_books_orders(const struct tw_books *b, struct tw_book_order *out, uint32_t max)
 {
     uint32_t n = 0;
-    for (uint32_t o = 1; o <= b->cfg.max_orders && n < max; o++) {
+    for (uint32_t o = 1; o <= b->orders_used && n < max; o++) {
         const struct order *ord = &b->orders[o];
         if (ord->ref == 0)
             continue;

@@ -56,7 +56,7 @@ int tw_books_check(const struct tw_books *b, char *err, size_t errlen)
     uint64_t live = 0, incomplete = 0;
     if (!level_orders || !level_shares)
         CHECK_FAIL("out of memory");
-    for (uint32_t o = 1; o <= b->cfg.max_orders; o++) {
+    for (uint32_t o = 1; o <= b->orders_used; o++) {
         const struct order *ord = &b->orders[o];
         if (ord->ref == 0)
             continue;
@@ -65,7 +65,7 @@ int tw_books_check(const struct tw_books *b, char *err, size_t errlen)
         if (!slot || slot->order != o)
             CHECK_FAIL("order %u (ref %llu) is not found by its reference", o,
                        (unsigned long long)ord->ref);
-        if (ord->level == NIL || ord->level > b->cfg.max_orders || ord->inst >= b->n_inst ||
+        if (ord->level == NIL || ord->level > b->levels_used || ord->inst >= b->n_inst ||
             ord->shares == 0)
             CHECK_FAIL("order %u has a bad level, instrument or zero shares", o);
         level_orders[ord->level]++;

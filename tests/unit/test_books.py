@@ -311,3 +311,15 @@ def test_an_add_or_replace_of_zero_shares_is_refused_as_inconsistent():
     stats = books.stats()
     assert stats["book_orders_live"] == 0 and stats["book_inconsistent"] == 2
     assert books.instrument(1)["incomplete"] and books.levels(1, "B") == []
+
+
+def test_a_second_day_on_the_same_books_builds_the_same_book_again(day):
+    # start of messages clears what the first day used (not the whole pool): the second day's
+    # book must be exactly the first's
+    _, exchange, messages = day
+    books = Books(book_config())
+    for _ in range(2):
+        for message in messages:      # each day opens with start of messages ('S' 'O')
+            books.on_message(message)
+        assert_books_equal(books, reference_of(exchange), range(1, 121))
+    assert books.stats()["book_resets"] == 2

@@ -468,8 +468,16 @@ static inline int twc_next(struct twc_reader *r, struct twc_event *out)
 {
     const struct twc_ring_header *h = twc_ring(r);
     uint64_t head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
-    if (r->next >= head)
-        return twc_ended(r) ? TWC_ENDED : TWC_EMPTY;
+    if (r->next >= head) {
+        if (!twc_ended(r))
+            return TWC_EMPTY;
+        /* Ended, but the last commit may have come between our load of head and of the state:
+         * the writer commits before it marks the end, so after the acquire load of the state a
+         * second look at head sees everything there will ever be. */
+        head = __atomic_load_n(&h->head, __ATOMIC_ACQUIRE);
+        if (r->next >= head)
+            return TWC_ENDED;
+    }
     if (head - r->next > h->capacity)
         return twc_lapped(r, head);
     const struct twc_event *slot = twc_slot(r, r->next);
