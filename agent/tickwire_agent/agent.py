@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from tickwire_engine.config import DEFAULT_BPFFS_ROOT
 
-from . import conditions, ports, preflight
+from . import conditions, ports, preflight, stream
 from .conditions import Condition, Observation
 from .counter_reset import RunTracker
 from .drift import DriftChecker
@@ -95,6 +95,7 @@ class Agent:
         self._observed: dict = {}
         self.journal: Journal | None = None
         self.view = AgentView(plan.feed)
+        self.view.books = plan.books.enabled
         self.stop_requested = threading.Event()
         self.tuning: TuningReport | None = None
         self.supervisor: Supervisor | None = None
@@ -199,7 +200,8 @@ class Agent:
         except Exception as e:   # kubernetes.config raises its own ConfigException, among others
             raise AgentError(f"the plan names FeedHandler {ref.namespace}/{ref.name} but no Kubernetes "
                              f"credentials were found ({e}); run in a Pod, or pass --kubeconfig") from None
-        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds, observed=self.observed())
+        self.reporter = StatusReporter(ref, api, self.plan.status_interval_seconds, observed=self.observed(),
+                                       books=self.plan.books.enabled)
         self._say(f"reporting status to FeedHandler {ref.namespace}/{ref.name} "
                   f"every {self.plan.status_interval_seconds:g} s")
 
@@ -249,7 +251,7 @@ class Agent:
                 "--rt-priority", str(p.busy_poll.rt_priority), "--quiet"]
         if p.exchange_timezone:
             cmd += ["--exchange-tz", p.exchange_timezone]
-        return cmd
+        return cmd + books_arguments(p)
 
     def _before_engine_start(self) -> None:
         # Stats from an earlier run must never be read as this run's.
@@ -306,6 +308,8 @@ class Agent:
         self.latency_window.observe(now, stats)
         if stats is not None:
             stats["recent_latency"] = self.latency_window.summary()   # read by status and SLO
+            if self.plan.stream_dir is not None:
+                stats["stream_dir"] = self.plan.stream_dir             # status.snapshot.books.stream
         self._stats = stats
         self.view.stats = stats
         self.view.engine_up = self.supervisor.pid is not None
@@ -355,6 +359,7 @@ class Agent:
         if self.supervisor is not None:
             self.supervisor.stop()
             self.view.engine_up = False
+            self._retire_stream()
         if self._tuner is not None:
             self._tuner.release()
         code = EXIT_OK
@@ -375,6 +380,18 @@ class Agent:
             self._server.shutdown()
         return code
 
+    def _retire_stream(self) -> None:
+        """No engine will follow this one here: end the stream for its readers, free its memory."""
+        if self.plan.stream_dir is None:
+            return
+        try:
+            removed = stream.retire(self.plan.stream_dir)
+        except OSError as e:
+            self._say(f"NOT removed: the book stream in {self.plan.stream_dir}: {e}")
+            return
+        if removed:
+            self._say(f"book stream in {self.plan.stream_dir} ended and removed ({', '.join(removed)})")
+
     def _say(self, text: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {text}", file=self.out, flush=True)
 
@@ -385,6 +402,19 @@ def plan_identity(plan: Plan) -> str:
     if plan.feed_handler is not None and plan.feed_handler.uid:
         return plan.feed_handler.uid
     return f"{plan.feed}@{plan.interface}.q{plan.queue}"
+
+
+def books_arguments(plan: Plan) -> list[str]:
+    """The engine's flags for the plan's books and their stream (none while books are off)."""
+    books = plan.books
+    if not books.enabled:
+        return []
+    args = ["--books", "--feed", plan.feed, "--stream-root", plan.stream_root,
+            "--book-depth", str(books.depth), "--book-max-orders", str(books.max_orders),
+            "--book-max-instruments", str(books.max_instruments)]
+    if books.symbols:
+        args += ["--book-symbols", ",".join(books.symbols)]
+    return args
 
 
 def read_stats(path: str) -> dict | None:

@@ -33,6 +33,8 @@ EXAMPLE = {
     "metrics": {"address": "0.0.0.0", "port": 9470},
     "restoreDrift": True,
     "statusIntervalSeconds": 5,
+    "books": {"enabled": True, "depth": 10, "symbols": [], "maxOrders": 1048576, "maxInstruments": 16384},
+    "streamRoot": "/run/tickwire/streams",
 }
 
 

@@ -56,6 +56,33 @@ SIMPLE_COUNTERS = (
     ("tickwire_received_bytes", "bytes", "Bytes of the feed's frames"),
 )
 
+# The order books and their stream (contract C8), present in the stats only while books are on.
+BOOK_COUNTERS = (
+    ("tickwire_book_messages", "book_messages", "ITCH messages applied to the books"),
+    ("tickwire_book_events_published", "book_events_published",
+     "Book events written to the shared-memory stream"),
+    ("tickwire_book_order_overflow", "book_order_overflow",
+     "Orders refused because the books held maxOrders already (their books are incomplete)"),
+    ("tickwire_book_instrument_overflow", "book_instrument_overflow",
+     "Messages of instruments beyond maxInstruments, ignored"),
+    ("tickwire_book_unknown_orders", "book_unknown_orders",
+     "References to orders the books never saw (a start mid-day, a lost add)"),
+    ("tickwire_book_inconsistent", "book_inconsistent",
+     "Messages the books could not apply consistently (a duplicate add, an execution beyond an order)"),
+    ("tickwire_book_losses", "book_losses", "Lost ranges reported to the books (every book marked incomplete)"),
+    ("tickwire_book_resets", "book_resets", "Start-of-messages events that cleared every book"),
+    ("tickwire_book_filtered", "book_filtered", "Messages of instruments outside the symbol filter"),
+)
+BOOK_GAUGES = (
+    ("tickwire_book_instruments", "book_instruments", "Instruments with an order book"),
+    ("tickwire_book_orders_live", "book_orders_live", "Live orders in the books"),
+    ("tickwire_book_incomplete_instruments", "book_incomplete",
+     "Instruments whose book is marked incomplete (a lost message, a start mid-day) until rebuilt"),
+)
+# Readers are not here: the engine never learns who reads (it never waits for anyone), and readers
+# have no write access to anything of the feed's, so each reader counts its own laps
+# (tickwire_engine.consumer.Reader.lapped) and exports them itself (docs/consumers.md).
+
 
 class AgentView:
     """What the collector reads; the agent updates it, scrapes read it (one reference swap)."""
@@ -68,6 +95,7 @@ class AgentView:
         self.engine_restarts = 0
         self.drift_events: dict[str, int] = {}      # setting label -> times found changed
         self.drifted: dict[str, bool] = {}          # setting label -> differs right now
+        self.books = False                          # the plan has books on: the book families are real
         self.engine_cpus: tuple[int, ...] = ()      # where the poll thread runs (the agent's choice)
         self.housekeeping_cpus: tuple[int, ...] = ()
 
@@ -113,6 +141,7 @@ class EngineCollector(Collector):
             return
         yield from self._counters(stats)
         yield from self._gauges(stats)
+        yield from self._books(stats)
         for stage, help_text in STAGES.items():
             yield self._histogram(stats, stage, help_text)
 
@@ -172,6 +201,19 @@ class EngineCollector(Collector):
         age = stats.get("last_packet_age_s")
         yield _gauge("tickwire_last_packet_age_seconds", "Seconds since the last packet (NaN before the first)",
                      feed, math.nan if age is None else age)
+
+    def _books(self, stats: dict):
+        """Only while books are on: the engine reports zeros otherwise, which a dashboard would take
+        for real, empty books."""
+        if not self.view.books:
+            return
+        feed = [self.view.feed]
+        for name, key, help_text in BOOK_COUNTERS:
+            if key in stats:
+                yield _counter(name, help_text, feed, stats[key])
+        for name, key, help_text in BOOK_GAUGES:
+            if key in stats:
+                yield _gauge(name, help_text, feed, stats[key])
 
     def _histogram(self, stats: dict, stage: str, help_text: str) -> HistogramMetricFamily:
         family = HistogramMetricFamily(f"tickwire_{stage}_latency_seconds", help_text, labels=["feed", "line"])

@@ -79,6 +79,19 @@ class BusyPoll:
 
 
 @dataclass(frozen=True)
+class Books:
+    """The order books the engine builds and publishes (contract C8); enabled=False: none."""
+    enabled: bool = False
+    depth: int = 10
+    symbols: tuple[str, ...] = ()        # empty: every instrument
+    max_orders: int = 1 << 20
+    max_instruments: int = 16384
+
+
+STREAM_ROOT = "/run/tickwire/streams"    # the engine's default (contract C7)
+
+
+@dataclass(frozen=True)
 class Plan:
     feed: str
     protocol: str
@@ -101,6 +114,13 @@ class Plan:
     status_interval_seconds: float = 5.0
     flow_steering: str = "auto"             # auto | ntuple | off (tuning/flow_steering.py)
     node_state_dir: str | None = None       # None: the agent's --node-state-dir
+    books: Books = field(default_factory=Books)
+    stream_root: str = STREAM_ROOT
+
+    @property
+    def stream_dir(self) -> str | None:
+        """Where the engine publishes this feed's books (None: books off)."""
+        return os.path.join(self.stream_root, self.feed) if self.books.enabled else None
 
 
 @lru_cache(maxsize=1)
@@ -265,6 +285,12 @@ def semantic_problems(doc: dict) -> list[Problem]:
                                     "use a name such as America/New_York, or null for the feed's "
                                     f"exchange ({EXCHANGE_TIMEZONES[doc['feed']['protocol']]})"))
 
+    books = doc.get("books")
+    if books and len(books["symbols"]) > books["maxInstruments"]:
+        problems.append(Problem("books.symbols", f"{len(books['symbols'])} symbols listed, but the books "
+                                f"hold only maxInstruments={books['maxInstruments']} instruments",
+                                "raise books.maxInstruments or list fewer symbols"))
+
     address = doc.get("metrics", {}).get("address")
     if address is not None:
         try:
@@ -309,4 +335,13 @@ def _build(doc: dict) -> Plan:
         status_interval_seconds=doc.get("statusIntervalSeconds", 5.0),
         flow_steering=doc.get("flowSteering", "auto"),
         node_state_dir=doc.get("nodeStateDir"),
+        books=_books(doc.get("books")),
+        stream_root=doc.get("streamRoot", STREAM_ROOT),
     )
+
+
+def _books(books: dict | None) -> Books:
+    if not books:
+        return Books()
+    return Books(enabled=books["enabled"], depth=books["depth"], symbols=tuple(books["symbols"]),
+                 max_orders=books["maxOrders"], max_instruments=books["maxInstruments"])

@@ -36,9 +36,9 @@ GROUP, VERSION, PLURAL = "tickwire.dev", "v1alpha1", "feedhandlers"
 CONFLICT_RETRIES = 3
 
 
-def snapshot(stats: dict | None, now: str) -> dict:
+def snapshot(stats: dict | None, now: str, books: bool = False) -> dict:
     """status.snapshot from the engine's stats: rates, counts, and latency in microseconds over the
-    agent's window (the last minute) where it has samples."""
+    agent's window (the last minute) where it has samples; `books` while the plan has books on."""
     if stats is None:
         return {"updated": now}
     rate = stats.get("rate") or {}
@@ -56,13 +56,29 @@ def snapshot(stats: dict | None, now: str) -> dict:
                     "p999Micros": latency.get("p999", 0) / 1e3},
         "xdpMode": stats.get("xdp_mode", "none"),
         "zeroCopy": bool(stats.get("zero_copy")),
+        **(books_snapshot(stats) if books else {}),
         "updated": now,
     }
 
 
+# status.snapshot.books <- the engine's stats (contract C8). No reader numbers: the engine cannot
+# see its readers, and they cannot write anything of the feed's (docs/consumers.md).
+BOOK_FIELDS = {"instruments": "book_instruments", "ordersLive": "book_orders_live",
+               "orderOverflow": "book_order_overflow", "eventsPublished": "book_events_published",
+               "incomplete": "book_incomplete"}
+
+
+def books_snapshot(stats: dict) -> dict:
+    """{"books": {...}}: the engine's book numbers."""
+    books = {field: int(stats.get(key, 0)) for field, key in BOOK_FIELDS.items()}
+    if stats.get("stream_dir"):
+        books["stream"] = stats["stream_dir"]
+    return {"books": books}
+
+
 class StatusReporter:
     def __init__(self, ref: FeedHandlerRef, api, interval: float, min_gap: float = 1.0,
-                 clock=time.monotonic, observed: dict | None = None):
+                 clock=time.monotonic, observed: dict | None = None, books: bool = False):
         """`api`: a kubernetes.client.CustomObjectsApi; `observed`: status.observed (node, cores,
         housekeepingCores, podName), written with every report."""
         if not ref.uid:
@@ -70,6 +86,7 @@ class StatusReporter:
                              "agent cannot tell its FeedHandler from a re-created one of the same name")
         self.ref = ref
         self.observed = observed
+        self.books = books              # status.snapshot.books is written
         self.api = api
         self.interval = interval
         self.min_gap = min_gap
@@ -141,7 +158,7 @@ class StatusReporter:
             ops.append({"op": "add", "path": "/status", "value": {}})
         ops += [{"op": "add", "path": "/status/conditions",
                  "value": merge(existing, conditions, self.ref.generation, now)},
-                {"op": "add", "path": "/status/snapshot", "value": snapshot(stats, now)}]
+                {"op": "add", "path": "/status/snapshot", "value": snapshot(stats, now, self.books)}]
         if self.observed is not None:
             ops.append({"op": "add", "path": "/status/observed", "value": self.observed})
         return ops

@@ -1,10 +1,11 @@
 """`python -m tickwire_demo` (what `make demo` runs): the whole system on one machine.
 
-An "exchange" namespace publishes ITCH 5.0 over MoldUDP64 on lines A and B, each losing some
-packets; a "node" namespace runs the agent from a plan, which tunes the host and runs the engine
-in generic XDP mode. The terminal shows what the engine sees while it runs; at the end come a
-summary (what was sent against what was counted) and a latency plot. Everything is torn down on
-the way out, Ctrl-C included.
+An "exchange" namespace publishes a trading day of ITCH 5.0 over MoldUDP64 on lines A and B, each
+losing some packets; a "node" namespace runs the agent from a plan, which tunes the host and runs
+the engine in generic XDP mode with order books on. The terminal shows what the engine sees while
+it runs, and the live top of book of the busiest instruments as a consumer reads it from the
+engine's shared-memory stream; at the end come a summary (what was sent against what was counted,
+and the books) and a latency plot. Everything is torn down on the way out, Ctrl-C included.
 """
 from __future__ import annotations
 
@@ -19,14 +20,15 @@ import time
 from .localnet import VethPair, netns_available
 from .plot import plot_percentiles
 from .processes import stop
-from .view import CLEAR, final_summary, render
+from .view import CLEAR, final_summary, render, render_books
 
 BIN = os.path.dirname(sys.executable)
 FEED_NAME = "nasdaq-demo"
 GROUP_A, GROUP_B, PORT = "239.192.77.1", "239.192.77.2", 26477
+STOCKS = 16          # instruments the exchange names in its stock directory
 
 
-def build_plan(pair: VethPair, args: argparse.Namespace) -> dict:
+def build_plan(pair: VethPair, args: argparse.Namespace, stream_root: str) -> dict:
     cpus = sorted(os.sched_getaffinity(0))
     return {
         "apiVersion": "tickwire.dev/plan-v1",
@@ -47,7 +49,35 @@ def build_plan(pair: VethPair, args: argparse.Namespace) -> dict:
         "metrics": {"address": "0.0.0.0", "port": 9470},
         "restoreDrift": True,
         "statusIntervalSeconds": 5,
+        "books": {"enabled": True, "depth": 5, "symbols": [], "maxOrders": 1 << 20, "maxInstruments": 1024},
+        "streamRoot": stream_root,
     }
+
+
+class BookWatcher:
+    """A consumer of the engine's stream, as a strategy on the node would be one: the top of book
+    from the snapshot area (never the ring, so it cannot be lapped), reopened when a new engine
+    replaces the stream."""
+
+    def __init__(self, stream_root: str):
+        self.stream_root = stream_root
+        self.reader = None
+
+    def snapshots(self) -> dict | None:
+        from tickwire_engine import consumer   # the native reader loads only when books are shown
+        if self.reader is not None and (self.reader.ended or self.reader.replaced()):
+            self.close()
+        if self.reader is None:
+            try:
+                self.reader = consumer.open(FEED_NAME, self.stream_root, measure_latency=False)
+            except consumer.StreamError:
+                return None        # the engine has not created it yet
+        return self.reader.snapshots()
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 def read_json(path: str) -> dict | None:
@@ -78,16 +108,18 @@ def run_demo(args: argparse.Namespace) -> int:
     state_dir = os.path.join(out_dir, "state")
     agent_log_path = os.path.join(out_dir, "agent.log")
     feed_summary = os.path.join(out_dir, "feed-summary.json")
+    stream_root = os.path.join(out_dir, "streams")
     for stale in (feed_summary, os.path.join(state_dir, "stats.json")):
         if os.path.exists(stale):
             os.unlink(stale)
     tty = sys.stdout.isatty()
     agent = feed = None
+    books = BookWatcher(stream_root)
     with VethPair() as pair, open(agent_log_path, "w") as agent_log:
         try:
             plan_path = os.path.join(out_dir, "plan.json")
             with open(plan_path, "w", encoding="utf-8") as f:
-                json.dump(build_plan(pair, args), f, indent=2)
+                json.dump(build_plan(pair, args, stream_root), f, indent=2)
             print(f"exchange {pair.exchange_ns} ({pair.exchange_if}) --veth--> node {pair.node_ns} "
                   f"({pair.node_if}); plan {plan_path}", flush=True)
             agent = pair.popen(pair.node_ns, [os.path.join(BIN, "tickwire-agent"), "run", "--plan",
@@ -99,6 +131,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 "--line", f"A={GROUP_A}:{PORT}", "--line", f"B={GROUP_B}:{PORT}",
                 "--duration", str(args.duration), "--rate", str(args.rate), "--per-packet", "4",
                 "--loss-a", str(args.loss), "--loss-b", str(args.loss), "--seed", "2026",
+                "--day", "--stocks", str(STOCKS),
                 "--summary-json", feed_summary], stdout=subprocess.DEVNULL)
             started = time.monotonic()
             last_print = 0.0
@@ -110,19 +143,25 @@ def run_demo(args: argparse.Namespace) -> int:
                 if stats is None:
                     continue
                 elapsed = time.monotonic() - started
+                snapshots = books.snapshots() or {}
                 if tty:
-                    print(CLEAR + render(stats, elapsed, FEED_NAME), flush=True)
+                    print(CLEAR + render(stats, elapsed, FEED_NAME) + "\n\n" + render_books(snapshots),
+                          flush=True)
                 elif elapsed - last_print >= 2.0:
                     last_print = elapsed
-                    print(render(stats, elapsed, FEED_NAME).splitlines()[2], flush=True)
+                    busiest = render_books(snapshots, limit=1).splitlines()[2]
+                    print(render(stats, elapsed, FEED_NAME).splitlines()[2] + " |" + busiest, flush=True)
             time.sleep(1.0)  # the last packets, and the arbitration window, settle
+            final_books = books.snapshots() or {}   # before the engine stops (the stream ends then)
             stop(agent)
             final = read_json(os.path.join(state_dir, "stats.json"))
             sent = read_json(feed_summary) or {}
             if final is None:
                 raise RuntimeError(f"no final stats from the engine; see {agent_log_path}")
             print(render(final, time.monotonic() - started, FEED_NAME))
-            print(final_summary(final, sent))
+            print("\n" + render_books(final_books))
+            books.close()
+            print(final_summary(final, sent, {"stocks": STOCKS, "reader_instruments": len(final_books)}))
             series = {label: final["latency"][stage]["lines"][line]["buckets"]
                       for stage, label_prefix in (("exchange_to_engine", "exchange->engine"),
                                                   ("kernel_to_engine", "kernel->engine"))
@@ -134,9 +173,11 @@ def run_demo(args: argparse.Namespace) -> int:
             print(f"\n  latency plot: {plot}\n  agent log:    {agent_log_path}")
             return 0
         finally:
+            books.close()
             stop(feed)
             stop(agent)
             remove_state(state_dir, agent)
+            remove_streams(stream_root)
 
 
 def remove_state(state_dir: str, agent: subprocess.Popen | None) -> None:
@@ -149,6 +190,19 @@ def remove_state(state_dir: str, agent: subprocess.Popen | None) -> None:
     else:
         print(f"  host settings may be left changed: tickwire-agent restore --state-dir {state_dir}",
               file=sys.stderr)
+
+
+def remove_streams(stream_root: str) -> None:
+    """The stream's directories: the agent ended the stream and removed its files when it stopped;
+    what it left (an agent that could not) stays, and we say where."""
+    for directory in (os.path.join(stream_root, FEED_NAME), stream_root):
+        try:
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            print(f"  the book stream is left in {directory}", file=sys.stderr)
+            return
 
 
 def main(argv: list[str] | None = None) -> int:

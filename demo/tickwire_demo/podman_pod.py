@@ -132,10 +132,16 @@ def write_pod_kubeconfig(pod: Mapping[str, Any], node: Node, directory: pathlib.
     return path
 
 
-def podman_manifest(pod: Mapping[str, Any], node: Node, kubeconfig: pathlib.Path) -> dict:
+def mounts_token(pod: Mapping[str, Any]) -> bool:
+    """Whether a kubelet would mount the service account's token (automountServiceAccountToken)."""
+    return pod["spec"].get("automountServiceAccountToken") is not False
+
+
+def podman_manifest(pod: Mapping[str, Any], node: Node, kubeconfig: pathlib.Path | None) -> dict:
     """The Pod as `podman kube play` must be given it to run as a kubelet would run `pod`.
 
-    `kubeconfig` is the Pod's own (write_pod_kubeconfig). Every rule is here, each with the
+    `kubeconfig` is the Pod's own (write_pod_kubeconfig), None for a Pod that opts out of the
+    token (automountServiceAccountToken: false): it gets none. Every rule is here, each with the
     podman behaviour that forces it. Nothing a kubelet enforces
     is dropped: capabilities, runAsUser, readOnlyRootFilesystem, allowPrivilegeEscalation,
     resources and volumes pass through unchanged (only where a hostPath points is adapted).
@@ -174,19 +180,22 @@ def podman_manifest(pod: Mapping[str, Any], node: Node, kubeconfig: pathlib.Path
         # account's token is mounted read-only in the token's place and KUBECONFIG names it (the
         # agent reads a kubeconfig when KUBERNETES_SERVICE_HOST is not set). RBAC is unchanged:
         # the API server sees the service account's token.
-        env.append({"name": "KUBECONFIG", "value": KUBECONFIG_IN_POD})
+        # A Pod with automountServiceAccountToken: false gets no token from a kubelet: none here.
+        if kubeconfig is not None:
+            env.append({"name": "KUBECONFIG", "value": KUBECONFIG_IN_POD})
+            container.setdefault("volumeMounts", []).append(
+                {"name": "tickwire-kubeconfig", "mountPath": KUBECONFIG_IN_POD, "readOnly": True})
         container["env"] = env
-        container.setdefault("volumeMounts", []).append(
-            {"name": "tickwire-kubeconfig", "mountPath": KUBECONFIG_IN_POD, "readOnly": True})
         # R4 ports. Under hostNetwork, podman 4.3 refuses any `ports` ("PortMappings can only be
         # used with Bridge or slirp4netns networking"); a kubelet publishes nothing for them
         # either (the process binds the node's port itself), so they are left out.
         if spec.get("hostNetwork"):
             container.pop("ports", None)
-    spec.setdefault("volumes", []).append(
-        {"name": "tickwire-kubeconfig", "hostPath": {"path": str(kubeconfig), "type": "File"}})
+    if kubeconfig is not None:
+        spec.setdefault("volumes", []).append(
+            {"name": "tickwire-kubeconfig", "hostPath": {"path": str(kubeconfig), "type": "File"}})
 
-    for volume in spec["volumes"]:
+    for volume in spec.get("volumes") or []:
         host_path = volume.get("hostPath")
         empty_dir = volume.get("emptyDir")
         if host_path and _is_bpffs(host_path["path"]):
@@ -394,7 +403,8 @@ class PodmanPod:
         if _podman("pod", "exists", self.name, check=False).returncode == 0:
             raise PodRejected(f"a Pod named {self.name} already runs on this machine")
         self.workdir.mkdir(parents=True, exist_ok=True)
-        manifest = podman_manifest(self.pod, self.node, write_pod_kubeconfig(self.pod, self.node, self.workdir))
+        kubeconfig = write_pod_kubeconfig(self.pod, self.node, self.workdir) if mounts_token(self.pod) else None
+        manifest = podman_manifest(self.pod, self.node, kubeconfig)
         if needs_host_bpffs(self.pod):
             ensure_host_bpffs()
         self.manifest_path.write_text(json.dumps(manifest, indent=2))

@@ -1,4 +1,5 @@
-"""The demo's live terminal view: a pure function from the engine's stats to text."""
+"""The demo's live terminal view: pure functions from the engine's stats (and the books a reader
+sees in the stream) to text."""
 from __future__ import annotations
 
 CLEAR = "\x1b[H\x1b[2J"
@@ -35,7 +36,33 @@ def render(stats: dict, elapsed_s: float, feed_name: str) -> str:
     return "\n".join(out)
 
 
-def final_summary(stats: dict, sent: dict) -> str:
+def price(p: int | None) -> str:
+    """An ITCH price (4 implied decimals) as text; '-' for none."""
+    return f"{p / 10_000:,.4f}" if p else "-"
+
+
+def render_books(snapshots: dict, limit: int = 6) -> str:
+    """The live top of book of the `limit` busiest instruments (most messages applied), as a
+    consumer reads it from the stream: best bid and offer with their sizes, the spread, the last
+    trade and the live orders; INCOMPLETE where the engine knows the book is not whole."""
+    busiest = sorted(snapshots.items(), key=lambda item: item[1]["messages"], reverse=True)[:limit]
+    out = [f"  top of book ({len(snapshots)} instruments, read from the stream)",
+           f"  {'symbol':<8} {'bid size':>9} {'bid':>10}  {'ask':<10} {'ask size':<9} {'last':>10} "
+           f"{'orders':>7}  flags"]
+    for symbol, top in busiest:
+        bid, ask = top["bid"] or (0, 0, 0), top["ask"] or (0, 0, 0)
+        last = top["last_trade"][0] if top["last_trade"] else None
+        flags = " ".join(filter(None, ["INCOMPLETE" if top["incomplete"] else "",
+                                       f"state {top['trading_state']}" if top["trading_state"] not in ("", "T") else "",
+                                       "CROSSED" if bid[0] and ask[0] and bid[0] >= ask[0] else ""]))
+        out.append(f"  {symbol:<8} {bid[1] or '':>9} {price(bid[0]):>10}  {price(ask[0]):<10} "
+                   f"{str(ask[1] or ''):<9} {price(last):>10} {top['orders_live']:>7,}  {flags}")
+    if not busiest:
+        out.append("  (no instrument yet)")
+    return "\n".join(out)
+
+
+def final_summary(stats: dict, sent: dict, books: dict | None = None) -> str:
     """What the exchange sent against what the engine counted, side by side."""
     rows = [
         ("messages", sent.get("messages_sent"), stats["messages"]),
@@ -44,6 +71,16 @@ def final_summary(stats: dict, sent: dict) -> str:
         ("duplicate copies", sent.get("expected_duplicates"), stats["duplicates"]),
         ("lost on A only or B only, covered", sent.get("covered_by_other_line"), None),
     ]
+    if books is not None:
+        # The exchange names `stocks` instruments in its stock directory; the rest is the engine's.
+        rows += [
+            ("instruments with a book", books.get("stocks"), stats.get("book_instruments")),
+            ("  seen by a reader in the stream", books.get("stocks"), books.get("reader_instruments")),
+            ("live orders in the books", None, stats.get("book_orders_live")),
+            ("book events published", None, stats.get("book_events_published")),
+            ("books marked incomplete (gaps)", None, stats.get("book_incomplete")),
+            ("orders beyond maxOrders", None, stats.get("book_order_overflow")),
+        ]
     out = ["", "  summary                              exchange sent    engine counted"]
     for label, expected, got in rows:
         exp = "-" if expected is None else f"{expected:,}"

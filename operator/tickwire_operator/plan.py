@@ -11,6 +11,10 @@ from typing import Any
 from .placement import Allocation
 
 PLAN_VERSION = "tickwire.dev/plan-v1"
+# Where engines publish their books on a node (contract C7): <root>/<namespace>/<name>/{events,snapshot}.
+# The namespace level keeps two FeedHandlers of the same name in different namespaces, placed on
+# one node, from replacing each other's stream.
+STREAM_ROOT = "/run/tickwire/streams"
 
 
 def _line(line: Mapping[str, Any]) -> dict:
@@ -21,7 +25,8 @@ def _line(line: Mapping[str, Any]) -> dict:
     return planned
 
 
-def build_plan(body: Mapping[str, Any], spec: Mapping[str, Any], allocation: Allocation) -> dict:
+def build_plan(body: Mapping[str, Any], spec: Mapping[str, Any], allocation: Allocation,
+               stream_root: str = STREAM_ROOT) -> dict:
     if allocation.metrics_port is None:
         raise ValueError(f"allocation {allocation} has no metrics port: placement gives one (never a fixed port)")
     meta = body["metadata"]
@@ -48,7 +53,19 @@ def build_plan(body: Mapping[str, Any], spec: Mapping[str, Any], allocation: All
         plan["busyPoll"] = dict(spec["busyPoll"])
     if "latencySLO" in spec:
         plan["latencySLO"] = {"p99Micros": spec["latencySLO"]["p99Micros"]}
+    books = spec.get("books") or {}
+    if books.get("enabled"):
+        # Only when on: a plan without books is the plan of before, so an operator upgrade does
+        # not replace every running agent Pod (the plan hash decides that).
+        plan["books"] = {"enabled": True, "depth": books["depth"], "symbols": list(books.get("symbols") or []),
+                         "maxOrders": books["maxOrders"], "maxInstruments": books["maxInstruments"]}
+        plan["streamRoot"] = stream_directory_root(stream_root, meta["namespace"])
     return plan
+
+
+def stream_directory_root(stream_root: str, namespace: str) -> str:
+    """The engine's stream_root for a FeedHandler of this namespace: its stream is <that>/<name>/."""
+    return f"{stream_root.rstrip('/')}/{namespace}"
 
 
 def plan_hash(plan: Mapping[str, Any], *extra: str) -> str:

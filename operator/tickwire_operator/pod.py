@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .placement import DEFAULT_METRICS_PORTS, Allocation, PortRange
-from .plan import plan_hash
+from .plan import STREAM_ROOT, plan_hash
+from .sizing import agent_memory
 from .spec import GROUP, KIND, VERSION
 
 FEEDHANDLER_LABEL = "tickwire.dev/feedhandler"
@@ -45,7 +46,6 @@ CAPABILITIES = {
 # Only for a plan asking for a real-time poll thread (busyPoll.rtPriority > 0).
 RT_CAPABILITY = ("SYS_NICE", "run the poll thread SCHED_FIFO at busyPoll.rtPriority")
 
-AGENT_MEMORY = "256Mi"  # the agent process and a UMEM on normal pages; requests == limits
 HOUSEKEEPING_CPUS = 1   # for the agent's own threads, beside the plan's dedicated cores
 
 # Host paths. The state root is tmpfs on the node: it outlives the container and the Pod (the
@@ -71,6 +71,7 @@ class AgentSettings:
     node_state_dir: str = NODE_STATE_DIR
     # The node ports placement gives agents for /metrics (one per agent, never one twice on a node).
     metrics_ports: PortRange = DEFAULT_METRICS_PORTS
+    stream_root: str = STREAM_ROOT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "AgentSettings":
@@ -86,7 +87,8 @@ class AgentSettings:
                    state_root=env.get("TICKWIRE_AGENT_STATE_ROOT") or cls.state_root,
                    seccomp_profile=env.get("TICKWIRE_AGENT_SECCOMP_PROFILE") or cls.seccomp_profile,
                    node_state_dir=env.get("TICKWIRE_AGENT_NODE_STATE_DIR") or cls.node_state_dir,
-                   metrics_ports=metrics_ports)
+                   metrics_ports=metrics_ports,
+                   stream_root=env.get("TICKWIRE_AGENT_STREAM_ROOT") or cls.stream_root)
 
 
 def pod_name(feedhandler_name: str) -> str:
@@ -119,6 +121,13 @@ def capabilities(plan: Mapping[str, Any]) -> list[str]:
 def state_dir(body: Mapping[str, Any], settings: AgentSettings) -> str:
     """The agent's journal on the node, per FeedHandler: the same path in the container."""
     return os.path.join(settings.state_root, body["metadata"]["namespace"], body["metadata"]["name"])
+
+
+def stream_dir(plan: Mapping[str, Any]) -> str | None:
+    """The host directory the engine publishes this plan's books in (None: books off)."""
+    if not (plan.get("books") or {}).get("enabled"):
+        return None
+    return f"{plan['streamRoot'].rstrip('/')}/{plan['feed']['name']}"
 
 
 def _host_path(name: str, path: str, kind: str, mount_path: str | None = None) -> tuple[dict, dict]:
@@ -163,6 +172,11 @@ def host_access(body: Mapping[str, Any], plan: Mapping[str, Any], settings: Agen
     if plan.get("irqAffinity"):
         pairs.append(_host_path("irq", "/proc/irq", "Directory", mount_path=IRQ_MOUNT))
         args += ["--irq-dir", IRQ_MOUNT]
+    stream = stream_dir(plan)
+    if stream is not None:
+        # The engine writes its books' stream here, at the same path, for consumer Pods on the node
+        # to mount read-only (docs/consumers.md). Only this feed's directory, not the root.
+        pairs.append(_host_path("stream", stream, "DirectoryOrCreate"))
     return [m for m, _ in pairs], [v for _, v in pairs], args
 
 
@@ -172,7 +186,8 @@ def build_agent_pod(body: Mapping[str, Any], allocation: Allocation, plan: Mappi
     name = meta["name"]
     plan_json = json.dumps(plan, sort_keys=True, separators=(",", ":"))
     metrics_port = plan["metrics"]["port"]
-    resources = {"cpu": str(len(allocation.cores) + HOUSEKEEPING_CPUS), "memory": AGENT_MEMORY}
+    # The books' memory (sizing.py) is part of the limit: they are sized from the plan at start.
+    resources = {"cpu": str(len(allocation.cores) + HOUSEKEEPING_CPUS), "memory": agent_memory(plan)}
     if allocation.hugepages:
         # Charged to the Pod's hugetlb cgroup; the engine maps them with MAP_HUGETLB.
         resources["hugepages-2Mi"] = f"{allocation.hugepages * 2}Mi"

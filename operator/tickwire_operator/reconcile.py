@@ -384,7 +384,7 @@ class Reconciler:
 
         settings = dataclasses.replace(self.settings, service_account=agent_service_account(name))
         planned = allocation.planned()
-        plan = build_plan(body, spec, planned)
+        plan = build_plan(body, spec, planned, settings.stream_root)
         wanted_hash = desired_hash(plan, settings)
         plan_generation = generation
         health: dict | None = None  # the PodHealthy condition to write; None keeps the one there

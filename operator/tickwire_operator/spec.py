@@ -115,6 +115,8 @@ SPEC_RULES: dict[str, Callable[[Mapping[str, Any]], bool]] = {
         lambda s: not (s.get("zeroCopy") == "required" and s.get("xdpMode") == "generic"),
     "spec.hugepages must be 0 or at least 8: the engine's UMEM (8192 frames of 2 KiB) fills 8 pages of 2 MiB":
         lambda s: s.get("hugepages", 0) == 0 or s.get("hugepages", 0) >= 8,
+    "spec.books.symbols lists more symbols than spec.books.maxInstruments can hold":
+        lambda s: "books" not in s or len(s["books"].get("symbols") or []) <= s["books"]["maxInstruments"],
 }
 
 ROOT_RULES: dict[str, Callable[[Mapping[str, Any]], bool]] = {

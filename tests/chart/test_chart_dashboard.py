@@ -29,6 +29,7 @@ def exported_sample_names() -> set[str]:
 
     view = AgentView("itch-test")
     view.engine_up = True
+    view.books = True   # a FeedHandler with books on: their series exist
     view.stats = {
         "lines": {"A": {"packets": 10, "first_messages": 30}},
         "messages_by_type": {"A": 20, "E": 10},
@@ -36,6 +37,8 @@ def exported_sample_names() -> set[str]:
         "malformed_by_reason": {"itch_bad_length": 1},
         "ring": {"rx_dropped": 0},
         "rate": {"messages_per_s": 1000.0, "packets_per_s": 300.0},
+        "book_instruments": 3, "book_orders_live": 40, "book_incomplete": 0, "book_events_published": 90,
+        "book_order_overflow": 0,
         "latency": {stage: {"lines": {"A": {"buckets": [[1000, 1031, 5]]}}}
                     for stage in ("kernel_to_engine", "exchange_to_engine")},
     }

@@ -51,6 +51,7 @@ NON_DEFAULT_VALUES = {
         "namespaces": ["feeds-equities", "feeds-options"],
     },
     "crds": {"upgradeJob": {"enabled": False}},
+    "consumers": {"admissionPolicy": {"enabled": True, "namespaceLabels": {"team": "strategies"}}},
     "monitoring": {
         "serviceMonitor": {"enabled": True, "interval": "5s", "scrapeTimeout": "4s",
                            "labels": {"release": "kube-prometheus-stack"}},

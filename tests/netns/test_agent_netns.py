@@ -383,3 +383,11 @@ def test_the_local_demo_puts_the_host_back_and_leaves_no_state_dir(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["agent.log", "feed-summary.json", "latency.png", "plan.json"]
     assert "restored" in (out / "agent.log").read_text()
     assert int(open(f"{HUGEPAGES}/nr_hugepages").read()) == hugepages_before
+    # The view's top of book, read from the engine's stream, and the summary's book counts: every
+    # instrument the exchange's directory named got a book, and a reader saw each in the stream.
+    assert "top of book (16 instruments, read from the stream)" in done.stdout, done.stdout
+    summary = {line.strip().split("  ")[0]: line.split()[-3:] for line in done.stdout.splitlines()
+               if "instruments with a book" in line or "seen by a reader" in line}
+    assert summary == {"instruments with a book": ["16", "16", "ok"],
+                       "seen by a reader in the stream": ["16", "16", "ok"]}, done.stdout
+    assert "book stream in" in (out / "agent.log").read_text()      # ended and removed at the stop

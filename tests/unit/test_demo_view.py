@@ -1,6 +1,6 @@
 """The demo's terminal view and plot helpers, on hand-made stats."""
 from tickwire_demo.plot import percentile_curve, plot_percentiles
-from tickwire_demo.view import final_summary, render
+from tickwire_demo.view import final_summary, render, render_books
 
 
 def _stats(messages=1000, gaps=2):
@@ -40,3 +40,34 @@ def test_percentile_curve_walks_the_buckets():
 def test_plot_writes_a_png(tmp_path):
     path = plot_percentiles({"a": [[1000, 1999, 5]]}, str(tmp_path / "p.png"), "t")
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _top(symbol, bid, ask, messages, incomplete=False, last=None, state="T"):
+    return {"symbol": symbol, "bid": bid, "ask": ask, "messages": messages, "orders_live": 12,
+            "incomplete": incomplete, "trading_state": state, "last_trade": last}
+
+
+def test_render_books_shows_the_busiest_instruments_top_of_book():
+    snapshots = {"AAPL": _top("AAPL", (1_850_000, 300, 2), (1_850_100, 150, 1), 900, last=(1_850_100, 10)),
+                 "MSFT": _top("MSFT", None, (4_200_000, 50, 1), 50, incomplete=True),
+                 "ZZZZ": _top("ZZZZ", (100, 1, 1), (200, 1, 1), 1, state="H")}
+    text = render_books(snapshots, limit=2)
+    rows = text.splitlines()[2:]
+    assert "3 instruments" in text and len(rows) == 2          # the two busiest of three
+    assert rows[0].split()[:5] == ["AAPL", "300", "185.0000", "185.0100", "150"]
+    assert rows[0].split()[5] == "185.0100"                     # last trade
+    assert rows[1].split()[:3] == ["MSFT", "-", "420.0000"] and "INCOMPLETE" in rows[1]
+    assert "state H" in render_books(snapshots)
+    assert "no instrument yet" in render_books({})
+
+
+def test_final_summary_says_the_book_counts():
+    stats = {**_stats(), "book_instruments": 16, "book_orders_live": 1234, "book_events_published": 99,
+             "book_incomplete": 2, "book_order_overflow": 0}
+    text = final_summary(stats, {"messages_sent": 1000}, {"stocks": 16, "reader_instruments": 15})
+    row = next(line for line in text.splitlines() if "instruments with a book" in line)
+    assert row.split()[-3:] == ["16", "16", "ok"]
+    reader = next(line for line in text.splitlines() if "seen by a reader" in line)
+    assert "DIFFERS" in reader
+    assert "1,234" in text and "books marked incomplete" in text
+    assert "instruments with a book" not in final_summary(stats, {"messages_sent": 1000})

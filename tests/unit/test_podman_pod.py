@@ -97,6 +97,18 @@ def test_r3_the_pod_s_own_token_in_a_kubeconfig_where_the_token_would_be(tmp_pat
     assert {"name": "tickwire-kubeconfig", "hostPath": {"path": str(path), "type": "File"}} in out["spec"]["volumes"]
 
 
+def test_r3_a_pod_that_opts_out_of_the_token_gets_none(tmp_path):
+    """automountServiceAccountToken: false: a kubelet mounts no token, so no kubeconfig either."""
+    pod = operator_pod()
+    pod["spec"]["automountServiceAccountToken"] = False
+    assert not podman_pod.mounts_token(pod) and podman_pod.mounts_token(operator_pod())
+    out = podman_manifest(pod, node(tmp_path), None)
+    container = out["spec"]["containers"][0]
+    assert not any(e["name"] == "KUBECONFIG" for e in container["env"])
+    assert all(m["name"] != "tickwire-kubeconfig" for m in container["volumeMounts"])
+    assert all(v["name"] != "tickwire-kubeconfig" for v in out["spec"]["volumes"])
+
+
 def test_r4_ports_are_left_out_only_under_host_network(tmp_path):
     pod = operator_pod()
     assert "ports" not in podman_manifest(pod, node(tmp_path), kubeconfig(tmp_path))["spec"]["containers"][0]
