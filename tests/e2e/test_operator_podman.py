@@ -198,9 +198,15 @@ def run_until_ready_and_check(pod, node, pair, kube, name, tmp_path, logs, wait_
     with PodmanPod(pod, node, tmp_path / "run-1") as running:
         agent_log = tmp_path / "agent-1.log"
         logs.append(agent_log)
-        save_logs = lambda: agent_log.write_text(running.logs())  # noqa: E731
+        def save_logs() -> None:
+            agent_log.write_text(running.logs())
+
+        def engine_ready() -> bool:
+            save_logs()          # returns nothing: the wait is on the condition alone
+            return status_is(kube, name, "EngineReady")
+
         try:
-            wait_for("EngineReady", lambda: save_logs() or status_is(kube, name, "EngineReady"), 90)
+            wait_for("EngineReady", engine_ready, 90)
             pid = running.pid()
             container = pod["spec"]["containers"][0]
             # The image tag is one for every checkout on a machine: a `make images` elsewhere after
