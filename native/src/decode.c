@@ -28,6 +28,10 @@
 #include "tickwire.h"
 
 #define SEEN_WORDS (TW_SEQ_WINDOW / 64)
+/* A held message: its length (0: malformed, nothing to hand on) and its bytes. ITCH 5.0's longest
+ * message is 50 bytes; anything longer is malformed and never held. */
+#define HOLD_SLOT 64
+#define NO_OWNER (-1)
 _Static_assert(TW_SEQ_WINDOW % 64 == 0 && TW_SEQ_WINDOW > 0xffff,
                "the window must hold a whole MoldUDP64 packet and be whole 64-bit words");
 
@@ -59,6 +63,8 @@ struct tw_session {
     uint64_t line_next[TW_MAX_LINES]; /* per line: one past the highest sequence it has shown */
     uint64_t lost_end;                /* re-requesting: one past the last range given up, so that
                                          a range given up right after it is the same gap */
+    uint64_t deliver_next;            /* in-order delivery: everything below it was handed on (or
+                                         reported lost); what arrived above it is held */
     uint64_t last_used;               /* decoder's packet counter at the last packet: LRU order */
     uint64_t last_packet_ns;          /* caller's clock at the last accepted packet */
     struct tw_suspect suspect;
@@ -78,6 +84,8 @@ struct tw_decoder {
     struct tw_exchange_day exchange_day; /* the day ITCH timestamps count from (exchange_time.c) */
     uint64_t now_ns;       /* the caller's monotonic clock at its latest call that gave one */
     struct tw_requester req; /* declared ranges being asked for again (rerequest.c) */
+    uint8_t (*hold)[HOLD_SLOT]; /* in-order delivery: TW_SEQ_WINDOW slots by seq % window, or NULL */
+    int32_t hold_owner;         /* the session whose messages are held (one at a time), or NO_OWNER */
 };
 
 static const struct tw_clock no_clock = {0, 0};
@@ -134,6 +142,16 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
         return NULL;
     }
     d->cfg = *cfg;
+    d->hold_owner = NO_OWNER;
+    if (cfg->deliver_in_order) {
+        d->hold = calloc(TW_SEQ_WINDOW, HOLD_SLOT);
+        if (d->hold == NULL) {
+            snprintf(err, errlen, "out of memory for the in-order hold buffer (%u bytes)",
+                     TW_SEQ_WINDOW * HOLD_SLOT);
+            free(d);
+            return NULL;
+        }
+    }
     if (d->cfg.max_seq_jump == 0)
         d->cfg.max_seq_jump = TW_DEFAULT_MAX_SEQ_JUMP;
     if (d->cfg.max_seq_rate == 0)
@@ -147,6 +165,8 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
 
 void tw_decoder_free(struct tw_decoder *d)
 {
+    if (d)
+        free(d->hold);
     free(d);
 }
 
@@ -259,15 +279,146 @@ static uint64_t scan_for(const struct tw_session *s, uint64_t seq, uint64_t end,
     return want ? end : (seq < end ? seq : end); /* at and past next_seq nothing arrived */
 }
 
-/* The books' hook point: [first, first + count) of session s will never be delivered. (C9: the
- * books mark every instrument incomplete here, tw_books_on_loss.) */
+/* ---- delivery in order ------------------------------------------------------------------------
+ *
+ * Counting happens on arrival (a first copy is counted once, whatever its order); handing on to
+ * the books happens in sequence order. Per session, deliver_next is the lowest sequence number not
+ * handed on yet: a first copy at deliver_next is handed on at once, one above it is held (copied
+ * into the hold buffer) until everything below it arrived or was given up. A hole that is given up
+ * is reported lost in its place (the books mark themselves incomplete, contract C9), then the
+ * held messages after it follow. A copy that arrives after its number was reported lost is
+ * counted (recovered) but not handed on: the books already know they missed it. */
+
+static int delivering(const struct tw_decoder *d)
+{
+    return d->hold != NULL;
+}
+
+/* The books' two hooks (C9): a message, in order; a range that will never come. */
+static void hand_on(struct tw_decoder *d, const uint8_t *msg, uint32_t len)
+{
+    (void)msg;
+    (void)len;
+    d->stats.delivered++;
+}
+
+static void hand_on_loss(struct tw_decoder *d, struct tw_session *s, uint64_t first, uint64_t count)
+{
+    (void)s;
+    (void)first;
+    add_sat(&d->stats.delivered_lost, count);
+}
+
+static int valid_itch(const uint8_t *msg, uint32_t mlen)
+{
+    return mlen > 0 && tw_itch_length(msg[0]) == mlen;
+}
+
+static void hand_on_held(struct tw_decoder *d, struct tw_session *s, uint64_t seq)
+{
+    const uint8_t *slot = d->hold[seq % TW_SEQ_WINDOW];
+    d->stats.delivery_held--;
+    if (slot[0] == 0)
+        hand_on_loss(d, s, seq, 1); /* malformed: its content is lost to the books */
+    else
+        hand_on(d, slot + 1, slot[0]);
+}
+
+static int being_requested(const struct tw_decoder *d, const struct tw_session *s, uint64_t seq);
+static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s,
+                               uint64_t seq);
+
+/* Hand on what can be: held messages that are next, and holes below the frontier that nobody is
+ * asking for any more (reported lost). Stops at a hole that is pending or being requested. */
+static void deliver_in_order(struct tw_decoder *d, struct tw_session *s)
+{
+    if (!delivering(d))
+        return;
+    for (;;) {
+        uint64_t seq = s->deliver_next;
+        if (arrived(s, seq)) {
+            hand_on_held(d, s, seq);
+            s->deliver_next++;
+            continue;
+        }
+        if (seq >= s->frontier)
+            break; /* pending: a line may still fill it */
+        uint64_t asked = requested_from(d, s, seq);
+        if (asked == seq)
+            break; /* a request may still fill it */
+        uint64_t end = min_u64(min_u64(scan_for(s, seq, s->frontier, 1), asked), s->frontier);
+        hand_on_loss(d, s, seq, end - seq);
+        s->deliver_next = end;
+    }
+    if (d->hold_owner == (int32_t)slot_of(d, s) && d->stats.delivery_held == 0)
+        d->hold_owner = NO_OWNER;
+}
+
+/* Everything of s below `upto` still waiting is handed on now: held messages in order, holes
+ * as lost. */
+static void deliver_upto(struct tw_decoder *d, struct tw_session *s, uint64_t upto)
+{
+    if (!delivering(d))
+        return;
+    uint64_t seq = s->deliver_next;
+    while (seq < upto) {
+        if (arrived(s, seq)) {
+            hand_on_held(d, s, seq++);
+            continue;
+        }
+        uint64_t end = scan_for(s, seq, upto, 1);
+        hand_on_loss(d, s, seq, end - seq);
+        seq = end;
+    }
+    s->deliver_next = seq;
+    if (d->hold_owner == (int32_t)slot_of(d, s) && d->stats.delivery_held == 0)
+        d->hold_owner = NO_OWNER;
+}
+
+static void deliver_all(struct tw_decoder *d, struct tw_session *s)
+{
+    deliver_upto(d, s, s->next_seq);
+}
+
+/* A first copy of seq in s (seen bit already set): hand it on, hold it, or (when its number was
+ * reported lost already) leave it. */
+static void offer(struct tw_decoder *d, struct tw_session *s, uint64_t seq, const uint8_t *msg,
+                  uint32_t mlen)
+{
+    if (!delivering(d) || seq < s->deliver_next)
+        return;
+    int valid = valid_itch(msg, mlen);
+    if (seq == s->deliver_next) {
+        if (valid)
+            hand_on(d, msg, mlen);
+        else
+            hand_on_loss(d, s, seq, 1);
+        s->deliver_next++;
+        if (d->stats.delivery_held > 0 || s->deliver_next < s->frontier)
+            deliver_in_order(d, s);
+        return;
+    }
+    int32_t me = (int32_t)slot_of(d, s);
+    if (d->hold_owner != me && d->hold_owner != NO_OWNER) {
+        /* One session holds at a time: the other one's holes are given up to the books. */
+        add_sat(&d->stats.delivery_forced, 1);
+        deliver_all(d, &d->sessions[d->hold_owner]);
+    }
+    d->hold_owner = me;
+    uint8_t *slot = d->hold[seq % TW_SEQ_WINDOW];
+    slot[0] = valid ? (uint8_t)mlen : 0;
+    if (valid)
+        memcpy(slot + 1, msg, mlen);
+    d->stats.delivery_held++;
+}
+
+/* The books' loss point (C9) is in order: a range given up is reported when delivery reaches it. */
 static void range_given_up(struct tw_decoder *d, struct tw_session *s, uint64_t first,
                            uint64_t count)
 {
-    (void)d;
-    (void)s;
     (void)first;
     (void)count;
+    deliver_in_order(d, s);
 }
 
 /* [first, end) of s is lost for good: each run in it that did not arrive is counted in missing,
@@ -293,10 +444,10 @@ static void request_gone(struct tw_decoder *d, uint32_t i)
 
 static void give_up_request(struct tw_decoder *d, uint32_t i)
 {
-    struct tw_req_range *q = &d->req.ranges[i];
+    struct tw_req_range q = d->req.ranges[i];
     add_sat(&d->stats.gaps_given_up, 1);
-    give_up(d, &d->sessions[q->slot], q->first, q->end);
-    request_gone(d, i);
+    request_gone(d, i); /* first: delivery must see that nobody asks for it any more */
+    give_up(d, &d->sessions[q.slot], q.first, q.end);
 }
 
 /* A declared run [first, end) of s: asked for again, or given up at once when it cannot be
@@ -354,6 +505,22 @@ static int being_requested(const struct tw_decoder *d, const struct tw_session *
     return requesting(d) && tw_req_find(&d->req, slot_of(d, s), seq) >= 0;
 }
 
+/* seq itself if a range of s asks for it, else the lowest first number of a range above it, else
+ * UINT64_MAX. */
+static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s, uint64_t seq)
+{
+    uint64_t best = UINT64_MAX;
+    for (uint32_t i = 0; i < d->req.n && requesting(d); i++) {
+        const struct tw_req_range *q = &d->req.ranges[i];
+        if (q->slot != slot_of(d, s) || q->end <= seq)
+            continue;
+        if (q->first <= seq)
+            return seq;
+        best = min_u64(best, q->first);
+    }
+    return best;
+}
+
 /* ---- declaring holes -------------------------------------------------------------------------- */
 
 static void drop_timing_records(struct tw_session *s)
@@ -383,6 +550,7 @@ static uint64_t declare_for_request(struct tw_decoder *d, struct tw_session *s, 
     s->frontier = to;
     s->frontier_in_gap = 0;
     drop_timing_records(s);
+    deliver_in_order(d, s);
     return declared;
 }
 
@@ -440,6 +608,7 @@ static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_
     s->frontier = to;
     s->frontier_in_gap = in_run;
     drop_timing_records(s);
+    deliver_in_order(d, s);
     return from_bits;
 }
 
@@ -458,6 +627,8 @@ static void extend_to(struct tw_decoder *d, struct tw_session *s, uint64_t to)
             add_sat(&d->stats.window_overflow, 1);
         declare_upto(d, s, low, 0);
     }
+    if (delivering(d) && s->deliver_next < low)
+        deliver_upto(d, s, low); /* never reached: all below low is arrived or lost by now */
     seen_clear(s, s->next_seq > low ? s->next_seq : low, to);
     s->next_seq = to;
 }
@@ -534,6 +705,7 @@ static struct tw_session *session_slot(struct tw_decoder *d)
     }
     declare_all_pending(d, lru);
     abandon_requests(d, lru); /* nobody will remember what its replies are for */
+    deliver_all(d, lru);
     d->stats.sessions_replaced++;
     return lru;
 }
@@ -555,7 +727,7 @@ static struct tw_session *session_for(struct tw_decoder *d, const uint8_t *id, u
         s->in_use = 1;
         memcpy(s->id, id, MOLD_SESSION_LEN);
         s->start = d->joined ? 1 : first_seq;
-        s->next_seq = s->frontier = s->start;
+        s->next_seq = s->frontier = s->deliver_next = s->start;
         s->last_packet_ns = now->mono_ns;
         d->joined = 1;
     }
@@ -708,6 +880,7 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
                 add_sat(&d->stats.recovered, 1); /* it was counted missing */
         }
         take_message(d, line, msg, mlen, now);
+        offer(d, s, seq, msg, mlen);
     }
 }
 
@@ -901,6 +1074,9 @@ void tw_decoder_flush(struct tw_decoder *d)
             declare_all_pending(d, &d->sessions[i]);
     while (d->req.n > 0) /* the end of the run: no answer can come any more */
         give_up_request(d, 0);
+    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
+        if (d->sessions[i].in_use)
+            deliver_all(d, &d->sessions[i]);
 }
 
 /* A sequence number in [frontier, next_seq) that did not arrive: a hole still waiting for a line.
@@ -1073,6 +1249,7 @@ int tw_decode_reply(struct tw_decoder *d, const uint8_t *p, uint32_t len, const 
         }
         seen_set(s, seq);
         take_recovered(d, &d->req.ranges[i], msg, mlen, now);
+        offer(d, s, seq, msg, mlen);
     }
     settle_requests(d, s);
     return TW_FRAME_DATA;

@@ -118,6 +118,12 @@ struct tw_stats {
     uint64_t reply_rejected;         /* of those: malformed, not data, or of no session asked */
     uint64_t reply_unsolicited;      /* messages in replies that no request asked for (dropped) */
     struct tw_hist recovery;         /* gap declared -> its message recovered by request */
+    /* in-order delivery (cfg.deliver_in_order; docs/design.md "Delivery in order") */
+    uint64_t delivered;              /* messages handed on, in sequence order */
+    uint64_t delivered_lost;         /* sequence numbers handed on as lost (given up, malformed) */
+    uint64_t delivery_held;          /* messages waiting behind a hole now (a gauge) */
+    uint64_t delivery_forced;        /* a session's held messages pushed out, its holes reported
+                                        lost, because another session needed the hold buffer */
 };
 
 struct tw_line_config {
@@ -152,6 +158,9 @@ struct tw_decoder_config {
     uint32_t n_later_midnights;               /* 0..TW_MAX_LATER_MIDNIGHTS */
     int64_t later_midnights_ns[512];
     struct tw_rerequest_config rerequest;
+    /* 1: hand messages on (to the books) strictly in sequence order: a message past a hole is
+     * held (a 4 MiB buffer, allocated here) until the hole is filled or given up. */
+    uint32_t deliver_in_order;
 };
 
 /* The caller's clocks for a batch: read once per batch, never per packet. */

@@ -70,7 +70,7 @@ class Decoder:
                  exchange_midnights_ns: Sequence[int] | None = None, exchange_tz: str | None = None,
                  max_seq_jump: int = config.DEFAULT_MAX_SEQ_JUMP,
                  max_seq_rate: int = config.DEFAULT_MAX_SEQ_RATE,
-                 rerequest: config.Rerequest | None = None):
+                 rerequest: config.Rerequest | None = None, in_order: bool = False):
         self.lines = [_as_line(spec) for spec in lines]
         validate_lines(self.lines)
         if not isinstance(arbitration_window_ns, int) or arbitration_window_ns < 0:
@@ -90,6 +90,7 @@ class Decoder:
         config.fill_decoder_config(cfg, self.lines, midnights, arbitration_window_ns)
         config.fill_sequencing_config(cfg, max_seq_jump, max_seq_rate)
         config.fill_rerequest_config(cfg, rerequest)
+        cfg.deliver_in_order = int(in_order)
         err = ffi.new("char[256]")
         decoder = lib.tw_decoder_new(cfg, err, len(err))
         if decoder == ffi.NULL:

@@ -111,6 +111,9 @@ def stats_to_dict(stats, line_names: Sequence[str]) -> dict:
         "exchange_time": exchange_time_to_dict(stats),
         "latency": latency_to_dict(stats, line_names),
         "rerequest": rerequest_to_dict(stats),
+        # in-order delivery to the books (docs/design.md "Delivery in order")
+        "delivery": {"delivered": stats.delivered, "lost": stats.delivered_lost,
+                     "held": stats.delivery_held, "forced": stats.delivery_forced},
     }
 
 
