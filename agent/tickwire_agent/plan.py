@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from tickwire_engine.config import EXCHANGE_TIMEZONES, LOCAL_ZONE, EngineConfig, Line  # the engine's own
+from tickwire_engine.config import (EXCHANGE_TIMEZONES, LOCAL_ZONE, ConfigError, EngineConfig,  # the engine's own
+                                    Line, Rerequest)
 
 API_VERSION = "tickwire.dev/plan-v1"
 
@@ -99,6 +100,7 @@ class Plan:
     metrics_port: int = 9470
     restore_drift: bool = True
     status_interval_seconds: float = 5.0
+    rerequest: Rerequest | None = None       # None: a declared gap is final (no re-request server)
 
 
 @lru_cache(maxsize=1)
@@ -263,6 +265,14 @@ def semantic_problems(doc: dict) -> list[Problem]:
                                     "use a name such as America/New_York, or null for the feed's "
                                     f"exchange ({EXCHANGE_TIMEZONES[doc['feed']['protocol']]})"))
 
+    rerequest = doc.get("rerequest")
+    if rerequest is not None:
+        try:
+            _rerequest(rerequest).validate()
+        except ConfigError as e:
+            problems.append(Problem("rerequest", str(e), "give the exchange's re-request server as "
+                                    "IPv4 ADDRESS:PORT, with limits in range"))
+
     address = doc.get("metrics", {}).get("address")
     if address is not None:
         try:
@@ -271,6 +281,16 @@ def semantic_problems(doc: dict) -> list[Problem]:
             problems.append(Problem("metrics.address", f"{address!r} is not an IP address",
                                     "use 0.0.0.0 (all interfaces) or 127.0.0.1 (this host only)"))
     return problems
+
+
+def _rerequest(doc: dict | None) -> Rerequest | None:
+    if doc is None:
+        return None
+    defaults = Rerequest("0.0.0.1:1")
+    return Rerequest(doc["server"], max_messages=doc.get("maxMessages", defaults.max_messages),
+                     timeout_ms=doc.get("timeoutMillis", defaults.timeout_ms),
+                     attempts=doc.get("attempts", defaults.attempts),
+                     rate=doc.get("rate", defaults.rate), burst=doc.get("burst", defaults.burst))
 
 
 def _build(doc: dict) -> Plan:
@@ -304,4 +324,5 @@ def _build(doc: dict) -> Plan:
         metrics_port=metrics.get("port", 9470),
         restore_drift=doc.get("restoreDrift", True),
         status_interval_seconds=doc.get("statusIntervalSeconds", 5.0),
+        rerequest=_rerequest(doc.get("rerequest")),
     )

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "decode_internal.h"
 #include "exchange_time.h"
@@ -32,6 +33,7 @@
  * message is 50 bytes; anything longer is malformed and never held. */
 #define HOLD_SLOT 64
 #define NO_OWNER (-1)
+#define HOLD_BYTES ((size_t)TW_SEQ_WINDOW * HOLD_SLOT)
 _Static_assert(TW_SEQ_WINDOW % 64 == 0 && TW_SEQ_WINDOW > 0xffff,
                "the window must hold a whole MoldUDP64 packet and be whole 64-bit words");
 
@@ -144,10 +146,13 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
     d->cfg = *cfg;
     d->hold_owner = NO_OWNER;
     if (cfg->deliver_in_order) {
-        d->hold = calloc(TW_SEQ_WINDOW, HOLD_SLOT);
+        /* mmap, not calloc: zero pages that cost nothing until a hole makes a message wait */
+        void *hold = mmap(NULL, HOLD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                          -1, 0);
+        d->hold = hold == MAP_FAILED ? NULL : hold;
         if (d->hold == NULL) {
-            snprintf(err, errlen, "out of memory for the in-order hold buffer (%u bytes)",
-                     TW_SEQ_WINDOW * HOLD_SLOT);
+            snprintf(err, errlen, "out of memory for the in-order hold buffer (%zu bytes)",
+                     HOLD_BYTES);
             free(d);
             return NULL;
         }
@@ -165,8 +170,8 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
 
 void tw_decoder_free(struct tw_decoder *d)
 {
-    if (d)
-        free(d->hold);
+    if (d && d->hold)
+        munmap(d->hold, HOLD_BYTES);
     free(d);
 }
 
@@ -324,7 +329,6 @@ static void hand_on_held(struct tw_decoder *d, struct tw_session *s, uint64_t se
         hand_on(d, slot + 1, slot[0]);
 }
 
-static int being_requested(const struct tw_decoder *d, const struct tw_session *s, uint64_t seq);
 static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s,
                                uint64_t seq);
 
@@ -346,7 +350,7 @@ static void deliver_in_order(struct tw_decoder *d, struct tw_session *s)
         uint64_t asked = requested_from(d, s, seq);
         if (asked == seq)
             break; /* a request may still fill it */
-        uint64_t end = min_u64(min_u64(scan_for(s, seq, s->frontier, 1), asked), s->frontier);
+        uint64_t end = scan_for(s, seq, min_u64(asked, s->frontier), 1);
         hand_on_loss(d, s, seq, end - seq);
         s->deliver_next = end;
     }
@@ -484,10 +488,12 @@ static void requests_leave_window(struct tw_decoder *d, struct tw_session *s, ui
 {
     for (uint32_t i = 0; i < d->req.n;) {
         struct tw_req_range *q = &d->req.ranges[i];
-        if (q->slot != slot_of(d, s) || q->first >= low) {
+        if (q->slot != slot_of(d, s)) {
             i++;
             continue;
         }
+        if (q->first >= low)
+            break; /* a session's ranges rise: none after this one is below the window */
         if (q->end <= low) {
             give_up_request(d, i);
             continue;
@@ -499,26 +505,32 @@ static void requests_leave_window(struct tw_decoder *d, struct tw_session *s, ui
     }
 }
 
-/* seq of s, below the frontier and not arrived, was asked for rather than counted missing. */
-static int being_requested(const struct tw_decoder *d, const struct tw_session *s, uint64_t seq)
+/* seq of s, below the frontier, just arrived from a line: 1 if it was asked for (rather than
+ * counted missing). A range always starts at a number still missing, so the one that began with
+ * seq moves on past what has arrived, and is forgotten when nothing is left. */
+static int fill_request(struct tw_decoder *d, const struct tw_session *s, uint64_t seq)
 {
-    return requesting(d) && tw_req_find(&d->req, slot_of(d, s), seq) >= 0;
+    int i = requesting(d) ? tw_req_find(&d->req, slot_of(d, s), seq) : -1;
+    if (i < 0)
+        return 0;
+    struct tw_req_range *q = &d->req.ranges[i];
+    if (q->first == seq)
+        q->first = scan_for(s, seq, q->end, 0);
+    if (q->first >= q->end)
+        request_gone(d, (uint32_t)i);
+    return 1;
 }
 
 /* seq itself if a range of s asks for it, else the lowest first number of a range above it, else
- * UINT64_MAX. */
+ * UINT64_MAX. A session's ranges rise in table order: the first one ending past seq decides. */
 static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s, uint64_t seq)
 {
-    uint64_t best = UINT64_MAX;
     for (uint32_t i = 0; i < d->req.n && requesting(d); i++) {
         const struct tw_req_range *q = &d->req.ranges[i];
-        if (q->slot != slot_of(d, s) || q->end <= seq)
-            continue;
-        if (q->first <= seq)
-            return seq;
-        best = min_u64(best, q->first);
+        if (q->slot == slot_of(d, s) && q->end > seq)
+            return q->first <= seq ? seq : q->first;
     }
-    return best;
+    return UINT64_MAX;
 }
 
 /* ---- declaring holes -------------------------------------------------------------------------- */
@@ -876,7 +888,7 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
                 continue;
             }
             seen_set(s, seq);
-            if (seq < s->frontier && seq >= s->start && !being_requested(d, s, seq))
+            if (seq < s->frontier && seq >= s->start && !fill_request(d, s, seq))
                 add_sat(&d->stats.recovered, 1); /* it was counted missing */
         }
         take_message(d, line, msg, mlen, now);
@@ -1146,8 +1158,16 @@ int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, ui
     now = now ? now : &no_clock;
     d->now_ns = now->mono_ns;
     struct tw_requester *r = &d->req;
+    if (r->n == 0 || now->mono_ns < r->wake_ns)
+        return 0; /* nothing can be due yet: the poll thread asks every loop, this is its cost */
+    uint64_t wake = UINT64_MAX;
+    uint32_t i = 0;
+    if (r->scan_from > 0 && r->scan_now == now->mono_ns) { /* the rest of this moment's pass */
+        i = r->scan_from;
+        wake = r->scan_wake;
+    }
     int may_send = 1;
-    for (uint32_t i = 0; i < r->n;) {
+    while (i < r->n) {
         struct tw_req_range *q = &r->ranges[i];
         struct tw_session *s = &d->sessions[q->slot];
         q->first = scan_for(s, q->first, q->end, 0);
@@ -1163,12 +1183,13 @@ int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, ui
             give_up_request(d, i);
             continue;
         }
+        if (step == TW_REQ_WAIT)
+            wake = min_u64(wake, tw_req_wait_ends(r, i));
+        if (step == TW_REQ_SEND && may_send && !tw_req_take_credit(r, now->mono_ns)) {
+            may_send = 0; /* the rate is spent: the rest wait, in order */
+            wake = min_u64(wake, tw_req_credit_at(r, now->mono_ns));
+        }
         if (step == TW_REQ_SEND && may_send) {
-            if (!tw_req_take_credit(r, now->mono_ns)) {
-                may_send = 0; /* the rate is spent: the rest wait, in order */
-                i++;
-                continue;
-            }
             uint64_t count = q->end - q->first;
             memcpy(out, s->id, MOLD_SESSION_LEN);
             wr_be64(out + MOLD_SEQ_OFFSET, q->first);
@@ -1177,16 +1198,23 @@ int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, ui
             tw_req_sent(r, i, now->mono_ns);
             add_sat(&d->stats.requests_sent, 1);
             add_sat(&d->stats.messages_requested, count);
+            r->wake_ns = 0; /* the caller asks again at once: resume after this range */
+            r->scan_from = i + 1;
+            r->scan_now = now->mono_ns;
+            r->scan_wake = min_u64(wake, tw_req_wait_ends(r, i));
             return 1;
         }
         i++;
     }
+    r->wake_ns = wake;
+    r->scan_from = 0;
     return 0;
 }
 
 /* A message a reply brought for a range that asked for it: the first copy of its sequence number
- * (the caller checked), checked and counted like a line's. No exchange latency: the time it
- * spent lost is measured from its declaration instead (stats.recovery). */
+ * (the caller checked), checked and counted like a line's. No exchange latency (counted in
+ * exchange_latency_skipped): the time it spent lost is measured from its declaration instead
+ * (stats.recovery). */
 static void take_recovered(struct tw_decoder *d, struct tw_req_range *q, const uint8_t *msg,
                            uint32_t mlen, const struct tw_clock *now)
 {
@@ -1205,6 +1233,7 @@ static void take_recovered(struct tw_decoder *d, struct tw_req_range *q, const u
     }
     d->stats.messages++;
     d->stats.messages_by_type[msg[0]]++;
+    d->stats.exchange_latency_skipped++; /* its latency is stats.recovery's, not a line's */
 }
 
 static int reject_reply(struct tw_decoder *d)
@@ -1249,6 +1278,8 @@ int tw_decode_reply(struct tw_decoder *d, const uint8_t *p, uint32_t len, const 
         }
         seen_set(s, seq);
         take_recovered(d, &d->req.ranges[i], msg, mlen, now);
+        d->req.wake_ns = 0; /* answered: the rest of the range is due at once */
+        d->req.scan_from = 0;
         offer(d, s, seq, msg, mlen);
     }
     settle_requests(d, s);

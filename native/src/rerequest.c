@@ -67,6 +67,8 @@ uint64_t tw_req_add(struct tw_requester *r, uint32_t slot, uint64_t first, uint6
                                                   .declared_ns = now_ns};
         first = cut;
     }
+    r->wake_ns = 0;
+    r->scan_from = 0;
     return first;
 }
 
@@ -120,4 +122,16 @@ void tw_req_remove(struct tw_requester *r, uint32_t i)
 {
     memmove(&r->ranges[i], &r->ranges[i + 1], (r->n - i - 1) * sizeof(r->ranges[0]));
     r->n--;
+    r->scan_from = 0;
+}
+
+uint64_t tw_req_credit_at(const struct tw_requester *r, uint64_t now_ns)
+{
+    return r->credit_ns >= r->interval_ns ? now_ns : now_ns + (r->interval_ns - r->credit_ns);
+}
+
+uint64_t tw_req_wait_ends(const struct tw_requester *r, uint32_t i)
+{
+    const struct tw_req_range *q = &r->ranges[i];
+    return q->sent_ns > UINT64_MAX - r->cfg.timeout_ns ? UINT64_MAX : q->sent_ns + r->cfg.timeout_ns;
 }

@@ -29,8 +29,17 @@ struct tw_requester {
     uint64_t interval_ns;   /* one request's share of the rate */
     uint64_t credit_ns;     /* time banked for sends, at most burst * interval_ns */
     uint64_t credit_at_ns;  /* when credit was last topped up */
+    uint64_t wake_ns;       /* nothing can be due before this: a scan of the table is skipped
+                               (0: a range was added or answered, look now) */
+    /* A scan that stopped to hand out a request resumes at scan_from when asked again at the same
+     * time (scan_now), so a burst of n requests costs one pass, not n; any other change to the
+     * table (tw_req_add, tw_req_remove, an answer) starts the next scan from the top. */
+    uint32_t scan_from;
+    uint64_t scan_now;
+    uint64_t scan_wake;     /* the earliest wait's end among the ranges already passed */
     uint32_t n;
-    struct tw_req_range ranges[TW_MAX_REQUESTS]; /* in the order they were declared */
+    /* in the order they were declared, so each session's ranges are in rising order */
+    struct tw_req_range ranges[TW_MAX_REQUESTS];
 };
 
 /* What the next step for a range is, at `now_ns`. */
@@ -57,6 +66,12 @@ int tw_req_next_step(struct tw_requester *r, uint32_t i, uint64_t now_ns);
 
 /* 1 and one request's worth of credit taken if the rate allows a send now, else 0. */
 int tw_req_take_credit(struct tw_requester *r, uint64_t now_ns);
+
+/* When the next request's worth of credit will be there (after tw_req_take_credit said 0). */
+uint64_t tw_req_credit_at(const struct tw_requester *r, uint64_t now_ns);
+
+/* When range i's wait runs out (it is waiting for an answer). */
+uint64_t tw_req_wait_ends(const struct tw_requester *r, uint32_t i);
 
 /* A request for range i went out now. */
 void tw_req_sent(struct tw_requester *r, uint32_t i, uint64_t now_ns);

@@ -102,7 +102,8 @@ struct tw_stats {
     uint64_t exchange_midnights_left; /* later midnights still ahead (2^64-1: the day never changes;
                                          0: past the last one, no exchange latency is recorded) */
     uint64_t exchange_latency_skipped; /* messages without an exchange latency: stamped in our
-                                          future (clocks disagree) or past the midnights given */
+                                          future (clocks disagree), past the midnights given, or
+                                          recovered by request (stats.recovery has theirs) */
     struct tw_hist hist[2][2];        /* [stage][line] */
     /* re-request (docs/design.md "Gap recovery"): with it on, gaps and missing count only what
      * was given up, not what was asked for and came back */
