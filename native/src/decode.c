@@ -440,9 +440,16 @@ static void give_up(struct tw_decoder *d, struct tw_session *s, uint64_t first, 
     }
 }
 
+/* Range i is gone (marked; compacted away by requests_tidy at the end of the operation). */
 static void request_gone(struct tw_decoder *d, uint32_t i)
 {
     tw_req_remove(&d->req, i);
+    d->stats.requests_outstanding = d->req.n - d->req.gone;
+}
+
+static void requests_tidy(struct tw_decoder *d)
+{
+    tw_req_compact(&d->req);
     d->stats.requests_outstanding = d->req.n;
 }
 
@@ -464,7 +471,7 @@ static void ask_for(struct tw_decoder *d, struct tw_session *s, uint64_t first, 
         return;
     }
     uint64_t rest = tw_req_add(&d->req, slot_of(d, s), first, end, d->now_ns);
-    d->stats.requests_outstanding = d->req.n;
+    d->stats.requests_outstanding = d->req.n - d->req.gone;
     if (rest < end) {
         add_sat(&d->stats.request_overflow, end - rest);
         give_up(d, s, rest, end);
@@ -474,12 +481,10 @@ static void ask_for(struct tw_decoder *d, struct tw_session *s, uint64_t first, 
 /* Every range of s is given up (the session is forgotten, or a newer one replaced it). */
 static void abandon_requests(struct tw_decoder *d, const struct tw_session *s)
 {
-    for (uint32_t i = 0; i < d->req.n;) {
+    for (uint32_t i = 0; i < d->req.n; i++)
         if (d->req.ranges[i].slot == slot_of(d, s))
             give_up_request(d, i);
-        else
-            i++;
-    }
+    requests_tidy(d);
 }
 
 /* The window moves up to `low`: what is still wanted below it is given up, while the bits can
@@ -495,7 +500,7 @@ static void requests_leave_window(struct tw_decoder *d, struct tw_session *s, ui
         if (q->first >= low)
             break; /* a session's ranges rise: none after this one is below the window */
         if (q->end <= low) {
-            give_up_request(d, i);
+            give_up_request(d, i++);
             continue;
         }
         add_sat(&d->stats.gaps_given_up, 1);
@@ -1084,8 +1089,10 @@ void tw_decoder_flush(struct tw_decoder *d)
     for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
         if (d->sessions[i].in_use)
             declare_all_pending(d, &d->sessions[i]);
-    while (d->req.n > 0) /* the end of the run: no answer can come any more */
-        give_up_request(d, 0);
+    for (uint32_t i = 0; i < d->req.n; i++) /* the end of the run: no answer can come now */
+        if (d->req.ranges[i].slot != TW_REQ_GONE)
+            give_up_request(d, i);
+    requests_tidy(d);
     for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
         if (d->sessions[i].in_use)
             deliver_all(d, &d->sessions[i]);
@@ -1133,21 +1140,21 @@ static void wr_be64(uint8_t *p, uint64_t v)
 
 int tw_decoder_requests_outstanding(const struct tw_decoder *d)
 {
-    return d->req.n > 0;
+    return d->req.n > d->req.gone;
 }
 
 /* Trim the ranges of s to what is still missing; forget those that are whole again. */
 static void settle_requests(struct tw_decoder *d, const struct tw_session *s)
 {
-    for (uint32_t i = 0; i < d->req.n;) {
+    for (uint32_t i = 0; i < d->req.n; i++) {
         struct tw_req_range *q = &d->req.ranges[i];
-        if (q->slot == slot_of(d, s))
-            q->first = scan_for(s, q->first, q->end, 0);
+        if (q->slot != slot_of(d, s))
+            continue;
+        q->first = scan_for(s, q->first, q->end, 0);
         if (q->first >= q->end)
             request_gone(d, i);
-        else
-            i++;
     }
+    requests_tidy(d);
 }
 
 /* Walk the table in declaration order: drop what has arrived meanwhile (from a line or a reply),
@@ -1160,6 +1167,8 @@ int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, ui
     struct tw_requester *r = &d->req;
     if (r->n == 0 || now->mono_ns < r->wake_ns)
         return 0; /* nothing can be due yet: the poll thread asks every loop, this is its cost */
+    if (r->gone > 0 && !(r->scan_from > 0 && r->scan_now == now->mono_ns))
+        requests_tidy(d); /* not in the middle of this moment's pass: its indexes must hold */
     uint64_t wake = UINT64_MAX;
     uint32_t i = 0;
     if (r->scan_from > 0 && r->scan_now == now->mono_ns) { /* the rest of this moment's pass */
@@ -1167,8 +1176,10 @@ int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, ui
         wake = r->scan_wake;
     }
     int may_send = 1;
-    while (i < r->n) {
+    for (; i < r->n; i++) {
         struct tw_req_range *q = &r->ranges[i];
+        if (q->slot == TW_REQ_GONE)
+            continue;
         struct tw_session *s = &d->sessions[q->slot];
         q->first = scan_for(s, q->first, q->end, 0);
         if (q->first >= q->end) {
@@ -1204,8 +1215,8 @@ int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, ui
             r->scan_wake = min_u64(wake, tw_req_wait_ends(r, i));
             return 1;
         }
-        i++;
     }
+    requests_tidy(d);
     r->wake_ns = wake;
     r->scan_from = 0;
     return 0;

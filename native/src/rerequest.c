@@ -61,6 +61,7 @@ void tw_req_init(struct tw_requester *r, const struct tw_rerequest_config *cfg)
 uint64_t tw_req_add(struct tw_requester *r, uint32_t slot, uint64_t first, uint64_t end,
                     uint64_t now_ns)
 {
+    tw_req_compact(r);
     while (first < end && r->n < TW_MAX_REQUESTS) {
         uint64_t cut = end - first > r->cfg.max_count ? first + r->cfg.max_count : end;
         r->ranges[r->n++] = (struct tw_req_range){.slot = slot, .first = first, .end = cut,
@@ -120,8 +121,22 @@ void tw_req_sent(struct tw_requester *r, uint32_t i, uint64_t now_ns)
 
 void tw_req_remove(struct tw_requester *r, uint32_t i)
 {
-    memmove(&r->ranges[i], &r->ranges[i + 1], (r->n - i - 1) * sizeof(r->ranges[0]));
-    r->n--;
+    if (r->ranges[i].slot == TW_REQ_GONE)
+        return;
+    r->ranges[i].slot = TW_REQ_GONE;
+    r->gone++;
+}
+
+void tw_req_compact(struct tw_requester *r)
+{
+    if (r->gone == 0)
+        return;
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < r->n; i++)
+        if (r->ranges[i].slot != TW_REQ_GONE)
+            r->ranges[kept++] = r->ranges[i];
+    r->n = kept;
+    r->gone = 0;
     r->scan_from = 0;
 }
 

@@ -12,6 +12,11 @@
 
 #include "tickwire.h"
 
+/* A range's slot once it is gone (filled or given up): matches no session. Gone ranges are
+ * compacted away in one pass (tw_req_compact), so giving up or filling many at once costs one
+ * move of the table, not one per range. */
+#define TW_REQ_GONE UINT32_MAX
+
 /* One range still wanted: [first, end) of one session (the decoder's slot index). */
 struct tw_req_range {
     uint32_t slot;
@@ -37,7 +42,8 @@ struct tw_requester {
     uint32_t scan_from;
     uint64_t scan_now;
     uint64_t scan_wake;     /* the earliest wait's end among the ranges already passed */
-    uint32_t n;
+    uint32_t n;             /* ranges in the table, gone ones included until compacted */
+    uint32_t gone;          /* of those, gone */
     /* in the order they were declared, so each session's ranges are in rising order */
     struct tw_req_range ranges[TW_MAX_REQUESTS];
 };
@@ -76,7 +82,10 @@ uint64_t tw_req_wait_ends(const struct tw_requester *r, uint32_t i);
 /* A request for range i went out now. */
 void tw_req_sent(struct tw_requester *r, uint32_t i, uint64_t now_ns);
 
-/* Forget range i (filled or given up); the others keep their order. */
+/* Forget range i (filled or given up): marked gone; the others keep their places and order. */
 void tw_req_remove(struct tw_requester *r, uint32_t i);
+
+/* Drop the gone ranges, keeping the order of the others. */
+void tw_req_compact(struct tw_requester *r);
 
 #endif
