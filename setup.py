@@ -35,6 +35,7 @@ class BuildExtWithBpf(build_ext):
 
 
 setup(
-    cffi_modules=["native/tickwire_engine/_build.py:ffibuilder"],
+    cffi_modules=["native/tickwire_engine/_build.py:ffibuilder",
+                  "native/tickwire_engine/_consumer_build.py:ffibuilder"],
     cmdclass={"build_ext": BuildExtWithBpf},
 )

@@ -16,9 +16,13 @@ import copy
 # Top-level cumulative counts in the engine's stats (SIMPLE_COUNTERS in metrics.py and more).
 COUNTS = ("frames", "packets", "bytes", "messages", "gaps", "missing", "recovered", "duplicates",
           "heartbeats", "end_of_session", "malformed", "unmatched", "sessions_replaced",
-          "suspect_jumps", "confirmed_jumps", "window_overflow", "beyond_window", "after_end")
+          "suspect_jumps", "confirmed_jumps", "window_overflow", "beyond_window", "after_end",
+          # the books (contract C8)
+          "book_order_overflow", "book_instrument_overflow", "book_events_published",
+          "book_unknown_orders", "book_inconsistent", "book_losses", "book_resets",
+          "book_filtered", "book_messages")
 # Top-level numbers in the engine's stats that are not counts.
-GAUGES = ("last_packet_mono_ns",)
+GAUGES = ("last_packet_mono_ns", "book_instruments", "book_orders_live", "book_incomplete")
 # Counts kept per key (ITCH type letter, malformed reason) and per line.
 KEYED = ("messages_by_type", "malformed_by_reason")
 LINE_COUNTS = ("packets", "first_messages")

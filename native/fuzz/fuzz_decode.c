@@ -1,13 +1,16 @@
-/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, rerequest.c, exchange_time.c, itch.c, hist.c).
+/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, rerequest.c, exchange_time.c, itch.c,
+ * hist.c) and the order books it feeds (book.c).
  *
  * Build and run with native/fuzz/run.sh. An input is a script for one decoder:
  *
  *   byte 0        config: bit 0 set = two lines (A and B), else line A only;
  *                 bit 1 set = tight jump bounds (max_seq_jump 100, max_seq_rate 10^6/s), so short
  *                 scripts reach suspect and confirmed jumps too;
- *                 bit 2 set = re-requests on (4 messages per request, the arbitration window as
+ *                 bit 2 set = books attached (64 orders, 8 instruments, no stream: small, so
+ *                 overflow is reached too); bit 3 set = those books keep levels only;
+ *                 bit 4 set = re-requests on (4 messages per request, the arbitration window as
  *                 timeout, 2 attempts); after every step the harness takes every request due;
- *                 bit 3 set = in-order delivery (the hold buffer)
+ *                 bit 5 set = in-order delivery (the hold buffer; books turn it on too)
  *   then records  [op][len hi][len lo][len bytes of data]   (a short last record takes what is left)
  *
  *   op & 7   0, 1  tw_decode_frame(data)
@@ -41,8 +44,10 @@
  *     whole (counted), or each message is taken (recovered_by_request), a duplicate, or unsolicited;
  *     every request asks for 1..4 messages;
  *   - in-order delivery hands on no more than was counted, holds no more than the window, and
- *     holds nothing after a flush.
- * Replaying the same script on a fresh decoder must give byte-identical stats. Sanitizers catch
+ *     holds nothing after a flush;
+ *   - with books: their structural self-check passes (tw_books_check: every order findable,
+ *     level totals and queues agree with the orders, trees ordered, best levels right).
+ * Replaying the same script on a fresh decoder must give byte-identical stats (books' too). Sanitizers catch
  * the rest. native/fuzz/seeds.py writes valid scripts in this format; native/fuzz/regressions/
  * holds every input that ever crashed it, minimised.
  */
@@ -101,6 +106,32 @@ static struct tw_decoder *new_decoder(int two_lines, int tight_jumps, int rerequ
         abort();
     }
     return d;
+}
+
+static struct tw_books *new_books(int levels_only)
+{
+    struct tw_books_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.depth = 4;
+    cfg.max_orders = 64;
+    cfg.max_instruments = 8;
+    cfg.levels_only = levels_only;
+    char err[256];
+    struct tw_books *b = tw_books_new(&cfg, err, sizeof(err));
+    if (b == NULL) {
+        fprintf(stderr, "fuzz_decode: tw_books_new: %s\n", err);
+        abort();
+    }
+    return b;
+}
+
+static void check_books(const struct tw_books *b)
+{
+    char err[256];
+    if (b && tw_books_check(b, err, sizeof(err)) != 0) {
+        fprintf(stderr, "fuzz_decode: books broken: %s\n", err);
+        abort();
+    }
 }
 
 #define CHECK(cond)                                                                      \
@@ -422,11 +453,13 @@ static void reply(struct world *w, struct tw_decoder *d, const uint8_t *p, uint3
     }
 }
 
-/* Run the script; returns the decoder (caller frees) so a replay can be compared. */
-static struct tw_decoder *run(const uint8_t *data, size_t size)
+/* Run the script; returns the decoder and its books (caller frees) so a replay can be compared. */
+static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books **books)
 {
-    int two_lines = data[0] & 1, rerequest = (data[0] & 4) != 0;
-    struct tw_decoder *d = new_decoder(two_lines, data[0] & 2, rerequest, data[0] & 8);
+    int two_lines = data[0] & 1, rerequest = (data[0] & 16) != 0;
+    struct tw_decoder *d = new_decoder(two_lines, data[0] & 2, rerequest, data[0] & 32);
+    *books = (data[0] & 4) ? new_books(data[0] & 8) : NULL;
+    tw_decoder_set_books(d, *books);
     const struct tw_stats *s = tw_decoder_stats(d);
     struct tw_clock now = {START_MONO_NS, START_REAL_NS};
     struct tally tally = {0, 0};
@@ -515,6 +548,7 @@ static struct tw_decoder *run(const uint8_t *data, size_t size)
         if (rerequest)
             take_requests(d, &now);
         check_invariants(d, s, &tally, two_lines);
+        check_books(*books);
         counters_of(s, counters_after);
         check_monotone(counters_before, counters_after);
         free(rec);
@@ -560,10 +594,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 1)
         return 0;
-    struct tw_decoder *first = run(data, size);
-    struct tw_decoder *again = run(data, size);
+    struct tw_books *first_books, *again_books;
+    struct tw_decoder *first = run(data, size, &first_books);
+    struct tw_decoder *again = run(data, size, &again_books);
     CHECK(memcmp(tw_decoder_stats(first), tw_decoder_stats(again), sizeof(struct tw_stats)) == 0);
+    if (first_books) {
+        check_books(first_books);
+        CHECK(memcmp(tw_books_stats(first_books), tw_books_stats(again_books),
+                     sizeof(struct tw_book_stats)) == 0);
+    }
     tw_decoder_free(first);
     tw_decoder_free(again);
+    tw_books_free(first_books);
+    tw_books_free(again_books);
     return 0;
 }

@@ -9,7 +9,7 @@
 #                                  grows in native/fuzz/out/corpus and is reused by the next run
 #
 # Builds fuzz_decode.c with libFuzzer, AddressSanitizer and UndefinedBehaviorSanitizer against the
-# decoder's C files only (no AF_XDP, no libxdp) and writes the seed corpus first. Exits non-zero on
+# decoder's and the books' C files only (no AF_XDP, no libxdp) and writes the seed corpus first. Exits non-zero on
 # any crash, sanitizer report, broken invariant, leak or timeout; the reproducer is left in
 # native/fuzz/out/ (crash-*, leak-*, timeout-*). Minimise it and keep it:
 #   native/fuzz/out/fuzz_decode -minimize_crash=1 -max_total_time=60 \
@@ -52,10 +52,13 @@ echo "fuzz: building $OUT/fuzz_decode"
 CFLAGS=(-g -O1 -std=gnu11 -fno-sanitize-recover=all -fno-omit-frame-pointer "${INCLUDES[@]}")
 "$CLANG" "${CFLAGS[@]}" -fsanitize=address,undefined -c "$HERE/fuzz_decode.c" -o "$OUT/fuzz_decode.o"
 DECODER_OBJS=()
-for c in decode rerequest exchange_time itch hist; do
+for c in decode rerequest exchange_time itch hist book stream; do
   "$CLANG" "${CFLAGS[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$SRC/$c.c" -o "$OUT/$c.o"
   DECODER_OBJS+=("$OUT/$c.o")
 done
+# The books' self-check runs after every step: sanitized, but not traced for coverage.
+"$CLANG" "${CFLAGS[@]}" -fsanitize=address,undefined -c "$SRC/book_check.c" -o "$OUT/book_check.o"
+DECODER_OBJS+=("$OUT/book_check.o")
 "$CLANG" -fsanitize=fuzzer,address,undefined "$OUT/fuzz_decode.o" "${DECODER_OBJS[@]}" \
   -o "$OUT/fuzz_decode"
 

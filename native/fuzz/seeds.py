@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 
 from tests.support import frames as F  # noqa: E402  (needs the repository root on sys.path)
 
-ONE_LINE, TWO_LINES, TIGHT_JUMPS, REREQUEST, IN_ORDER = 0, 1, 2, 4, 8
+ONE_LINE, TWO_LINES, TIGHT_JUMPS, BOOKS, LEVELS_ONLY, REREQUEST, IN_ORDER = 0, 1, 2, 4, 8, 16, 32
 FRAME, FRAME_KERNEL_TIME, MOLD_A, MOLD_B, REPLY, TICK, FLUSH = 0, 2, 3, 4, 5, 6, 7
 A = ("239.1.1.1", 5000)
 B = ("239.1.1.2", 5001)
@@ -40,6 +40,18 @@ def hole_table(config: int) -> bytes:
     steps += [record(MOLD_B if config == TWO_LINES else MOLD_A, F.run_of(seq, 1))
               for seq in (3, 30, 150, 206, 207, 2)]
     return bytes([config]) + b"".join(steps) + record(TICK, wait_eighths=9) + record(FLUSH)
+
+
+def book_day(config: int, messages: int = 240, stocks: int = 10, seed: int = 3) -> bytes:
+    """A small generated trading day (tickwire_feed's market, day mode) for books of 64 orders and
+    8 instruments: adds, executions, cancels, deletes, replaces, trades; more stocks than the
+    books hold, and enough orders to overflow them."""
+    from tickwire_feed.market import Mix
+    from tickwire_feed.schedule import Schedule, ScheduleConfig
+    schedule = Schedule(ScheduleConfig(messages=messages, per_packet=6, day=True, stocks=stocks,
+                                       seed=seed, mix=Mix.parse("A=30,F=6,E=8,C=3,X=6,D=22,U=12,P=3,Q=1,H=1")))
+    packets = [t for chunk in iter(lambda: schedule.next_chunk(64), []) for t in chunk]
+    return bytes([config]) + b"".join(record(MOLD_A, bytes(t.payload)) for t in packets)
 
 
 def seeds() -> dict[str, bytes]:
@@ -114,6 +126,11 @@ def seeds() -> dict[str, bytes]:
         # whose last messages came late on the line that revealed it (its timing record remains)
         "pending-at-end": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 3))
         + record(MOLD_B, F.run_of(1, 3)) + record(MOLD_A, F.run_of(9, 1)),
+        # the books: a day's messages, full book and levels only, and a day with a hole in it
+        "books-day": book_day(ONE_LINE | BOOKS),
+        "books-levels-only": book_day(ONE_LINE | BOOKS | LEVELS_ONLY, seed=4),
+        "books-gap": book_day(ONE_LINE | BOOKS, messages=60, seed=5)
+        + record(MOLD_A, F.run_of(200, 2)),
         "pending-filled-late": bytes([TWO_LINES]) + record(MOLD_A, F.run_of(1, 10))
         + record(MOLD_B, F.run_of(1, 10)) + record(MOLD_A, F.run_of(15, 1), wait_eighths=1)
         + record(MOLD_B, F.run_of(11, 2), wait_eighths=1)

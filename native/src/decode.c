@@ -29,9 +29,11 @@
 #include "tickwire.h"
 
 #define SEEN_WORDS (TW_SEQ_WINDOW / 64)
-/* A held message: its length (0: malformed, nothing to hand on) and its bytes. ITCH 5.0's longest
- * message is 50 bytes; anything longer is malformed and never held. */
+/* A held message: its length (0: malformed, nothing to hand on), when it was received, and its
+ * bytes. ITCH 5.0's longest message is 50 bytes; anything longer is malformed and never held. */
 #define HOLD_SLOT 64
+#define HOLD_TIME 1
+#define HOLD_MESSAGE 9
 #define NO_OWNER (-1)
 #define HOLD_BYTES ((size_t)TW_SEQ_WINDOW * HOLD_SLOT)
 _Static_assert(TW_SEQ_WINDOW % 64 == 0 && TW_SEQ_WINDOW > 0xffff,
@@ -88,6 +90,8 @@ struct tw_decoder {
     struct tw_requester req; /* declared ranges being asked for again (rerequest.c) */
     uint8_t (*hold)[HOLD_SLOT]; /* in-order delivery: TW_SEQ_WINDOW slots by seq % window, or NULL */
     int32_t hold_owner;         /* the session whose messages are held (one at a time), or NO_OWNER */
+    struct tw_books *books; /* fed every message in sequence order, told of every loss (book.c,
+                               contract C9) by the in-order delivery below; NULL: none */
 };
 
 static const struct tw_clock no_clock = {0, 0};
@@ -134,6 +138,13 @@ static int config_error(const struct tw_decoder_config *cfg, char *err, size_t e
     return tw_exchange_config_error(cfg, err, errlen);
 }
 
+/* mmap, not calloc: zero pages that cost nothing until a hole makes a message wait. */
+static uint8_t (*hold_map(void))[HOLD_SLOT]
+{
+    void *hold = mmap(NULL, HOLD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return hold == MAP_FAILED ? NULL : hold;
+}
+
 struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err, size_t errlen)
 {
     if (config_error(cfg, err, errlen))
@@ -146,10 +157,7 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
     d->cfg = *cfg;
     d->hold_owner = NO_OWNER;
     if (cfg->deliver_in_order) {
-        /* mmap, not calloc: zero pages that cost nothing until a hole makes a message wait */
-        void *hold = mmap(NULL, HOLD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                          -1, 0);
-        d->hold = hold == MAP_FAILED ? NULL : hold;
+        d->hold = hold_map();
         if (d->hold == NULL) {
             snprintf(err, errlen, "out of memory for the in-order hold buffer (%zu bytes)",
                      HOLD_BYTES);
@@ -178,6 +186,16 @@ void tw_decoder_free(struct tw_decoder *d)
 struct tw_stats *tw_decoder_stats(struct tw_decoder *d)
 {
     return &d->stats;
+}
+
+/* Books take messages strictly in sequence order (contract C9): attaching them turns in-order
+ * delivery on. The engine asks for it in the config (deliver_in_order) so that the buffer is there
+ * from the start; otherwise it is mapped here, and without it the books get nothing. */
+void tw_decoder_set_books(struct tw_decoder *d, struct tw_books *b)
+{
+    d->books = b;
+    if (b != NULL && d->hold == NULL)
+        d->hold = hold_map();
 }
 
 /* ---- counting --------------------------------------------------------------------------------- */
@@ -300,18 +318,18 @@ static int delivering(const struct tw_decoder *d)
 }
 
 /* The books' two hooks (C9): a message, in order; a range that will never come. */
-static void hand_on(struct tw_decoder *d, const uint8_t *msg, uint32_t len)
+static void hand_on(struct tw_decoder *d, const uint8_t *msg, uint32_t len, uint64_t receive_ns)
 {
-    (void)msg;
-    (void)len;
     d->stats.delivered++;
+    if (d->books)
+        tw_books_on_message(d->books, msg, len, receive_ns);
 }
 
 static void hand_on_loss(struct tw_decoder *d, struct tw_session *s, uint64_t first, uint64_t count)
 {
-    (void)s;
-    (void)first;
     add_sat(&d->stats.delivered_lost, count);
+    if (d->books)
+        tw_books_on_loss(d->books, s->id, first, count);
 }
 
 static int valid_itch(const uint8_t *msg, uint32_t mlen)
@@ -323,10 +341,13 @@ static void hand_on_held(struct tw_decoder *d, struct tw_session *s, uint64_t se
 {
     const uint8_t *slot = d->hold[seq % TW_SEQ_WINDOW];
     d->stats.delivery_held--;
-    if (slot[0] == 0)
+    if (slot[0] == 0) {
         hand_on_loss(d, s, seq, 1); /* malformed: its content is lost to the books */
-    else
-        hand_on(d, slot + 1, slot[0]);
+        return;
+    }
+    uint64_t receive_ns;
+    memcpy(&receive_ns, slot + HOLD_TIME, sizeof(receive_ns));
+    hand_on(d, slot + HOLD_MESSAGE, slot[0], receive_ns);
 }
 
 static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s,
@@ -387,14 +408,14 @@ static void deliver_all(struct tw_decoder *d, struct tw_session *s)
 /* A first copy of seq in s (seen bit already set): hand it on, hold it, or (when its number was
  * reported lost already) leave it. */
 static void offer(struct tw_decoder *d, struct tw_session *s, uint64_t seq, const uint8_t *msg,
-                  uint32_t mlen)
+                  uint32_t mlen, uint64_t receive_ns)
 {
     if (!delivering(d) || seq < s->deliver_next)
         return;
     int valid = valid_itch(msg, mlen);
     if (seq == s->deliver_next) {
         if (valid)
-            hand_on(d, msg, mlen);
+            hand_on(d, msg, mlen, receive_ns);
         else
             hand_on_loss(d, s, seq, 1);
         s->deliver_next++;
@@ -411,8 +432,10 @@ static void offer(struct tw_decoder *d, struct tw_session *s, uint64_t seq, cons
     d->hold_owner = me;
     uint8_t *slot = d->hold[seq % TW_SEQ_WINDOW];
     slot[0] = valid ? (uint8_t)mlen : 0;
-    if (valid)
-        memcpy(slot + 1, msg, mlen);
+    if (valid) {
+        memcpy(slot + HOLD_TIME, &receive_ns, sizeof(receive_ns));
+        memcpy(slot + HOLD_MESSAGE, msg, mlen);
+    }
     d->stats.delivery_held++;
 }
 
@@ -852,12 +875,9 @@ static void take_message(struct tw_decoder *d, uint32_t line, const uint8_t *msg
 {
     d->stats.line_first_messages[line]++;
     uint32_t want = mlen > 0 ? tw_itch_length(msg[0]) : 0;
-    if (want == 0) {
-        count_malformed(d, TW_MAL_ITCH_UNKNOWN_TYPE); /* an empty block has no type at all */
-        return;
-    }
-    if (mlen != want) {
-        count_malformed(d, TW_MAL_ITCH_BAD_LENGTH);
+    if (want == 0 || mlen != want) {
+        /* an empty block has no type at all */
+        count_malformed(d, want == 0 ? TW_MAL_ITCH_UNKNOWN_TYPE : TW_MAL_ITCH_BAD_LENGTH);
         return;
     }
     d->stats.messages++;
@@ -897,7 +917,7 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
                 add_sat(&d->stats.recovered, 1); /* it was counted missing */
         }
         take_message(d, line, msg, mlen, now);
-        offer(d, s, seq, msg, mlen);
+        offer(d, s, seq, msg, mlen, now->mono_ns);
     }
 }
 
@@ -1289,9 +1309,9 @@ int tw_decode_reply(struct tw_decoder *d, const uint8_t *p, uint32_t len, const 
         }
         seen_set(s, seq);
         take_recovered(d, &d->req.ranges[i], msg, mlen, now);
+        offer(d, s, seq, msg, mlen, now->mono_ns);
         d->req.wake_ns = 0; /* answered: the rest of the range is due at once */
         d->req.scan_from = 0;
-        offer(d, s, seq, msg, mlen);
     }
     settle_requests(d, s);
     return TW_FRAME_DATA;

@@ -66,6 +66,7 @@
 struct tw_engine {
 	struct tw_engine_config cfg;
 	struct tw_decoder *decoder;
+	struct tw_books *books;             /* NULL unless books_enabled (book.c) */
 	int ifindex;
 
 	void *umem_area;
@@ -473,6 +474,8 @@ static void publish(struct tw_engine *e)
 	atomic_store_explicit(&e->seq, s + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
 	memcpy(&e->published, tw_decoder_stats(e->decoder), sizeof(e->published));
+	if (e->books)
+		e->published.books = *tw_books_stats(e->books);
 	e->published_loop = e->loop;
 	atomic_store_explicit(&e->seq, s + 2, memory_order_release);
 }
@@ -680,6 +683,17 @@ int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out,
 		free(e);
 		return -EINVAL;
 	}
+	if (e->cfg.books_enabled) {
+		/* Books and their stream files are made here, before anything touches the NIC: a
+		 * stream root the engine cannot write is a configuration error, not a kernel one. */
+		e->books = tw_books_new(&e->cfg.books, err, errlen);
+		if (!e->books) {
+			tw_decoder_free(e->decoder);
+			free(e);
+			return -EINVAL;
+		}
+		tw_decoder_set_books(e->decoder, e->books);
+	}
 	*out = e;
 	return 0;
 }
@@ -773,6 +787,8 @@ void tw_engine_stop(struct tw_engine *e)
 		pthread_join(e->thread, NULL);
 		e->thread_started = 0;
 	}
+	if (e->books)
+		tw_books_end_stream(e->books); /* readers learn the engine stopped */
 	if (e->link_fd >= 0) {
 		close(e->link_fd); /* the last reference to the link: the kernel detaches XDP */
 		e->link_fd = -1;
@@ -803,6 +819,7 @@ void tw_engine_destroy(struct tw_engine *e)
 		return;
 	tw_engine_stop(e);
 	tw_decoder_free(e->decoder);
+	tw_books_free(e->books);
 	free(e);
 }
 

@@ -71,6 +71,21 @@ struct tw_hist {
     uint64_t buckets[1024];
 };
 
+struct tw_book_stats {
+    uint64_t instruments;        /* instruments with a book */
+    uint64_t orders_live;
+    uint64_t order_overflow;     /* adds refused: max_orders live already (book incomplete) */
+    uint64_t instrument_overflow;/* messages of instruments beyond max_instruments, ignored */
+    uint64_t events_published;
+    uint64_t incomplete;         /* instruments whose book is known incomplete now */
+    uint64_t unknown_orders;     /* references to orders the book never saw (start mid-day) */
+    uint64_t inconsistent;       /* duplicate adds, executions beyond an order's shares */
+    uint64_t losses;             /* loss reports (tw_books_on_loss): every book incomplete */
+    uint64_t resets;             /* start of messages ('S' 'O'): every book cleared, complete */
+    uint64_t filtered;           /* messages of instruments outside the symbol filter */
+    uint64_t messages;           /* messages applied */
+};
+
 /* All counters are written by one thread only (the poll thread, or whoever owns the decoder). */
 struct tw_stats {
     uint64_t frames;             /* every frame handed to tw_decode_frame() */
@@ -125,6 +140,7 @@ struct tw_stats {
     uint64_t delivery_held;          /* messages waiting behind a hole now (a gauge) */
     uint64_t delivery_forced;        /* a session's held messages pushed out, its holes reported
                                         lost, because another session needed the hold buffer */
+    struct tw_book_stats books;       /* the engine's books (tw_engine_snapshot); 0 without */
 };
 
 struct tw_line_config {
@@ -239,6 +255,90 @@ uint64_t tw_hist_bucket_low(uint32_t index);   /* smallest value in the bucket *
 uint64_t tw_hist_bucket_high(uint32_t index);  /* largest value in the bucket (UINT64_MAX for the last) */
 void tw_hist_record(struct tw_hist *h, uint64_t value_ns);
 
+/* ---- books (book.c) and their stream (stream.c, include/tickwire/consumer.h) ------------------
+ *
+ * Order books per instrument (ITCH stock locate), built on the poll thread from every first copy
+ * of a message the decoder takes, with no allocation per message: orders in an open-addressing
+ * hash of references, price levels in a treap per side with the best level cached. Sizes are
+ * fixed at creation (max_orders, max_instruments); what does not fit is counted, never fatal.
+ * Every change is published to the shared-memory stream (when a feed name is given) as events,
+ * and the top `depth` levels of each instrument to its snapshot entry. */
+
+#define TW_BOOK_MAX_SYMBOLS 256
+#define TW_BOOK_DEFAULT_DEPTH 10
+#define TW_BOOK_DEFAULT_MAX_ORDERS 1048576
+#define TW_BOOK_DEFAULT_MAX_INSTRUMENTS 16384
+#define TW_BOOK_DEFAULT_RING_EVENTS 1048576
+
+struct tw_books_config {
+    uint32_t depth;              /* levels per side in each snapshot entry (1..64) */
+    uint32_t max_orders;         /* live orders held at once (all instruments) */
+    uint32_t max_instruments;    /* instruments (stock locates) with a book */
+    uint32_t ring_events;        /* events the ring holds (power of two) */
+    int32_t levels_only;         /* 1: aggregated levels only: no order queues, no order events */
+    uint32_t n_symbols;          /* 0: every instrument; else only these (named by 'R') */
+    char symbols[256][8];        /* space-padded as in ITCH */
+    char stream_root[256];       /* the stream goes to <stream_root>/<feed>/ ... */
+    char feed[64];               /* ... or nowhere when feed is "" (books only) */
+};
+
+struct tw_book_order {
+    uint64_t ref;
+    uint32_t shares;
+    uint32_t price;
+    uint16_t locate;
+    uint8_t side;                /* 'B' or 'S' */
+    uint8_t pad;
+    uint32_t queue_position;     /* 0-based place in its level's queue (full book), else 0 */
+};
+
+struct tw_book_level {
+    uint32_t price;
+    uint32_t orders;
+    uint64_t shares;
+};
+
+struct tw_book_instrument {
+    uint16_t locate;
+    uint8_t incomplete;
+    uint8_t trading_state;
+    char symbol[8];
+    uint32_t bid_levels;
+    uint32_t ask_levels;
+    uint64_t orders_live;
+    uint64_t messages;
+};
+
+struct tw_books;
+
+/* NULL and a message in err when the config cannot work (or the stream cannot be created). */
+struct tw_books *tw_books_new(const struct tw_books_config *cfg, char *err, size_t errlen);
+/* Marks the stream ended (readers see TWC_ENDED) and frees everything. */
+void tw_books_free(struct tw_books *b);
+/* One ITCH message, already length-checked by the caller (the decoder); receive_ns is the
+ * packet's CLOCK_MONOTONIC receive time. */
+void tw_books_on_message(struct tw_books *b, const uint8_t *msg, uint32_t len, uint64_t receive_ns);
+/* Contract C9: count messages from first_seq of the MoldUDP64 session (10 bytes) were given up
+ * as lost, or applied out of order: any book may be wrong, so every book is incomplete until
+ * the next start of messages ('S' 'O') clears them all. */
+void tw_books_on_loss(struct tw_books *b, const uint8_t *session, uint64_t first_seq, uint64_t count);
+const struct tw_book_stats *tw_books_stats(const struct tw_books *b);
+/* Mark the stream ended (the engine stopped); readers see TWC_ENDED once they caught up. */
+void tw_books_end_stream(struct tw_books *b);
+/* Inspection (tests, tools; not for the hot path): */
+int tw_books_instrument(const struct tw_books *b, uint16_t locate, struct tw_book_instrument *out);
+/* Levels of one side ('B' or 'S'), best first; returns how many were written (<= max). */
+uint32_t tw_books_levels(const struct tw_books *b, uint16_t locate, uint8_t side,
+                         struct tw_book_level *out, uint32_t max);
+/* Every live order (in no particular order); returns how many were written (<= max). */
+uint32_t tw_books_orders(const struct tw_books *b, struct tw_book_order *out, uint32_t max);
+/* Structural self-check (every order findable, level totals and queues agree with the orders,
+ * trees ordered, best levels right, counters right): 0, or -1 with what is wrong in err. Tests
+ * and the fuzzer; it allocates and walks everything. */
+int tw_books_check(const struct tw_books *b, char *err, size_t errlen);
+/* The decoder hands every first copy to these books (NULL: none). */
+void tw_decoder_set_books(struct tw_decoder *d, struct tw_books *b);
+
 /* ---- engine ---------------------------------------------------------------------------------- */
 
 #define TW_XDP_AUTO 0
@@ -275,6 +375,8 @@ struct tw_engine_config {
      * so only the server's answers reach it. */
     uint32_t rerequest_addr_be;
     uint16_t rerequest_port_be;
+    int32_t books_enabled;      /* 1: build books and publish them (books.feed names the stream) */
+    struct tw_books_config books;
 };
 
 /* What the engine actually got, as opposed to what it asked for. */

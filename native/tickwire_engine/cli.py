@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 
+from .bookconfig import DEFAULT_STREAM_ROOT, STREAM_ROOT_ENV, BooksConfig
 from .config import (EXCHANGE_TIMEZONES, PROTOCOL, ConfigError, EngineConfig, Line, PrivilegeError,
                      Rerequest)
 
@@ -98,6 +99,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--rerequest-burst", type=int, metavar="N", default=Rerequest.burst,
                      help="requests that may go out at once within the rate (default %(default)s)")
     run.add_argument("--quiet", action="store_true", help="no per-second summary")
+    books = run.add_argument_group("books", "order books built on the poll thread, published to "
+                                   "<stream-root>/<feed>/ for local consumers")
+    books.add_argument("--books", action="store_true", help="build books and publish them")
+    books.add_argument("--feed", default="", help="the feed's name: its stream directory")
+    books.add_argument("--stream-root", default=None,
+                       help=f"default ${STREAM_ROOT_ENV} or {DEFAULT_STREAM_ROOT}")
+    books.add_argument("--book-depth", type=int, default=BooksConfig.depth,
+                       help="levels per side in each snapshot entry")
+    books.add_argument("--book-symbols", default="", metavar="SYM[,SYM...]",
+                       help="only these instruments (default: all)")
+    books.add_argument("--book-max-orders", type=int, default=BooksConfig.max_orders)
+    books.add_argument("--book-max-instruments", type=int, default=BooksConfig.max_instruments)
+    books.add_argument("--book-ring-events", type=int, default=BooksConfig.ring_events,
+                       help="events the broadcast ring holds (power of two)")
+    books.add_argument("--book-levels-only", action="store_true",
+                       help="aggregated price levels only: no order queues, no order events")
+
+    top = sub.add_parser("top", help="live best bid/offer of a feed's busiest symbols")
+    top.add_argument("feed", help="the feed's name (its stream directory)")
+    top.add_argument("--stream-root", default=None,
+                     help=f"default ${STREAM_ROOT_ENV} or {DEFAULT_STREAM_ROOT}")
+    top.add_argument("--symbols", type=int, default=15, help="how many symbols to show")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between screens")
+    top.add_argument("--count", type=int, default=0, help="screens to show, 0: until interrupted")
     return parser
 
 
@@ -126,7 +151,13 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         exchange_tz=args.exchange_tz, exchange_midnights=args.exchange_midnights,
         arbitration_window_ns=round(args.arbitration_window_ms * 1e6),
         max_seq_jump=args.max_seq_jump, max_seq_rate=args.max_seq_rate,
-        rerequest=rerequest_from_args(args))
+        rerequest=rerequest_from_args(args),
+        feed=args.feed, stream_root=args.stream_root,
+        books=BooksConfig(enabled=args.books, depth=args.book_depth,
+                          symbols=[s for s in args.book_symbols.split(",") if s],
+                          max_orders=args.book_max_orders,
+                          max_instruments=args.book_max_instruments,
+                          ring_events=args.book_ring_events, levels_only=args.book_levels_only))
 
 
 def exchange_zone_name(config: EngineConfig) -> str:
@@ -284,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args)
+    if args.command == "top":
+        from .top import top
+        return top(args)
     return EXIT_CONFIG
 
 

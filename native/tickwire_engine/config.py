@@ -276,6 +276,11 @@ def fill_rerequest_config(c_cfg, rerequest: Rerequest | None) -> None:
     r.burst = rerequest.burst
 
 
+def _books_off():
+    from .bookconfig import BooksConfig   # here, not at the top: bookconfig imports this module
+    return BooksConfig()
+
+
 def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
@@ -312,6 +317,10 @@ class EngineConfig:
     rerequest: Rerequest | None = None   # None: a gap no line filled is final at once
     bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
                                                                   "steer.bpf.o"))
+    # Books and their stream (contracts C7, C8): <stream_root>/<feed>/events and /snapshot.
+    feed: str = ""
+    stream_root: str | None = None       # None: $TICKWIRE_STREAM_ROOT or /run/tickwire/streams
+    books: "BooksConfig" = field(default_factory=_books_off)  # noqa: F821 (bookconfig.BooksConfig)
 
     def validate(self) -> None:
         """Check everything that can be checked before touching the kernel."""
@@ -344,6 +353,10 @@ class EngineConfig:
         validate_sequencing(self.max_seq_jump, self.max_seq_rate)
         if self.rerequest is not None:
             self.rerequest.validate()
+        self.books.validate()
+        if self.books.enabled and self.feed:
+            from .bookconfig import validate_feed_name
+            validate_feed_name(self.feed)
         self._validate_interface()
 
     def midnights(self) -> list[int]:

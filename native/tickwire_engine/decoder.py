@@ -63,14 +63,16 @@ class Decoder:
     arbitration_window_ns is how long, with two lines, a hole waits for the other line before it
     counts as a gap. A sequence number that jumps ahead further than max_seq_jump + max_seq_rate *
     (seconds since the session's last packet) is suspect until confirmed (docs/design.md,
-    "Sequencing rules")."""
+    "Sequencing rules"). books (a books.Books) get the first copy of every message in the
+    decoder's order, and every loss it gives up on."""
 
     def __init__(self, lines, exchange_midnight_ns: int | None = None,
                  arbitration_window_ns: int = DEFAULT_ARBITRATION_WINDOW_NS, *,
                  exchange_midnights_ns: Sequence[int] | None = None, exchange_tz: str | None = None,
                  max_seq_jump: int = config.DEFAULT_MAX_SEQ_JUMP,
                  max_seq_rate: int = config.DEFAULT_MAX_SEQ_RATE,
-                 rerequest: config.Rerequest | None = None, in_order: bool = False):
+                 rerequest: config.Rerequest | None = None, in_order: bool = False,
+                 books=None):
         self.lines = [_as_line(spec) for spec in lines]
         validate_lines(self.lines)
         if not isinstance(arbitration_window_ns, int) or arbitration_window_ns < 0:
@@ -98,6 +100,9 @@ class Decoder:
         self._decoder = ffi.gc(decoder, lib.tw_decoder_free)
         self._clock = ffi.new("struct tw_clock *")
         self._request = ffi.new("uint8_t[]", lib.TW_MOLD_REQUEST_LEN)
+        self.books = books   # a books.Books fed every first copy (kept alive as long as we are)
+        if books is not None:
+            lib.tw_decoder_set_books(self._decoder, books.handle)
 
     @property
     def line_names(self) -> list[str]:

@@ -13,6 +13,7 @@ from ._native import ffi, lib
 from .capabilities import check_privileges
 from .config import (XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, _be32, fill_decoder_config,
                      fill_rerequest_config, fill_sequencing_config)
+from .bookconfig import fill_books_config
 from .stats import stats_to_dict
 
 _MODE_NAMES = {lib.TW_XDP_NATIVE: "native", lib.TW_XDP_GENERIC: "generic"}
@@ -50,6 +51,11 @@ def _c_config(config: EngineConfig):
         address, port = config.rerequest.address
         c.rerequest_addr_be = _be32(address)
         c.rerequest_port_be = socket.htons(port)
+    c.books_enabled = int(config.books.enabled)
+    if config.books.enabled:
+        fill_books_config(c.books, config.books, config.feed, config.stream_root)
+    # books take messages in sequence order: messages past a hole wait for it (contract C9)
+    c.decoder.deliver_in_order = int(config.books.enabled)
     return c
 
 

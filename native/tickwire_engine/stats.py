@@ -110,6 +110,7 @@ def stats_to_dict(stats, line_names: Sequence[str]) -> dict:
                   for i, name in enumerate(line_names)},
         "exchange_time": exchange_time_to_dict(stats),
         "latency": latency_to_dict(stats, line_names),
+        **book_stats_to_dict(stats.books),
         "rerequest": rerequest_to_dict(stats),
         # in-order delivery to the books (docs/design.md "Delivery in order")
         "delivery": {"delivered": stats.delivered, "lost": stats.delivered_lost,
@@ -135,6 +136,20 @@ def rerequest_to_dict(stats) -> dict:
         "recovery_latency": summarize(recovery.count, recovery.sum, recovery.min, recovery.max,
                                       hist_buckets(recovery)),
     }
+
+
+def book_stats_to_dict(s) -> dict:
+    """`struct tw_book_stats` under the names of contract C8 (book_instruments, book_orders_live,
+    book_order_overflow, book_events_published, book_incomplete) and the rest, prefixed book_.
+    All 0 when the engine builds no books. `readers_lapped` is counted by each reader
+    (consumer.Reader.lapped): the engine cannot see its readers."""
+    return {"book_instruments": s.instruments, "book_orders_live": s.orders_live,
+            "book_order_overflow": s.order_overflow,
+            "book_instrument_overflow": s.instrument_overflow,
+            "book_events_published": s.events_published, "book_incomplete": s.incomplete,
+            "book_unknown_orders": s.unknown_orders, "book_inconsistent": s.inconsistent,
+            "book_losses": s.losses, "book_resets": s.resets, "book_filtered": s.filtered,
+            "book_messages": s.messages}
 
 
 def exchange_time_to_dict(stats) -> dict:

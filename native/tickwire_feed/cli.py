@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--start-seq", type=int, default=1, metavar="N", help="first sequence number")
     pub.add_argument("--seed", type=int, default=1, metavar="N",
                      help="seed of contents, mix and losses (same seed, same packets)")
+    pub.add_argument("--day", action="store_true",
+                     help="a trading day a book can be checked against: start of messages and the "
+                          "stock directory first, no order referred to before it is added")
+    pub.add_argument("--stocks", type=int, default=16, metavar="N", help="instruments traded")
     pub.add_argument("--ttl", type=int, default=1, metavar="N", help="multicast TTL")
     pub.add_argument("--multicast-loop", action="store_true",
                      help="let local sockets receive the feed (off by default)")
@@ -129,6 +133,7 @@ def _publish_config(parser: argparse.ArgumentParser, args) -> PublishConfig:
         reorder_every=args.reorder_every, malformed_every=args.malformed_every,
         heartbeat_every_s=args.heartbeat_every_s, end_session=args.end_session,
         session=args.session, start_seq=args.start_seq, seed=args.seed, ttl=args.ttl,
+        day=args.day, stocks=args.stocks,
         multicast_loop=args.multicast_loop, exchange_tz=args.exchange_tz,
         summary_json=args.summary_json)
 

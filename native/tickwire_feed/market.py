@@ -6,6 +6,12 @@ cancels, deletes and replaces refer to orders that were added before, and an ord
 fully executed, cancelled or deleted leaves the book), increasing order and match numbers, and
 the rarer administrative messages now and then. A `Mix` says how often each type is drawn.
 
+With `day=True` the market keeps the exchange's own book (`ExchangeBook`: every live order, as the
+exchange holds it) and behaves like a trading day a book can be checked against: it opens with a
+start-of-messages system event and a stock directory message per stock, never sends another start
+of messages, and never refers to an order it did not add (a modify drawn while no order is live
+becomes an add). `resolve()` tells the planner which type a drawn one will really be.
+
 Speed matters more than elegance here (the generator runs ahead of a sender that aims at
 hundreds of thousands of packets per second), so each type has its own small function that
 calls the pre-compiled struct of its format directly.
@@ -88,27 +94,97 @@ _STOCKS = ("AAPL", "MSFT", "AMZN", "NVDA", "GOOGL", "META", "TSLA", "AVGO", "COS
            "ADBE", "CSCO", "NFLX", "AMD", "INTC", "QCOM")
 _MPIDS = tuple(_alpha(m, 4) for m in ("GSCO", "MSCO", "NITE", "VIRT", "CDRG", "JPMS"))
 _MAX_TRACKED_ORDERS = 100_000  # bounds memory on long runs; older orders are forgotten
+_NEEDS_ORDER = frozenset(b"ECXDU")  # types that refer to a live order
+
+
+def stock_symbols(count: int) -> list[str]:
+    """`count` distinct symbols: the 16 well-known ones first, then made-up ones (S0001...)."""
+    if not 1 <= count <= 65535:
+        raise MixError(f"stocks: {count}: give 1..65535 (stock locates are 16 bits)")
+    return list(_STOCKS[:count]) + [f"S{i:04d}" for i in range(1, count - len(_STOCKS) + 1)]
+
+
+class ExchangeBook:
+    """The exchange's book: every live order (including those the generator stopped choosing
+    from), in the order they were added, which is their time priority at their price."""
+
+    def __init__(self):
+        self.orders: dict[int, list] = {}          # ref -> [locate, side b"B"/b"S", price, shares]
+
+    def add(self, ref: int, locate: int, side: bytes, shares: int, price: int) -> None:
+        self.orders[ref] = [locate, side, price, shares]
+
+    def take(self, ref: int, shares: int) -> None:
+        order = self.orders.get(ref)
+        if order is None:
+            return
+        order[3] -= shares
+        if order[3] <= 0:
+            del self.orders[ref]
+
+    def delete(self, ref: int) -> None:
+        self.orders.pop(ref, None)
+
+    def levels(self, locate: int, side: bytes) -> list[tuple[int, int, int]]:
+        """(price, shares, orders) best first: highest bid, lowest offer."""
+        totals: dict[int, list[int]] = {}
+        for order_locate, order_side, price, shares in self.orders.values():
+            if order_locate == locate and order_side == side:
+                level = totals.setdefault(price, [0, 0])
+                level[0] += shares
+                level[1] += 1
+        return [(p, t[0], t[1]) for p, t in sorted(totals.items(), reverse=side == b"B")]
+
+    def queues(self) -> dict[int, int]:
+        """ref -> its 0-based place in its level's time-priority queue."""
+        seen: dict[tuple, int] = {}
+        out = {}
+        for ref, (locate, side, price, _shares) in self.orders.items():
+            key = (locate, side, price)
+            out[ref] = seen.get(key, 0)
+            seen[key] = out[ref] + 1
+        return out
 
 
 class Market:
     """Generates message bodies with a zero timestamp; the sender stamps them at send time."""
 
-    def __init__(self, rng: random.Random):
+    def __init__(self, rng: random.Random, *, day: bool = False, stocks: int = len(_STOCKS)):
         self.rng = rng
-        self.stocks = [(i + 1, _alpha(sym, 8), (20 + 37 * i) * 10000) for i, sym in enumerate(_STOCKS)]
+        self.stocks = [(i + 1, _alpha(sym, 8), (20 + 37 * (i % 97)) * 10000)
+                       for i, sym in enumerate(stock_symbols(stocks))]
         self.next_order_ref = 1_000_000
         self.next_match = 1
         self.live: list[int] = []                  # refs of live orders, for random choice
         self.orders: dict[int, list] = {}          # ref -> [slot in live, stock, side, shares, price]
         self._encoders = {ord(t): getattr(self, "_" + FORMATS[t.encode()].name) for t in TYPES}
+        self.day = day
+        self.book = ExchangeBook() if day else None
+        # A day opens with start of messages, then the stock directory.
+        self._opening = ([_S.pack(b"S", 0, 0, 0, 0, b"O")] +
+                         [self._directory_of(stock) for stock in self.stocks]) if day else []
+        self._opening.reverse()
+
+    def resolve(self, type_byte: int) -> int:
+        """The type `message(type_byte)` will really produce (a day's opening, or an add for a
+        modify drawn while no order is live)."""
+        if self._opening:
+            return self._opening[-1][0]
+        if self.day and not self.live and type_byte in _NEEDS_ORDER:
+            return ord("A")
+        return type_byte
 
     def message(self, type_byte: int) -> bytes:
-        return self._encoders[type_byte]()
+        if self._opening:
+            return self._opening.pop()
+        return self._encoders[self.resolve(type_byte)]()
 
     # -- book keeping --------------------------------------------------------------------------
 
     def _stock(self):
-        return self.stocks[self.rng.getrandbits(4) % len(self.stocks)]
+        if len(self.stocks) <= 16:
+            return self.stocks[self.rng.getrandbits(4) % len(self.stocks)]
+        return self.stocks[self.rng.getrandbits(16) % len(self.stocks)]
 
     def _price_near(self, ref_price: int) -> int:
         return max(100, ref_price + (self.rng.getrandbits(6) - 32) * 100)
@@ -120,6 +196,8 @@ class Market:
             self._forget(self.live[self.rng.getrandbits(16) % len(self.live)])
         self.orders[ref] = [len(self.live), stock, side, shares, price]
         self.live.append(ref)
+        if self.book is not None:
+            self.book.add(ref, stock[0], side, shares, price)
         return ref
 
     def _forget(self, ref: int) -> None:
@@ -143,6 +221,8 @@ class Market:
         order[3] -= taken
         if order[3] == 0 and ref in self.orders:
             self._forget(ref)
+        if self.book is not None:
+            self.book.take(ref, taken)
         return taken
 
     def _match(self) -> int:
@@ -160,10 +240,16 @@ class Market:
 
     def _system_event(self):
         code = b"OSQMEC"[self.rng.getrandbits(8) % 6:][:1]
+        if self.day and code == b"O":
+            code = b"Q"   # a day starts once
         return _S.pack(b"S", 0, 0, 0, 0, code)
 
     def _stock_directory(self):
-        locate, sym, _ = self._stock()
+        return self._directory_of(self._stock())
+
+    @staticmethod
+    def _directory_of(stock):
+        locate, sym, _ = stock
         return _R.pack(b"R", locate, 0, 0, 0, sym, b"Q", b"N", 100, b"N", b"C", b"Z ", b"P",
                        b"N", b" ", b"1", b"N", 0, b"N")
 
@@ -231,12 +317,16 @@ class Market:
         ref, order = self._some_order()
         if ref in self.orders:
             self._forget(ref)
+        if self.book is not None:
+            self.book.delete(ref)
         return _D.pack(b"D", order[1][0], 0, 0, 0, ref)
 
     def _order_replace(self):
         ref, order = self._some_order()
         if ref in self.orders:
             self._forget(ref)
+        if self.book is not None:
+            self.book.delete(ref)
         stock = order[1]
         shares, price = self._shares(), self._price_near(stock[2])
         new_ref = self._add(stock, order[2], shares, price)

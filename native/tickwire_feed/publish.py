@@ -72,6 +72,8 @@ class PublishConfig:
     session: str = "TICKWIRE"
     start_seq: int = 1
     seed: int = 1
+    day: bool = False
+    stocks: int = 16
     ttl: int = 1
     multicast_loop: bool = False
     exchange_tz: str | None = "America/New_York"   # NASDAQ stamps New York time (None: local)
@@ -117,7 +119,7 @@ class PublishConfig:
             loss_burst_every=self.loss_burst_every, loss_burst_size=self.loss_burst_size,
             duplicate_every=self.duplicate_every, reorder_every=self.reorder_every,
             malformed_every=self.malformed_every, session=self.session,
-            start_seq=self.start_seq, seed=self.seed)
+            start_seq=self.start_seq, seed=self.seed, day=self.day, stocks=self.stocks)
         schedule.validate()
         return schedule
 

@@ -61,6 +61,8 @@ class ScheduleConfig:
     session: str = "TICKWIRE"
     start_seq: int = 1
     seed: int = 1
+    day: bool = False                # a trading day a book can be checked against (market.py)
+    stocks: int = 16                 # instruments the market trades
 
     def validate(self) -> None:
         def need(ok: bool, message: str) -> None:
@@ -83,6 +85,7 @@ class ScheduleConfig:
         need(self.gap_size >= 1, f"--gap-size must be >= 1, got {self.gap_size}")
         need(self.reorder_every == 0 or self.reorder_every >= 2,
              f"--reorder-every must be 0 (off) or >= 2 (pairs may not overlap), got {self.reorder_every}")
+        need(1 <= self.stocks <= 65535, f"--stocks must be 1..65535, got {self.stocks}")
         need(1 <= self.start_seq < 2**63, f"--start-seq must be 1..2^63-1, got {self.start_seq}")
         try:
             moldudp64.session_bytes(self.session)
@@ -133,7 +136,8 @@ class Schedule:
         self.session = moldudp64.session_bytes(config.session)
         seed = config.seed
         # Separate generators, so that e.g. a different loss on B leaves contents and A alone.
-        self.market = Market(random.Random(f"tickwire-feed/{seed}/contents"))
+        self.market = Market(random.Random(f"tickwire-feed/{seed}/contents"), day=config.day,
+                             stocks=config.stocks)
         self._mix_rng = random.Random(f"tickwire-feed/{seed}/mix")
         # A line without loss draws nothing and always delivers.
         self._loss_draws = tuple(
@@ -186,13 +190,14 @@ class Schedule:
         if cfg.messages is not None:
             count = min(count, cfg.messages - self.messages_planned)
         draw, rng, message_of = self.mix.draw, self._mix_rng, self.market.message
+        resolve = self.market.resolve
         malformed_every = cfg.malformed_every
         messages, types, stamps = [], bytearray(), []
         size = moldudp64.HEADER_LENGTH
         for _ in range(count):
             # The type is drawn before its message is made, so one that does not fit waits for
             # the next packet without having touched the market's book.
-            type_byte = self._carried_type or draw(rng)
+            type_byte = resolve(self._carried_type or draw(rng))
             if messages and size + 2 + LENGTHS_BY_BYTE[type_byte] > MAX_PAYLOAD_BYTES:
                 self._carried_type = type_byte
                 break
