@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -25,6 +26,9 @@ pytestmark = pytest.mark.netns
 GROUP_A, GROUP_B, PORT = "239.79.1.1", "239.79.1.2", 26479
 LINE_A, LINE_B = f"A={GROUP_A}:{PORT}", f"B={GROUP_B}:{PORT}"
 SERVER_PORT = 26400
+# The server is a Python thread beside the publisher on a shared 2-core machine: it can stall for
+# tens of ms. Where the test is about recovering everything, the engine waits long enough for that.
+PATIENT = ["--rerequest-timeout-ms", "100", "--rerequest-attempts", "5"]
 
 
 @pytest.fixture
@@ -50,7 +54,7 @@ def recovered_all(scheduled: int):
 def test_losses_on_both_lines_are_recovered_by_request_and_counted_once(pair, tmp_path):
     server = f"{pair.exchange_ip}:{SERVER_PORT}"
     with engine_running(pair, [LINE_A, LINE_B], tmp_path,
-                        ["--rerequest", server, "--rerequest-max-messages", "50"]) as engine:
+                        ["--rerequest", server, "--rerequest-max-messages", "50", *PATIENT]) as engine:
         sent = publish(pair, tmp_path, [
             "--line", LINE_A, "--line", LINE_B, "--messages", "20000", "--per-packet", "4",
             "--loss-a", "8", "--loss-b", "8",                       # random, some on both lines
@@ -96,17 +100,20 @@ def test_with_the_server_down_gaps_are_reported_and_requests_time_out_at_the_rat
                         ["--rerequest", server, "--rerequest-timeout-ms", "30",
                          "--rerequest-attempts", str(attempts), "--rerequest-rate", str(rate),
                          "--rerequest-burst", str(burst)]) as engine:
-        sent = publish(pair, tmp_path, args)
-        # every request's send time, from the stats the engine writes every 0.1 s
-        timeline, start = [], time.monotonic()
-        deadline = start + 30
+        # requests sent over time, from the stats the engine writes every 0.1 s, while the feed runs
+        result = {}
+        feed = threading.Thread(target=lambda: result.update(sent=publish(pair, tmp_path, args)))
+        feed.start()
+        timeline, deadline = [], time.monotonic() + 60
         while time.monotonic() < deadline:
             stats = engine.stats()
             timeline.append((time.monotonic(), stats["rerequest"]["requests_sent"]))
-            if stats["rerequest"]["outstanding"] == 0 and stats["rerequest"]["given_up"] > 0 \
-                    and stats["messages"] >= sent["messages_sent"]:
+            if "sent" in result and stats["rerequest"]["outstanding"] == 0 \
+                    and stats["messages"] >= result["sent"]["messages_sent"]:
                 break
             time.sleep(0.05)
+        feed.join(timeout=60)
+        sent = result["sent"]
         final = engine.stop()
     rr = final["rerequest"]
     # what is lost is reported exactly as without re-requests; nothing else changes
@@ -118,12 +125,12 @@ def test_with_the_server_down_gaps_are_reported_and_requests_time_out_at_the_rat
     assert rr["given_up"] >= sent["expected_gaps"]
     assert rr["requests_sent"] == attempts * rr["given_up"] == rr["timed_out"]
     assert (rr["recovered"], rr["reply_packets"], rr["outstanding"]) == (0, 0, 0)
-    # never faster than the rate: by any moment, at most burst + rate * (time since the first)
-    first_seen = next((t for t, n in timeline if n > 0), None)
-    assert first_seen is not None
-    for t, n in timeline:
-        # the engine's stats file lags up to 0.1 s behind: give the bound that much head start
-        assert n <= burst + rate * (t - first_seen + 0.25), (t - first_seen, n)
+    # never faster than the rate: between any two looks, at most burst + rate * (time between);
+    # each look may lag the engine by up to one stats interval (0.1 s), hence the slack
+    assert len(timeline) > 10
+    for i, (t1, n1) in enumerate(timeline):
+        for t2, n2 in timeline[i + 1:]:
+            assert n2 - n1 <= burst + rate * (t2 - t1 + 0.25), (t2 - t1, n2 - n1)
     assert rr["requests_sent"] > burst + rate * 0.25        # the bound was actually reached
 
 
@@ -196,3 +203,61 @@ def test_a_lying_server_cannot_corrupt_the_sequence(pair, tmp_path):
     # the spoofed answers (correct session and numbers, 'D's, sent before the true one) never
     # reached the decoder: the socket is connected to the server, so the kernel drops them
     assert "D" not in final["messages_by_type"]
+
+
+# ---- the books (issue 13's) through the same losses -------------------------------------------------
+
+def test_books_equal_the_exchanges_after_losses_on_both_lines_are_recovered(pair, tmp_path):
+    """Recovered messages reach the books in sequence order (messages past a hole wait for it),
+    so a day lost in places on both lines still rebuilds the exchange's book order by order."""
+    from tests.netns.test_engine_books import (DEPTH, STOCKS, book_args, day_args, exchange_book,
+                                               levels_of, rebuild)
+    from tests.support.itch_book import exchange_orders
+    from tickwire_engine import consumer
+
+    messages, seed = 16_000, 33
+    root = tmp_path / "streams"
+    server = f"{pair.exchange_ip}:{SERVER_PORT}"
+    with engine_running(pair, [LINE_A, LINE_B], tmp_path,
+                        [*book_args("rr", root), "--rerequest", server, *PATIENT]) as engine:
+        reader = consumer.open("rr", str(root), start="oldest")
+        sent = publish(pair, tmp_path, [
+            "--line", LINE_A, "--line", LINE_B, "--loss-a", "6", "--loss-b", "6",
+            "--loss-burst-every", "300", "--loss-burst-size", "3", "--heartbeat-every-s", "0.05",
+            "--rerequest-listen", server, "--rerequest-linger-s", "3", *day_args(messages, seed)])
+        wait_for(engine, recovered_all(messages))
+        events = reader.read(1 << 20)
+        final = engine.stop()
+    exchange = exchange_book(messages, seed)
+    assert sent["lost_on_all_lines"] > 50
+    assert (final["messages"], final["gaps"], final["missing"]) == (messages, 0, 0)
+    assert final["rerequest"]["recovered"] == sent["lost_on_all_lines"]
+    assert final["delivery"]["delivered"] == messages and final["delivery"]["held"] == 0
+    assert final["book_incomplete"] == 0 and final["book_unknown_orders"] == 0
+    orders, levels = rebuild(events)
+    assert orders.as_orders() == exchange_orders(exchange)
+    for locate in range(1, STOCKS + 1):
+        for side in "BS":
+            assert levels_of(levels, locate, side) == exchange.levels(locate, side.encode())
+    assert DEPTH > 0
+
+
+def test_with_the_server_down_the_books_are_marked_incomplete(pair, tmp_path):
+    from tests.netns.test_engine_books import STOCKS, book_args, day_args
+
+    root = tmp_path / "streams"
+    server = f"{pair.exchange_ip}:{SERVER_PORT}"            # nobody answers
+    with engine_running(pair, [LINE_A, LINE_B], tmp_path,
+                        [*book_args("down", root), "--rerequest", server,
+                         "--rerequest-timeout-ms", "20", "--rerequest-attempts", "2"]) as engine:
+        sent = publish(pair, tmp_path, ["--line", LINE_A, "--line", LINE_B,
+                                        "--loss-burst-every", "400", "--loss-burst-size", "2",
+                                        "--heartbeat-every-s", "0.05", *day_args(6000, 7)])
+        stats = wait_for(engine, lambda s: s["rerequest"]["given_up"] > 0
+                         and s["rerequest"]["outstanding"] == 0
+                         and s["messages"] >= sent["messages_sent"])
+        final = engine.stop()
+    assert stats["rerequest"]["given_up"] > 0
+    assert (final["gaps"], final["missing"]) == (sent["expected_gaps"], sent["expected_missing"])
+    assert final["book_losses"] >= 1
+    assert final["book_incomplete"] == final["book_instruments"] == STOCKS
