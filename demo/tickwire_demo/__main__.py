@@ -1,7 +1,7 @@
 """`python -m tickwire_demo` (what `make demo` runs): the whole system on one machine.
 
 An "exchange" namespace publishes ITCH 5.0 over MoldUDP64 on lines A and B, each losing some
-packets; a "node" namespace runs the agent from a plan, which tunes the host and runs the engine
+packets (and now and then a burst lost on both, which its re-request server gives back); a "node" namespace runs the agent from a plan, which tunes the host and runs the engine
 in generic XDP mode. The terminal shows what the engine sees while it runs; at the end come a
 summary (what was sent against what was counted) and a latency plot. Everything is torn down on
 the way out, Ctrl-C included.
@@ -24,6 +24,7 @@ from .view import CLEAR, final_summary, render
 BIN = os.path.dirname(sys.executable)
 FEED_NAME = "nasdaq-demo"
 GROUP_A, GROUP_B, PORT = "239.192.77.1", "239.192.77.2", 26477
+REREQUEST_PORT = 26400
 
 
 def build_plan(pair: VethPair, args: argparse.Namespace) -> dict:
@@ -47,6 +48,9 @@ def build_plan(pair: VethPair, args: argparse.Namespace) -> dict:
         "metrics": {"address": "0.0.0.0", "port": 9470},
         "restoreDrift": True,
         "statusIntervalSeconds": 5,
+        # what both lines lose is asked for again from the exchange's re-request server
+        "rerequest": {"server": f"{pair.exchange_ip}:{REREQUEST_PORT}", "timeoutMillis": 50,
+                      "attempts": 5},
     }
 
 
@@ -99,6 +103,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 "--line", f"A={GROUP_A}:{PORT}", "--line", f"B={GROUP_B}:{PORT}",
                 "--duration", str(args.duration), "--rate", str(args.rate), "--per-packet", "4",
                 "--loss-a", str(args.loss), "--loss-b", str(args.loss), "--seed", "2026",
+                # bursts lost on both lines, which only a re-request brings back; heartbeats show
+                # what is lost at the tail; the server keeps answering 2 s after the last packet
+                "--loss-burst-every", "5000", "--loss-burst-size", "2", "--heartbeat-every-s", "0.5",
+                "--rerequest-listen", f"{pair.exchange_ip}:{REREQUEST_PORT}",
+                "--rerequest-linger-s", "2",
                 "--summary-json", feed_summary], stdout=subprocess.DEVNULL)
             started = time.monotonic()
             last_print = 0.0

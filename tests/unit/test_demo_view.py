@@ -40,3 +40,17 @@ def test_percentile_curve_walks_the_buckets():
 def test_plot_writes_a_png(tmp_path):
     path = plot_percentiles({"a": [[1000, 1999, 5]]}, str(tmp_path / "p.png"), "t")
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_a_re_request_server_the_summary_shows_what_was_recovered_and_nothing_missing():
+    stats = _stats(messages=1000, gaps=0)
+    stats["missing"] = 0
+    stats["rerequest"] = {"config": {"server": "198.18.1.1:26400"}, "requests_sent": 9, "recovered": 12,
+                          "timed_out": 1, "given_up": 0,
+                          "recovery_latency": {"p50": 90_000, "p99": 2_000_000}}
+    sent = {"messages_scheduled": 1000, "lost_on_all_lines": 12, "expected_duplicates": 990}
+    text = final_summary(stats, sent)
+    row = next(line for line in text.splitlines() if "recovered by request" in line)
+    assert row.split()[-3:] == ["12", "12", "ok"]
+    assert "DIFFERS" not in text and "p50 90 us, p99 2000 us" in text
+    assert "re-request" in render(stats, 1.0, "f")
