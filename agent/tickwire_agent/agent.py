@@ -85,6 +85,15 @@ def restore_leftovers(state: StateDir, journal: Journal, out) -> list[RestoreRes
     return results
 
 
+def rerequest_args(r) -> list[str]:
+    """The engine CLI's flags for the plan's re-request server and limits ([] when off)."""
+    if r is None:
+        return []
+    return ["--rerequest", r.server, "--rerequest-max-messages", str(r.max_messages),
+            "--rerequest-timeout-ms", str(r.timeout_ms), "--rerequest-attempts", str(r.attempts),
+            "--rerequest-rate", str(r.rate), "--rerequest-burst", str(r.burst)]
+
+
 class Agent:
     def __init__(self, plan: Plan, options: Options, out=None):
         self.plan = plan
@@ -251,7 +260,7 @@ class Agent:
                 "--rt-priority", str(p.busy_poll.rt_priority), "--quiet"]
         if p.exchange_timezone:
             cmd += ["--exchange-tz", p.exchange_timezone]
-        return cmd + books_arguments(p)
+        return cmd + books_arguments(p) + rerequest_args(p.rerequest)
 
     def _before_engine_start(self) -> None:
         # Stats from an earlier run must never be read as this run's.

@@ -108,6 +108,11 @@ def _gap_free(o: Observation) -> Condition:
         return Condition("GapFree", "Unknown", "EngineNotReady", "no engine stats yet")
     totals = f"{o.stats.get('gaps', 0)} gaps, {o.stats.get('missing', 0)} messages missing, " \
              f"{o.stats.get('recovered', 0)} recovered since the engine started"
+    rerequest = o.stats.get("rerequest") or {}
+    if rerequest.get("config"):
+        # with re-requests, gaps and missing count only what the server could not give back
+        totals += f"; {rerequest.get('recovered', 0)} recovered by re-request " \
+                  f"({rerequest.get('given_up', 0)} ranges given up)"
     if o.last_gap_at is not None and o.now - o.last_gap_at < GAP_WINDOW_S:
         return Condition("GapFree", "False", "RecentGap",
                          f"gap {o.now - o.last_gap_at:.0f} s ago; {totals}")

@@ -26,6 +26,9 @@ GAUGES = ("last_packet_mono_ns", "book_instruments", "book_orders_live", "book_i
 # Counts kept per key (ITCH type letter, malformed reason) and per line.
 KEYED = ("messages_by_type", "malformed_by_reason")
 LINE_COUNTS = ("packets", "first_messages")
+# Gap recovery (stats["rerequest"]): cumulative per engine run.
+REREQUEST_COUNTS = ("requests_sent", "messages_requested", "recovered", "timed_out", "given_up",
+                    "overflow", "reply_packets", "reply_rejected", "reply_unsolicited")
 # XDP_STATISTICS: cumulative per socket (a new engine opens a new one). fill_ring_stock is a gauge.
 RING_COUNTS = ("rx_dropped", "rx_invalid_descs", "rx_ring_full", "rx_fill_ring_empty_descs",
                "tx_invalid_descs")
@@ -57,6 +60,10 @@ def cumulative(stats: dict) -> dict[Path, float]:
     skipped = (stats.get("exchange_time") or {}).get("latency_skipped")
     if skipped is not None:
         flat[("exchange_time", "latency_skipped")] = skipped
+    rerequest = stats.get("rerequest") or {}
+    for key in REREQUEST_COUNTS:
+        if isinstance(rerequest.get(key), (int, float)):
+            flat[("rerequest", key)] = rerequest[key]
     ring = stats.get("ring") or {}
     for key in RING_COUNTS:
         if key in ring:

@@ -82,6 +82,22 @@ BOOK_GAUGES = (
 # Readers are not here: the engine never learns who reads (it never waits for anyone), and readers
 # have no write access to anything of the feed's, so each reader counts its own laps
 # (tickwire_engine.consumer.Reader.lapped) and exports them itself (docs/consumers.md).
+# Gap recovery by MoldUDP64 re-request (stats["rerequest"]; docs/design.md "Gap recovery").
+REREQUEST_COUNTERS = (
+    ("tickwire_rerequest_requests", "requests_sent", "MoldUDP64 re-requests sent"),
+    ("tickwire_rerequest_requested_messages", "messages_requested", "Messages those requests asked for"),
+    ("tickwire_rerequest_recovered_messages", "recovered", "Messages recovered by re-request"),
+    ("tickwire_rerequest_timeouts", "timed_out", "Re-requests whose wait ran out without an answer"),
+    ("tickwire_rerequest_given_up", "given_up",
+     "Requested ranges given up (out of attempts or of the sequence window): counted in gaps"),
+    ("tickwire_rerequest_overflow_messages", "overflow",
+     "Messages given up at once because the request table was full"),
+    ("tickwire_rerequest_reply_packets", "reply_packets", "Packets received on the re-request socket"),
+    ("tickwire_rerequest_rejected_replies", "reply_rejected",
+     "Replies rejected whole: malformed, not data, or of a session not followed"),
+    ("tickwire_rerequest_unsolicited_messages", "reply_unsolicited",
+     "Messages in replies that no outstanding request asked for (dropped)"),
+)
 
 
 class AgentView:
@@ -175,6 +191,9 @@ class EngineCollector(Collector):
         for key, reason in RING_DROPS.items():
             drops.add_metric([feed, reason], ring.get(key, 0))
         yield drops
+        rerequest = stats.get("rerequest") or {}
+        for name, key, help_text in REREQUEST_COUNTERS:
+            yield _counter(name, help_text, [feed], rerequest.get(key, 0))
         skipped = (stats.get("exchange_time") or {}).get("latency_skipped", 0)
         yield _counter("tickwire_exchange_latency_skipped", "Messages without an exchange-to-engine "
                        "latency: stamped in the engine's future, or past the exchange midnights it knows",
@@ -198,6 +217,25 @@ class EngineCollector(Collector):
         yield _gauge("tickwire_exchange_midnights_left", "Exchange midnights the engine still knows "
                      "(0: no exchange latency is recorded any more, restart the engine; NaN: a fixed day)",
                      feed, math.nan if left is None else left)
+        rerequest = stats.get("rerequest") or {}
+        config = rerequest.get("config")
+        server = GaugeMetricFamily("tickwire_rerequest_server", "1 with the re-request server this engine "
+                                   "asks and its limits (absent: re-request off)",
+                                   labels=["feed", "server", "max_messages", "timeout_ms", "attempts", "rate"])
+        if config:
+            server.add_metric([self.view.feed, config["server"], str(config["max_messages"]),
+                               str(config["timeout_ms"]), str(config["attempts"]), str(config["rate"])], 1.0)
+        yield server
+        yield _gauge("tickwire_rerequest_outstanding", "Requested ranges still waiting for an answer", feed,
+                     rerequest.get("outstanding", 0))
+        recovery = rerequest.get("recovery_latency") or {}
+        quantiles = GaugeMetricFamily("tickwire_rerequest_recovery_seconds", "Time from a declared gap to "
+                                      "its message recovered by request, this engine run (NaN: none yet)",
+                                      labels=["feed", "quantile"])
+        for name, q in (("p50", "0.5"), ("p99", "0.99")):
+            quantiles.add_metric([self.view.feed, q],
+                                 recovery[name] / 1e9 if recovery.get("count") else math.nan)
+        yield quantiles
         age = stats.get("last_packet_age_s")
         yield _gauge("tickwire_last_packet_age_seconds", "Seconds since the last packet (NaN before the first)",
                      feed, math.nan if age is None else age)

@@ -23,7 +23,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jsonschema
 
-from tickwire_engine.config import EXCHANGE_TIMEZONES, LOCAL_ZONE, EngineConfig, Line  # the engine's own
+from tickwire_engine.config import (EXCHANGE_TIMEZONES, LOCAL_ZONE, ConfigError, EngineConfig,  # the engine's own
+                                    Line, Rerequest)
 
 API_VERSION = "tickwire.dev/plan-v1"
 
@@ -121,6 +122,7 @@ class Plan:
     def stream_dir(self) -> str | None:
         """Where the engine publishes this feed's books (None: books off)."""
         return os.path.join(self.stream_root, self.feed) if self.books.enabled else None
+    rerequest: Rerequest | None = None       # None: a declared gap is final (no re-request server)
 
 
 @lru_cache(maxsize=1)
@@ -290,6 +292,13 @@ def semantic_problems(doc: dict) -> list[Problem]:
         problems.append(Problem("books.symbols", f"{len(books['symbols'])} symbols listed, but the books "
                                 f"hold only maxInstruments={books['maxInstruments']} instruments",
                                 "raise books.maxInstruments or list fewer symbols"))
+    rerequest = doc.get("rerequest")
+    if rerequest is not None:
+        try:
+            _rerequest(rerequest).validate()
+        except ConfigError as e:
+            problems.append(Problem("rerequest", str(e), "give the exchange's re-request server as "
+                                    "IPv4 ADDRESS:PORT, with limits in range"))
 
     address = doc.get("metrics", {}).get("address")
     if address is not None:
@@ -299,6 +308,16 @@ def semantic_problems(doc: dict) -> list[Problem]:
             problems.append(Problem("metrics.address", f"{address!r} is not an IP address",
                                     "use 0.0.0.0 (all interfaces) or 127.0.0.1 (this host only)"))
     return problems
+
+
+def _rerequest(doc: dict | None) -> Rerequest | None:
+    if doc is None:
+        return None
+    defaults = Rerequest("0.0.0.1:1")
+    return Rerequest(doc["server"], max_messages=doc.get("maxMessages", defaults.max_messages),
+                     timeout_ms=doc.get("timeoutMillis", defaults.timeout_ms),
+                     attempts=doc.get("attempts", defaults.attempts),
+                     rate=doc.get("rate", defaults.rate), burst=doc.get("burst", defaults.burst))
 
 
 def _build(doc: dict) -> Plan:
@@ -337,6 +356,7 @@ def _build(doc: dict) -> Plan:
         node_state_dir=doc.get("nodeStateDir"),
         books=_books(doc.get("books")),
         stream_root=doc.get("streamRoot", STREAM_ROOT),
+        rerequest=_rerequest(doc.get("rerequest")),
     )
 
 

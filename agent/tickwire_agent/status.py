@@ -57,6 +57,7 @@ def snapshot(stats: dict | None, now: str, books: bool = False) -> dict:
         "xdpMode": stats.get("xdp_mode", "none"),
         "zeroCopy": bool(stats.get("zero_copy")),
         **(books_snapshot(stats) if books else {}),
+        **_rerequest(stats.get("rerequest")),
         "updated": now,
     }
 
@@ -74,6 +75,23 @@ def books_snapshot(stats: dict) -> dict:
     if stats.get("stream_dir"):
         books["stream"] = stats["stream_dir"]
     return {"books": books}
+
+
+def _rerequest(rerequest: dict | None) -> dict:
+    """status.snapshot.rerequest: the server and limits asked, and what asking it achieved."""
+    if not rerequest or not rerequest.get("config"):
+        return {}
+    config = rerequest["config"]
+    recovery = rerequest.get("recovery_latency") or {}
+    return {"rerequest": {
+        "server": config["server"], "maxMessages": config["max_messages"],
+        "timeoutMillis": config["timeout_ms"], "attempts": config["attempts"], "rate": config["rate"],
+        "requestsSent": rerequest.get("requests_sent", 0),
+        "messagesRequested": rerequest.get("messages_requested", 0),
+        "recovered": rerequest.get("recovered", 0), "timedOut": rerequest.get("timed_out", 0),
+        "givenUp": rerequest.get("given_up", 0), "outstanding": rerequest.get("outstanding", 0),
+        "recoveryP50Micros": recovery.get("p50", 0) / 1e3,
+        "recoveryP99Micros": recovery.get("p99", 0) / 1e3}}
 
 
 class StatusReporter:

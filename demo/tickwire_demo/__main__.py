@@ -1,11 +1,13 @@
 """`python -m tickwire_demo` (what `make demo` runs): the whole system on one machine.
 
 An "exchange" namespace publishes a trading day of ITCH 5.0 over MoldUDP64 on lines A and B, each
-losing some packets; a "node" namespace runs the agent from a plan, which tunes the host and runs
-the engine in generic XDP mode with order books on. The terminal shows what the engine sees while
-it runs, and the live top of book of the busiest instruments as a consumer reads it from the
-engine's shared-memory stream; at the end come a summary (what was sent against what was counted,
-and the books) and a latency plot. Everything is torn down on the way out, Ctrl-C included.
+losing some packets (and now and then a burst lost on both, which its re-request server gives
+back); a "node" namespace runs the agent from a plan, which tunes the host and runs the engine in
+generic XDP mode with order books on. The terminal shows what the engine sees while it runs, and
+the live top of book of the busiest instruments as a consumer reads it from the engine's
+shared-memory stream; at the end come a summary (what was sent against what was counted, what
+was recovered by request, and the books) and a latency plot. Everything is torn down on the way
+out, Ctrl-C included.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ BIN = os.path.dirname(sys.executable)
 FEED_NAME = "nasdaq-demo"
 GROUP_A, GROUP_B, PORT = "239.192.77.1", "239.192.77.2", 26477
 STOCKS = 16          # instruments the exchange names in its stock directory
+REREQUEST_PORT = 26400
 
 
 def build_plan(pair: VethPair, args: argparse.Namespace, stream_root: str) -> dict:
@@ -51,6 +54,9 @@ def build_plan(pair: VethPair, args: argparse.Namespace, stream_root: str) -> di
         "statusIntervalSeconds": 5,
         "books": {"enabled": True, "depth": 5, "symbols": [], "maxOrders": 1 << 20, "maxInstruments": 1024},
         "streamRoot": stream_root,
+        # what both lines lose is asked for again from the exchange's re-request server
+        "rerequest": {"server": f"{pair.exchange_ip}:{REREQUEST_PORT}", "timeoutMillis": 50,
+                      "attempts": 5},
     }
 
 
@@ -132,6 +138,11 @@ def run_demo(args: argparse.Namespace) -> int:
                 "--duration", str(args.duration), "--rate", str(args.rate), "--per-packet", "4",
                 "--loss-a", str(args.loss), "--loss-b", str(args.loss), "--seed", "2026",
                 "--day", "--stocks", str(STOCKS),
+                # bursts lost on both lines, which only a re-request brings back; heartbeats show
+                # what is lost at the tail; the server keeps answering 2 s after the last packet
+                "--loss-burst-every", "5000", "--loss-burst-size", "2", "--heartbeat-every-s", "0.5",
+                "--rerequest-listen", f"{pair.exchange_ip}:{REREQUEST_PORT}",
+                "--rerequest-linger-s", "2",
                 "--summary-json", feed_summary], stdout=subprocess.DEVNULL)
             started = time.monotonic()
             last_print = 0.0

@@ -24,6 +24,7 @@ def render(stats: dict, elapsed_s: float, feed_name: str) -> str:
         f"  messages    {stats['messages']:>12,}   ({first})",
         f"  gaps        {stats['gaps']:>12,}   missing {stats['missing']:,}   recovered "
         f"{stats['recovered']:,}   duplicates {stats['duplicates']:,}   malformed {stats['malformed']:,}",
+        *_rerequest_line(stats),
         f"  ring drops  {stats.get('ring', {}).get('rx_dropped', 0):>12,}",
         "",
         "  latency (us)             p50      p99    p99.9      max    samples",
@@ -62,15 +63,38 @@ def render_books(snapshots: dict, limit: int = 6) -> str:
     return "\n".join(out)
 
 
+def _rerequest_line(stats: dict) -> list[str]:
+    rr = stats.get("rerequest") or {}
+    if not rr.get("config"):
+        return []
+    lat = rr.get("recovery_latency") or {}
+    return [f"  re-request  {rr.get('requests_sent', 0):>12,}   recovered {rr.get('recovered', 0):,}   "
+            f"timed out {rr.get('timed_out', 0):,}   given up {rr.get('given_up', 0):,}   "
+            f"gap -> recovered p50 {micros(lat.get('p50'))} us"]
+
+
 def final_summary(stats: dict, sent: dict, books: dict | None = None) -> str:
-    """What the exchange sent against what the engine counted, side by side."""
-    rows = [
-        ("messages", sent.get("messages_sent"), stats["messages"]),
-        ("gap events", sent.get("expected_gaps"), stats["gaps"]),
-        ("missing messages", sent.get("expected_missing"), stats["missing"]),
-        ("duplicate copies", sent.get("expected_duplicates"), stats["duplicates"]),
-        ("lost on A only or B only, covered", sent.get("covered_by_other_line"), None),
-    ]
+    """What the exchange sent against what the engine counted, side by side. With a re-request
+    server the exchange can give back everything it published: nothing should stay missing."""
+    rerequest = (stats.get("rerequest") or {}).get("config") is not None
+    if rerequest:
+        rows = [
+            ("messages", sent.get("messages_scheduled"), stats["messages"]),
+            ("gap events left", 0, stats["gaps"]),
+            ("missing messages left", 0, stats["missing"]),
+            ("lost on both lines, recovered by request", sent.get("lost_on_all_lines"),
+             stats["rerequest"]["recovered"]),
+            ("duplicate copies", sent.get("expected_duplicates"), stats["duplicates"]),
+            ("lost on A only or B only, covered", sent.get("covered_by_other_line"), None),
+        ]
+    else:
+        rows = [
+            ("messages", sent.get("messages_sent"), stats["messages"]),
+            ("gap events", sent.get("expected_gaps"), stats["gaps"]),
+            ("missing messages", sent.get("expected_missing"), stats["missing"]),
+            ("duplicate copies", sent.get("expected_duplicates"), stats["duplicates"]),
+            ("lost on A only or B only, covered", sent.get("covered_by_other_line"), None),
+        ]
     if books is not None:
         # The exchange names `stocks` instruments in its stock directory; the rest is the engine's.
         rows += [
@@ -81,12 +105,18 @@ def final_summary(stats: dict, sent: dict, books: dict | None = None) -> str:
             ("books marked incomplete (gaps)", None, stats.get("book_incomplete")),
             ("orders beyond maxOrders", None, stats.get("book_order_overflow")),
         ]
-    out = ["", "  summary                              exchange sent    engine counted"]
+    out = ["", "  summary                                     exchange sent    engine counted"]
     for label, expected, got in rows:
         exp = "-" if expected is None else f"{expected:,}"
         cnt = "-" if got is None else f"{got:,}"
         mark = "" if expected is None or got is None else ("  ok" if expected == got else "  DIFFERS")
-        out.append(f"  {label:<34} {exp:>14}  {cnt:>16}{mark}")
+        out.append(f"  {label:<41} {exp:>14}  {cnt:>16}{mark}")
+    if rerequest:
+        rr = stats["rerequest"]
+        lat = rr.get("recovery_latency") or {}
+        out.append(f"  re-requests: {rr.get('requests_sent', 0):,} sent, {rr.get('timed_out', 0):,} timed out, "
+                   f"{rr.get('given_up', 0):,} ranges given up; gap declared -> recovered p50 "
+                   f"{lat.get('p50', 0) / 1e3:.0f} us, p99 {lat.get('p99', 0) / 1e3:.0f} us")
     lat = stats["latency"]["exchange_to_engine"]
     out.append(f"  exchange -> engine latency: p50 {lat['p50'] / 1e3:.1f} us, p99 {lat['p99'] / 1e3:.1f} us, "
                f"p99.9 {lat['p999'] / 1e3:.1f} us over {lat['count']:,} messages")

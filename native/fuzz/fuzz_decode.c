@@ -1,5 +1,5 @@
-/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, exchange_time.c, itch.c, hist.c)
- * and the order books it feeds (book.c).
+/* fuzz_decode.c - libFuzzer harness for the decoder (decode.c, rerequest.c, exchange_time.c, itch.c,
+ * hist.c) and the order books it feeds (book.c).
  *
  * Build and run with native/fuzz/run.sh. An input is a script for one decoder:
  *
@@ -7,14 +7,19 @@
  *                 bit 1 set = tight jump bounds (max_seq_jump 100, max_seq_rate 10^6/s), so short
  *                 scripts reach suspect and confirmed jumps too;
  *                 bit 2 set = books attached (64 orders, 8 instruments, no stream: small, so
- *                 overflow is reached too); bit 3 set = those books keep levels only
+ *                 overflow is reached too); bit 3 set = those books keep levels only;
+ *                 bit 4 set = re-requests on (4 messages per request, the arbitration window as
+ *                 timeout, 2 attempts); after every step the harness takes every request due;
+ *                 bit 5 set = in-order delivery (the hold buffer; books turn it on too)
  *   then records  [op][len hi][len lo][len bytes of data]   (a short last record takes what is left)
  *
  *   op & 7   0, 1  tw_decode_frame(data)
  *            2     tw_decode_frame(data) with a kernel receive time
  *            3     tw_decode_mold(line 0, data)
  *            4     tw_decode_mold(line 1, data)  (with one line: must be refused, changing nothing)
- *            5     tw_decode_mold(line op >> 3, data)  (any line index, mostly invalid)
+ *            5     tw_decode_mold(line op >> 3, data)  (any line index, mostly invalid); with
+ *                  re-requests on, a reply instead: tw_decode_reply(data), one message at a time
+ *                  when it is a well-formed data packet (so the harness knows which were taken)
  *            6     tw_decoder_tick()
  *            7     tw_decoder_flush()
  *   op >> 3  time that passes before the record, in eighths of the arbitration window
@@ -33,7 +38,13 @@
  *   - every counted message is recorded in an exchange-latency histogram or counted in
  *     exchange_latency_skipped (malformed ones are neither: they are not counted messages);
  *   - tw_decoder_pending() is 0 with one line and after a flush, and at the end of the script it is
- *     1 exactly when letting the arbitration window run out declares a message missing.
+ *     1 exactly when letting the arbitration window run out declares a message missing (with
+ *     re-requests: when that and letting every request run out of attempts does);
+ *   - a reply never changes gaps, missing, a line's counts or a session's state: it is rejected
+ *     whole (counted), or each message is taken (recovered_by_request), a duplicate, or unsolicited;
+ *     every request asks for 1..4 messages;
+ *   - in-order delivery hands on no more than was counted, holds no more than the window, and
+ *     holds nothing after a flush;
  *   - with books: their structural self-check passes (tw_books_check: every order findable,
  *     level totals and queues agree with the orders, trees ordered, best levels right).
  * Replaying the same script on a fresh decoder must give byte-identical stats (books' too). Sanitizers catch
@@ -65,7 +76,10 @@ static uint16_t port_be(uint16_t port)
     return (uint16_t)(port >> 8 | port << 8);
 }
 
-static struct tw_decoder *new_decoder(int two_lines, int tight_jumps)
+#define REQ_MAX_COUNT 4
+#define REQ_ATTEMPTS 2
+
+static struct tw_decoder *new_decoder(int two_lines, int tight_jumps, int rerequest, int in_order)
 {
     struct tw_decoder_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -79,6 +93,12 @@ static struct tw_decoder *new_decoder(int two_lines, int tight_jumps)
         cfg.max_seq_jump = 100;
         cfg.max_seq_rate = 1000000;
     } /* else 0: the decoder's defaults */
+    if (rerequest)
+        cfg.rerequest = (struct tw_rerequest_config){.enabled = 1, .max_count = REQ_MAX_COUNT,
+                                                     .timeout_ns = WINDOW_NS,
+                                                     .attempts = REQ_ATTEMPTS,
+                                                     .rate = 1000000, .burst = 64};
+    cfg.deliver_in_order = in_order ? 1 : 0;
     char err[256];
     struct tw_decoder *d = tw_decoder_new(&cfg, err, sizeof(err));
     if (d == NULL) {
@@ -174,8 +194,8 @@ static void check_invariants(const struct tw_decoder *d, const struct tw_stats *
     }
     CHECK(s->messages == sum);
 
-    /* every sequence number a line won is a counted message or a malformed one */
-    CHECK(s->line_first_messages[0] + s->line_first_messages[1] ==
+    /* every sequence number a line or a reply won is a counted message or a malformed one */
+    CHECK(s->line_first_messages[0] + s->line_first_messages[1] + s->recovered_by_request ==
           s->messages + s->malformed_by_reason[TW_MAL_ITCH_UNKNOWN_TYPE] +
               s->malformed_by_reason[TW_MAL_ITCH_BAD_LENGTH]);
     CHECK(s->packets == s->line_packets[0] + s->line_packets[1]);
@@ -194,6 +214,10 @@ static void check_invariants(const struct tw_decoder *d, const struct tw_stats *
     /* every counted message has an exchange latency or is counted without one */
     CHECK(measured + s->exchange_latency_skipped == s->messages);
     CHECK(two_lines || tw_decoder_pending(d) == 0); /* one line: holes are declared as they open */
+    CHECK(s->delivered <= s->messages);
+    CHECK(s->delivery_held <= TW_SEQ_WINDOW);
+    CHECK(s->requests_outstanding <= TW_MAX_REQUESTS);
+    CHECK(s->requests_timed_out <= s->requests_sent);
 }
 
 /* Every counter, in one array, to check that none ever goes down (a wrap would). */
@@ -201,7 +225,10 @@ static void check_invariants(const struct tw_decoder *d, const struct tw_stats *
     X(frames) X(packets) X(bytes) X(messages) X(gaps) X(missing) X(recovered) X(duplicates) \
     X(heartbeats) X(end_of_session) X(malformed) X(unmatched) X(sessions_replaced)       \
     X(suspect_jumps) X(confirmed_jumps) X(window_overflow) X(beyond_window) X(after_end)  \
-    X(line_packets[0]) X(line_packets[1]) X(line_first_messages[0]) X(line_first_messages[1])
+    X(line_packets[0]) X(line_packets[1]) X(line_first_messages[0]) X(line_first_messages[1]) \
+    X(requests_sent) X(messages_requested) X(recovered_by_request) X(requests_timed_out)    \
+    X(gaps_given_up) X(request_overflow) X(reply_packets) X(reply_rejected)                 \
+    X(reply_unsolicited) X(delivered) X(delivered_lost) X(delivery_forced)
 #define COUNT_ONE(field) +1
 #define N_COUNTERS (0 COUNTERS(COUNT_ONE) + 128 + TW_MAL_REASONS)
 
@@ -295,6 +322,7 @@ static const uint8_t *payload_of_frame(const uint8_t *f, uint32_t *len)
 
 struct world {
     int two_lines;
+    int rerequest;          /* a declared gap is asked for, not counted, until given up */
     int followed;           /* a session was accepted: any new one must start at 1 */
     struct delivered *delivered;
     struct known_sessions known;
@@ -338,7 +366,7 @@ static void check_packet(struct world *w, const uint8_t *p, uint32_t len,
     if (after->sessions_replaced == 0)
         CHECK(first <= fresh + older);        /* no copy counted twice inside the window */
 
-    if (known == 0 && !w->two_lines) {
+    if (known == 0 && !w->two_lines && !w->rerequest) {
         /* A session seen for the first time: the very first starts where we join it, a later one at
          * sequence number 1, so [1, seq) is one gap. (An evicted session reappearing is "known".) */
         uint64_t gaps = after->gaps - before->gaps, missing = after->missing - before->missing;
@@ -351,17 +379,92 @@ static void check_packet(struct world *w, const uint8_t *p, uint32_t len,
     w->followed = 1;
 }
 
+/* Take every request due now, checking each. */
+static void take_requests(struct tw_decoder *d, const struct tw_clock *now)
+{
+    uint8_t req[TW_MOLD_REQUEST_LEN];
+    for (int i = 0; i <= TW_MAX_REQUESTS && tw_decoder_next_request(d, now, req); i++) {
+        uint32_t count = (uint32_t)(req[18] << 8 | req[19]);
+        CHECK(count >= 1 && count <= REQ_MAX_COUNT);
+    }
+}
+
+/* One reply: a well-formed data packet goes in one message at a time, so the set of what was
+ * delivered learns exactly the messages that were taken; anything else goes in whole and must be
+ * rejected whole. Either way nothing but reply counters, duplicates and taken messages move. */
+static void reply(struct world *w, struct tw_decoder *d, const uint8_t *p, uint32_t len,
+                  const struct tw_clock *now)
+{
+    const struct tw_stats *s = tw_decoder_stats(d);
+    uint32_t count = len >= 20 ? (uint32_t)(p[18] << 8 | p[19]) : 0;
+    uint32_t off = 20, blocks_ok = count != 0 && count != 0xffff && be64(p + 10) <= UINT64_MAX - count;
+    for (uint32_t i = 0; blocks_ok && i < count; i++) {
+        if (len - off < 2 || len - off - 2 < (uint32_t)(p[off] << 8 | p[off + 1])) {
+            blocks_ok = 0;
+            break;
+        }
+        off += 2 + (uint32_t)(p[off] << 8 | p[off + 1]);
+    }
+    struct sequencing before = sequencing_of(s);
+    if (!blocks_ok) {
+        uint64_t rejected = s->reply_rejected;
+        CHECK(tw_decode_reply(d, p, len, now) == TW_FRAME_MALFORMED);
+        CHECK(s->reply_rejected == rejected + 1);
+        struct sequencing after = sequencing_of(s);
+        CHECK(memcmp(&before, &after, sizeof(before)) == 0);
+        return;
+    }
+    uint8_t one[20 + 2 + 65535];
+    uint64_t seq = be64(p + 10);
+    off = 20;
+    for (uint32_t i = 0; i < count; i++, seq++) {
+        uint32_t mlen = (uint32_t)(p[off] << 8 | p[off + 1]);
+        memcpy(one, p, 10);
+        for (int b = 0; b < 8; b++)
+            one[10 + b] = (uint8_t)(seq >> (56 - 8 * b));
+        one[18] = 0;
+        one[19] = 1;
+        memcpy(one + 20, p + off, 2 + mlen);
+        off += 2 + mlen;
+        uint64_t taken = s->recovered_by_request, dups = s->duplicates;
+        uint64_t unsolicited = s->reply_unsolicited, rejected = s->reply_rejected;
+        struct sequencing pre = sequencing_of(s);
+        int result = tw_decode_reply(d, one, 22 + mlen, now);
+        uint64_t took = s->recovered_by_request - taken;
+        if (result == TW_FRAME_MALFORMED) { /* a session the decoder does not follow */
+            CHECK(s->reply_rejected == rejected + 1);
+            continue;
+        }
+        CHECK(took + (s->duplicates - dups) + (s->reply_unsolicited - unsolicited) == 1);
+        struct sequencing post = sequencing_of(s);
+        CHECK(post.gaps == pre.gaps && post.missing == pre.missing &&
+              post.recovered == pre.recovered && post.first[0] == pre.first[0] &&
+              post.first[1] == pre.first[1] && post.after_end == pre.after_end);
+        if (took) {
+            size_t slot = delivered_slot(w->delivered, one, seq);
+            /* a reply only fills what no line delivered (of a session never forgotten) */
+            CHECK(!w->delivered->used[slot] || s->sessions_replaced > 0);
+            CHECK(w->delivered->n_used < DELIVERED_SLOTS - 1);
+            w->delivered->used[slot] = 1;
+            w->delivered->used_slots[w->delivered->n_used++] = (uint32_t)slot;
+            memcpy(w->delivered->id[slot], one, 10);
+            w->delivered->seq[slot] = seq;
+        }
+    }
+}
+
 /* Run the script; returns the decoder and its books (caller frees) so a replay can be compared. */
 static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books **books)
 {
-    int two_lines = data[0] & 1;
-    struct tw_decoder *d = new_decoder(two_lines, data[0] & 2);
+    int two_lines = data[0] & 1, rerequest = (data[0] & 16) != 0;
+    struct tw_decoder *d = new_decoder(two_lines, data[0] & 2, rerequest, data[0] & 32);
     *books = (data[0] & 4) ? new_books(data[0] & 8) : NULL;
     tw_decoder_set_books(d, *books);
     const struct tw_stats *s = tw_decoder_stats(d);
     struct tw_clock now = {START_MONO_NS, START_REAL_NS};
     struct tally tally = {0, 0};
-    struct world world = {.two_lines = two_lines, .delivered = &delivered_set};
+    struct world world = {.two_lines = two_lines, .rerequest = rerequest,
+                          .delivered = &delivered_set};
     delivered_empty(world.delivered);
     uint64_t counters_before[N_COUNTERS], counters_after[N_COUNTERS];
 
@@ -405,9 +508,14 @@ static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books 
                 check_packet(&world, payload, plen, &before, s);
             }
             break;
+        case 5:
+            if (rerequest) {
+                reply(&world, d, rec, (uint32_t)len, &now);
+                break;
+            }
+            /* fall through */
         case 3:
-        case 4:
-        case 5: {
+        case 4: {
             uint32_t line = (op & 7) == 3 ? 0 : (op & 7) == 4 ? 1 : (uint32_t)(op >> 3);
             uint64_t packets_before = s->packets;
             result = tw_decode_mold(d, line, rec, (uint32_t)len, now.mono_ns - 800, &now);
@@ -437,6 +545,8 @@ static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books 
             CHECK(memcmp(&before, &after, sizeof(before)) == 0);
             CHECK(s->malformed == malformed_before + 1);
         }
+        if (rerequest)
+            take_requests(d, &now);
         check_invariants(d, s, &tally, two_lines);
         check_books(*books);
         counters_of(s, counters_after);
@@ -448,11 +558,18 @@ static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books 
     /* tw_decoder_pending() says whether time alone will declare a missing message: let every
      * arbitration window run out and see (unless `missing` saturated and can show nothing). Then
      * nothing is pending, and a flush finds nothing left to declare. */
-    int pending = tw_decoder_pending(d);
+    int pending = tw_decoder_pending(d) || tw_decoder_requests_outstanding(d);
     uint64_t missing = s->missing, gaps = s->gaps;
     now.mono_ns += 1000ull * WINDOW_NS;
     now.real_ns += 1000ll * WINDOW_NS;
     tw_decoder_tick(d, &now);
+    /* nobody answers: every range runs out of attempts (the rate lets 64 go at a time) */
+    for (int step = 0; rerequest && tw_decoder_requests_outstanding(d) && step < 4096; step++) {
+        take_requests(d, &now);
+        now.mono_ns += 2ull * WINDOW_NS;
+        now.real_ns += 2ll * WINDOW_NS;
+    }
+    CHECK(!tw_decoder_requests_outstanding(d));
     if (missing < UINT64_MAX)
         CHECK((s->missing != missing) == pending);
     CHECK(tw_decoder_pending(d) == 0);
@@ -460,6 +577,7 @@ static struct tw_decoder *run(const uint8_t *data, size_t size, struct tw_books 
     gaps = s->gaps;
     tw_decoder_flush(d);
     CHECK(s->missing == missing && s->gaps == gaps);
+    CHECK(s->delivery_held == 0);
 
     /* After a flush nothing is pending: however much time passes, no new gap appears. */
     now.mono_ns += 1000ull * WINDOW_NS;

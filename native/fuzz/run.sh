@@ -52,7 +52,7 @@ echo "fuzz: building $OUT/fuzz_decode"
 CFLAGS=(-g -O1 -std=gnu11 -fno-sanitize-recover=all -fno-omit-frame-pointer "${INCLUDES[@]}")
 "$CLANG" "${CFLAGS[@]}" -fsanitize=address,undefined -c "$HERE/fuzz_decode.c" -o "$OUT/fuzz_decode.o"
 DECODER_OBJS=()
-for c in decode exchange_time itch hist book stream; do
+for c in decode rerequest exchange_time itch hist book stream; do
   "$CLANG" "${CFLAGS[@]}" -fsanitize=fuzzer-no-link,address,undefined -c "$SRC/$c.c" -o "$OUT/$c.o"
   DECODER_OBJS+=("$OUT/$c.o")
 done

@@ -17,8 +17,8 @@ sys.path.insert(0, ROOT)
 
 from tests.support import frames as F  # noqa: E402  (needs the repository root on sys.path)
 
-ONE_LINE, TWO_LINES, TIGHT_JUMPS, BOOKS, LEVELS_ONLY = 0, 1, 2, 4, 8
-FRAME, FRAME_KERNEL_TIME, MOLD_A, MOLD_B, TICK, FLUSH = 0, 2, 3, 4, 6, 7
+ONE_LINE, TWO_LINES, TIGHT_JUMPS, BOOKS, LEVELS_ONLY, REREQUEST, IN_ORDER = 0, 1, 2, 4, 8, 16, 32
+FRAME, FRAME_KERNEL_TIME, MOLD_A, MOLD_B, REPLY, TICK, FLUSH = 0, 2, 3, 4, 5, 6, 7
 A = ("239.1.1.1", 5000)
 B = ("239.1.1.2", 5001)
 
@@ -67,6 +67,18 @@ def seeds() -> dict[str, bytes]:
         + on(A, F.run_of(1, 2, session=b"0000010060")),
         "gap-and-late-fill": bytes([ONE_LINE]) + on(A, F.run_of(1, 3)) + on(A, F.run_of(8, 2))
         + on(A, F.run_of(4, 4)) + on(A, F.run_of(4, 1)),
+        # re-requests: a gap asked for and answered (in parts, with messages outside the request
+        # and a wrong session), one that runs out of attempts, and the same through A/B
+        "rerequest-fill": bytes([REREQUEST | IN_ORDER]) + on(A, F.run_of(1, 2))
+        + on(A, F.run_of(9, 3)) + record(REPLY, F.run_of(3, 2)) + record(REPLY, F.run_of(5, 6))
+        + record(REPLY, F.run_of(7, 1, session=b"OTHERSESS1")) + on(A, F.run_of(12, 1)),
+        "rerequest-give-up": bytes([REREQUEST]) + on(A, F.run_of(1, 2)) + on(A, F.heartbeat(12))
+        + record(TICK, wait_eighths=20) + record(TICK, wait_eighths=20)
+        + record(REPLY, F.run_of(3, 9)) + on(A, F.run_of(3, 9)),
+        "rerequest-ab": bytes([TWO_LINES | REREQUEST | IN_ORDER]) + on(A, F.run_of(1, 4))
+        + on(B, F.run_of(1, 2)) + on(A, F.run_of(9, 4)) + on(B, F.run_of(9, 4))
+        + record(REPLY, F.run_of(5, 4)) + on(B, F.run_of(3, 2)) + record(REPLY, b"garbage")
+        + record(REPLY, F.heartbeat(13)) + on(A, F.end_of_session(13)) + record(FLUSH),
         "ab-arbitration": bytes([TWO_LINES]) + on(A, F.run_of(1, 4)) + on(B, F.run_of(1, 4))
         + on(A, F.run_of(9, 4)) + on(B, F.run_of(5, 8)) + on(A, F.run_of(20, 1))
         + record(TICK, wait_eighths=9) + on(B, F.run_of(13, 7)) + record(FLUSH),

@@ -21,12 +21,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "decode_internal.h"
 #include "exchange_time.h"
+#include "rerequest.h"
 #include "tickwire.h"
 
 #define SEEN_WORDS (TW_SEQ_WINDOW / 64)
+/* A held message: its length (0: malformed, nothing to hand on), when it was received, and its
+ * bytes. ITCH 5.0's longest message is 50 bytes; anything longer is malformed and never held. */
+#define HOLD_SLOT 64
+#define HOLD_TIME 1
+#define HOLD_MESSAGE 9
+#define NO_OWNER (-1)
+#define HOLD_BYTES ((size_t)TW_SEQ_WINDOW * HOLD_SLOT)
 _Static_assert(TW_SEQ_WINDOW % 64 == 0 && TW_SEQ_WINDOW > 0xffff,
                "the window must hold a whole MoldUDP64 packet and be whole 64-bit words");
 
@@ -56,6 +65,10 @@ struct tw_session {
     int frontier_in_gap;              /* the sequence number just below the frontier was declared
                                          missing: a run declared next continues its gap */
     uint64_t line_next[TW_MAX_LINES]; /* per line: one past the highest sequence it has shown */
+    uint64_t lost_end;                /* re-requesting: one past the last range given up, so that
+                                         a range given up right after it is the same gap */
+    uint64_t deliver_next;            /* in-order delivery: everything below it was handed on (or
+                                         reported lost); what arrived above it is held */
     uint64_t last_used;               /* decoder's packet counter at the last packet: LRU order */
     uint64_t last_packet_ns;          /* caller's clock at the last accepted packet */
     struct tw_suspect suspect;
@@ -73,7 +86,12 @@ struct tw_decoder {
     struct tw_suspect new_session; /* a new session's first packet, held: it takes no slot yet */
     struct tw_session sessions[TW_MAX_SESSIONS];
     struct tw_exchange_day exchange_day; /* the day ITCH timestamps count from (exchange_time.c) */
-    struct tw_books *books; /* fed every first copy, told of every loss (book.c); NULL: none */
+    uint64_t now_ns;       /* the caller's monotonic clock at its latest call that gave one */
+    struct tw_requester req; /* declared ranges being asked for again (rerequest.c) */
+    uint8_t (*hold)[HOLD_SLOT]; /* in-order delivery: TW_SEQ_WINDOW slots by seq % window, or NULL */
+    int32_t hold_owner;         /* the session whose messages are held (one at a time), or NO_OWNER */
+    struct tw_books *books; /* fed every message in sequence order, told of every loss (book.c,
+                               contract C9) by the in-order delivery below; NULL: none */
 };
 
 static const struct tw_clock no_clock = {0, 0};
@@ -115,7 +133,16 @@ static int config_error(const struct tw_decoder_config *cfg, char *err, size_t e
             }
         }
     }
+    if (tw_req_config_error(&cfg->rerequest, err, errlen))
+        return 1;
     return tw_exchange_config_error(cfg, err, errlen);
+}
+
+/* mmap, not calloc: zero pages that cost nothing until a hole makes a message wait. */
+static uint8_t (*hold_map(void))[HOLD_SLOT]
+{
+    void *hold = mmap(NULL, HOLD_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return hold == MAP_FAILED ? NULL : hold;
 }
 
 struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err, size_t errlen)
@@ -128,11 +155,22 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
         return NULL;
     }
     d->cfg = *cfg;
+    d->hold_owner = NO_OWNER;
+    if (cfg->deliver_in_order) {
+        d->hold = hold_map();
+        if (d->hold == NULL) {
+            snprintf(err, errlen, "out of memory for the in-order hold buffer (%zu bytes)",
+                     HOLD_BYTES);
+            free(d);
+            return NULL;
+        }
+    }
     if (d->cfg.max_seq_jump == 0)
         d->cfg.max_seq_jump = TW_DEFAULT_MAX_SEQ_JUMP;
     if (d->cfg.max_seq_rate == 0)
         d->cfg.max_seq_rate = TW_DEFAULT_MAX_SEQ_RATE;
     tw_exchange_day_init(&d->exchange_day, &d->cfg);
+    tw_req_init(&d->req, &d->cfg.rerequest);
     d->stats.exchange_midnight_ns = d->exchange_day.midnight;
     d->stats.exchange_midnights_left = tw_exchange_midnights_left(&d->exchange_day);
     return d;
@@ -140,6 +178,8 @@ struct tw_decoder *tw_decoder_new(const struct tw_decoder_config *cfg, char *err
 
 void tw_decoder_free(struct tw_decoder *d)
 {
+    if (d && d->hold)
+        munmap(d->hold, HOLD_BYTES);
     free(d);
 }
 
@@ -148,9 +188,14 @@ struct tw_stats *tw_decoder_stats(struct tw_decoder *d)
     return &d->stats;
 }
 
+/* Books take messages strictly in sequence order (contract C9): attaching them turns in-order
+ * delivery on. The engine asks for it in the config (deliver_in_order) so that the buffer is there
+ * from the start; otherwise it is mapped here, and without it the books get nothing. */
 void tw_decoder_set_books(struct tw_decoder *d, struct tw_books *b)
 {
     d->books = b;
+    if (b != NULL && d->hold == NULL)
+        d->hold = hold_map();
 }
 
 /* ---- counting --------------------------------------------------------------------------------- */
@@ -215,16 +260,351 @@ static void seen_clear(struct tw_session *s, uint64_t from, uint64_t to)
         s->seen[(from / 64) % SEEN_WORDS] &= ~(1ull << (from % 64));
 }
 
+/* ---- gap recovery: ranges asked for again, and given up ---------------------------------------- */
+
+static int requesting(const struct tw_decoder *d)
+{
+    return d->cfg.rerequest.enabled != 0;
+}
+
+static uint32_t slot_of(const struct tw_decoder *d, const struct tw_session *s)
+{
+    return (uint32_t)(s - d->sessions);
+}
+
+/* Whether seq is known to have arrived: only the bitmap's window can say; anything outside it
+ * counts as not arrived. */
+static int arrived(const struct tw_session *s, uint64_t seq)
+{
+    return in_window(s, seq) && seen_get(s, seq);
+}
+
+/* First sequence number in [seq, end) with arrived() == want, or end. Whole 64-bit words at a
+ * time where they are all the same. */
+static uint64_t scan_for(const struct tw_session *s, uint64_t seq, uint64_t end, int want)
+{
+    const uint64_t low = window_low(s->next_seq);
+    if (!want && seq < low)
+        return seq; /* below the window: not arrived */
+    if (seq < low)
+        seq = low;
+    uint64_t stop = min_u64(end, s->next_seq);
+    while (seq < stop) {
+        uint64_t word = s->seen[(seq / 64) % SEEN_WORDS];
+        if (seq % 64 == 0 && stop - seq >= 64 && word == (want ? 0ull : ~0ull)) {
+            seq += 64;
+            continue;
+        }
+        if (seen_get(s, seq) == want)
+            return seq;
+        seq++;
+    }
+    return want ? end : (seq < end ? seq : end); /* at and past next_seq nothing arrived */
+}
+
+/* ---- delivery in order ------------------------------------------------------------------------
+ *
+ * Counting happens on arrival (a first copy is counted once, whatever its order); handing on to
+ * the books happens in sequence order. Per session, deliver_next is the lowest sequence number not
+ * handed on yet: a first copy at deliver_next is handed on at once, one above it is held (copied
+ * into the hold buffer) until everything below it arrived or was given up. A hole that is given up
+ * is reported lost in its place (the books mark themselves incomplete, contract C9), then the
+ * held messages after it follow. A copy that arrives after its number was reported lost is
+ * counted (recovered) but not handed on: the books already know they missed it. */
+
+static int delivering(const struct tw_decoder *d)
+{
+    return d->hold != NULL;
+}
+
+/* The books' two hooks (C9): a message, in order; a range that will never come. */
+static void hand_on(struct tw_decoder *d, const uint8_t *msg, uint32_t len, uint64_t receive_ns)
+{
+    d->stats.delivered++;
+    if (d->books)
+        tw_books_on_message(d->books, msg, len, receive_ns);
+}
+
+static void hand_on_loss(struct tw_decoder *d, struct tw_session *s, uint64_t first, uint64_t count)
+{
+    add_sat(&d->stats.delivered_lost, count);
+    if (d->books)
+        tw_books_on_loss(d->books, s->id, first, count);
+}
+
+static int valid_itch(const uint8_t *msg, uint32_t mlen)
+{
+    return mlen > 0 && tw_itch_length(msg[0]) == mlen;
+}
+
+static void hand_on_held(struct tw_decoder *d, struct tw_session *s, uint64_t seq)
+{
+    const uint8_t *slot = d->hold[seq % TW_SEQ_WINDOW];
+    d->stats.delivery_held--;
+    if (slot[0] == 0) {
+        hand_on_loss(d, s, seq, 1); /* malformed: its content is lost to the books */
+        return;
+    }
+    uint64_t receive_ns;
+    memcpy(&receive_ns, slot + HOLD_TIME, sizeof(receive_ns));
+    hand_on(d, slot + HOLD_MESSAGE, slot[0], receive_ns);
+}
+
+static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s,
+                               uint64_t seq);
+
+/* Hand on what can be: held messages that are next, and holes below the frontier that nobody is
+ * asking for any more (reported lost). Stops at a hole that is pending or being requested. */
+static void deliver_in_order(struct tw_decoder *d, struct tw_session *s)
+{
+    if (!delivering(d))
+        return;
+    for (;;) {
+        uint64_t seq = s->deliver_next;
+        if (arrived(s, seq)) {
+            hand_on_held(d, s, seq);
+            s->deliver_next++;
+            continue;
+        }
+        if (seq >= s->frontier)
+            break; /* pending: a line may still fill it */
+        uint64_t asked = requested_from(d, s, seq);
+        if (asked == seq)
+            break; /* a request may still fill it */
+        uint64_t end = scan_for(s, seq, min_u64(asked, s->frontier), 1);
+        hand_on_loss(d, s, seq, end - seq);
+        s->deliver_next = end;
+    }
+    if (d->hold_owner == (int32_t)slot_of(d, s) && d->stats.delivery_held == 0)
+        d->hold_owner = NO_OWNER;
+}
+
+/* Everything of s below `upto` still waiting is handed on now: held messages in order, holes
+ * as lost. */
+static void deliver_upto(struct tw_decoder *d, struct tw_session *s, uint64_t upto)
+{
+    if (!delivering(d))
+        return;
+    uint64_t seq = s->deliver_next;
+    while (seq < upto) {
+        if (arrived(s, seq)) {
+            hand_on_held(d, s, seq++);
+            continue;
+        }
+        uint64_t end = scan_for(s, seq, upto, 1);
+        hand_on_loss(d, s, seq, end - seq);
+        seq = end;
+    }
+    s->deliver_next = seq;
+    if (d->hold_owner == (int32_t)slot_of(d, s) && d->stats.delivery_held == 0)
+        d->hold_owner = NO_OWNER;
+}
+
+static void deliver_all(struct tw_decoder *d, struct tw_session *s)
+{
+    deliver_upto(d, s, s->next_seq);
+}
+
+/* A first copy of seq in s (seen bit already set): hand it on, hold it, or (when its number was
+ * reported lost already) leave it. */
+static void offer(struct tw_decoder *d, struct tw_session *s, uint64_t seq, const uint8_t *msg,
+                  uint32_t mlen, uint64_t receive_ns)
+{
+    if (!delivering(d) || seq < s->deliver_next)
+        return;
+    int valid = valid_itch(msg, mlen);
+    if (seq == s->deliver_next) {
+        if (valid)
+            hand_on(d, msg, mlen, receive_ns);
+        else
+            hand_on_loss(d, s, seq, 1);
+        s->deliver_next++;
+        if (d->stats.delivery_held > 0 || s->deliver_next < s->frontier)
+            deliver_in_order(d, s);
+        return;
+    }
+    int32_t me = (int32_t)slot_of(d, s);
+    if (d->hold_owner != me && d->hold_owner != NO_OWNER) {
+        /* One session holds at a time: the other one's holes are given up to the books. */
+        add_sat(&d->stats.delivery_forced, 1);
+        deliver_all(d, &d->sessions[d->hold_owner]);
+    }
+    d->hold_owner = me;
+    uint8_t *slot = d->hold[seq % TW_SEQ_WINDOW];
+    slot[0] = valid ? (uint8_t)mlen : 0;
+    if (valid) {
+        memcpy(slot + HOLD_TIME, &receive_ns, sizeof(receive_ns));
+        memcpy(slot + HOLD_MESSAGE, msg, mlen);
+    }
+    d->stats.delivery_held++;
+}
+
+/* The books' loss point (C9) is in order: a range given up is reported when delivery reaches it. */
+static void range_given_up(struct tw_decoder *d, struct tw_session *s, uint64_t first,
+                           uint64_t count)
+{
+    (void)first;
+    (void)count;
+    deliver_in_order(d, s);
+}
+
+/* [first, end) of s is lost for good: each run in it that did not arrive is counted in missing,
+ * and is a new gap unless it starts where the last range given up ended. */
+static void give_up(struct tw_decoder *d, struct tw_session *s, uint64_t first, uint64_t end)
+{
+    for (uint64_t seq = scan_for(s, first, end, 0); seq < end; seq = scan_for(s, seq, end, 0)) {
+        uint64_t run = seq;
+        seq = scan_for(s, seq, end, 1);
+        if (run != s->lost_end)
+            add_sat(&d->stats.gaps, 1);
+        add_sat(&d->stats.missing, seq - run);
+        s->lost_end = seq;
+        range_given_up(d, s, run, seq - run);
+    }
+}
+
+/* Range i is gone (marked; compacted away by requests_tidy at the end of the operation). */
+static void request_gone(struct tw_decoder *d, uint32_t i)
+{
+    tw_req_remove(&d->req, i);
+    d->stats.requests_outstanding = d->req.n - d->req.gone;
+}
+
+static void requests_tidy(struct tw_decoder *d)
+{
+    tw_req_compact(&d->req);
+    d->stats.requests_outstanding = d->req.n;
+}
+
+static void give_up_request(struct tw_decoder *d, uint32_t i)
+{
+    struct tw_req_range q = d->req.ranges[i];
+    add_sat(&d->stats.gaps_given_up, 1);
+    request_gone(d, i); /* first: delivery must see that nobody asks for it any more */
+    give_up(d, &d->sessions[q.slot], q.first, q.end);
+}
+
+/* A declared run [first, end) of s: asked for again, or given up at once when it cannot be
+ * (its bits are about to be reused, or the table is full). */
+static void ask_for(struct tw_decoder *d, struct tw_session *s, uint64_t first, uint64_t end,
+                    int requestable)
+{
+    if (!requestable) {
+        give_up(d, s, first, end);
+        return;
+    }
+    uint64_t rest = tw_req_add(&d->req, slot_of(d, s), first, end, d->now_ns);
+    d->stats.requests_outstanding = d->req.n - d->req.gone;
+    if (rest < end) {
+        add_sat(&d->stats.request_overflow, end - rest);
+        give_up(d, s, rest, end);
+    }
+}
+
+/* Every range of s is given up (the session is forgotten, or a newer one replaced it). */
+static void abandon_requests(struct tw_decoder *d, const struct tw_session *s)
+{
+    for (uint32_t i = 0; i < d->req.n; i++)
+        if (d->req.ranges[i].slot == slot_of(d, s))
+            give_up_request(d, i);
+    requests_tidy(d);
+}
+
+/* The window moves up to `low`: what is still wanted below it is given up, while the bits can
+ * still tell what arrived (a reply below the window could not be told from a duplicate). */
+static void requests_leave_window(struct tw_decoder *d, struct tw_session *s, uint64_t low)
+{
+    for (uint32_t i = 0; i < d->req.n;) {
+        struct tw_req_range *q = &d->req.ranges[i];
+        if (q->slot != slot_of(d, s)) {
+            i++;
+            continue;
+        }
+        if (q->first >= low)
+            break; /* a session's ranges rise: none after this one is below the window */
+        if (q->end <= low) {
+            give_up_request(d, i++);
+            continue;
+        }
+        add_sat(&d->stats.gaps_given_up, 1);
+        give_up(d, s, q->first, low);
+        q->first = low;
+        i++;
+    }
+}
+
+/* seq of s, below the frontier, just arrived from a line: 1 if it was asked for (rather than
+ * counted missing). A range always starts at a number still missing, so the one that began with
+ * seq moves on past what has arrived, and is forgotten when nothing is left. */
+static int fill_request(struct tw_decoder *d, const struct tw_session *s, uint64_t seq)
+{
+    int i = requesting(d) ? tw_req_find(&d->req, slot_of(d, s), seq) : -1;
+    if (i < 0)
+        return 0;
+    struct tw_req_range *q = &d->req.ranges[i];
+    if (q->first == seq)
+        q->first = scan_for(s, seq, q->end, 0);
+    if (q->first >= q->end)
+        request_gone(d, (uint32_t)i);
+    return 1;
+}
+
+/* seq itself if a range of s asks for it, else the lowest first number of a range above it, else
+ * UINT64_MAX. A session's ranges rise in table order: the first one ending past seq decides. */
+static uint64_t requested_from(const struct tw_decoder *d, const struct tw_session *s, uint64_t seq)
+{
+    for (uint32_t i = 0; i < d->req.n && requesting(d); i++) {
+        const struct tw_req_range *q = &d->req.ranges[i];
+        if (q->slot == slot_of(d, s) && q->end > seq)
+            return q->first <= seq ? seq : q->first;
+    }
+    return UINT64_MAX;
+}
+
 /* ---- declaring holes -------------------------------------------------------------------------- */
+
+static void drop_timing_records(struct tw_session *s)
+{
+    uint32_t done = 0; /* timing records now wholly below the frontier */
+    while (done < s->n_pending && s->pending[done].end <= s->frontier)
+        done++;
+    memmove(&s->pending[0], &s->pending[done], (s->n_pending - done) * sizeof(s->pending[0]));
+    s->n_pending -= done;
+}
+
+/* declare_upto() when re-requesting: each run that did not arrive is asked for (ask_for); it is
+ * counted in gaps and missing only if it is given up. */
+static uint64_t declare_for_request(struct tw_decoder *d, struct tw_session *s, uint64_t to,
+                                    int requestable)
+{
+    uint64_t declared = 0, end = min_u64(to, s->next_seq);
+    for (uint64_t seq = scan_for(s, s->frontier, end, 0); seq < end;
+         seq = scan_for(s, seq, end, 0)) {
+        uint64_t run = seq;
+        seq = scan_for(s, seq, end, 1);
+        declared += seq - run;
+        ask_for(d, s, run, seq, requestable);
+    }
+    if (to > end) /* above next_seq: the window moves past them before any line showed them */
+        give_up(d, s, end > s->frontier ? end : s->frontier, to);
+    s->frontier = to;
+    s->frontier_in_gap = 0;
+    drop_timing_records(s);
+    deliver_in_order(d, s);
+    return declared;
+}
 
 /* Move the frontier up to `to`: every sequence number in [frontier, to) that did not arrive is
  * declared missing, each maximal run of them one gap (a run that continues one declared just below
  * the frontier is the same gap). Sequence numbers at or above next_seq never arrived. Returns how
  * many of those below next_seq it declared. */
-static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_t to)
+static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_t to,
+                             int requestable)
 {
     if (to <= s->frontier)
         return 0;
+    if (requesting(d) && !(two_lines(d) && s->n_pending == 0 && to <= s->next_seq))
+        return declare_for_request(d, s, to, requestable);
     if (two_lines(d) && s->n_pending == 0 && to <= s->next_seq) {
         /* With two lines every hole has a timing record until the frontier passes it: with none
          * left, everything below next_seq arrived or is declared already. The steady state, free.
@@ -265,16 +645,10 @@ static uint64_t declare_upto(struct tw_decoder *d, struct tw_session *s, uint64_
         add_sat(&d->stats.missing, to - bits_end);
         in_run = 1;
     }
-    uint64_t declared_from = s->frontier;
     s->frontier = to;
     s->frontier_in_gap = in_run;
-    if (d->books && (from_bits > 0 || to > bits_end))
-        tw_books_on_loss(d->books, s->id, declared_from, to - declared_from); /* contract C9 */
-    uint32_t done = 0; /* timing records now wholly below the frontier */
-    while (done < s->n_pending && s->pending[done].end <= s->frontier)
-        done++;
-    memmove(&s->pending[0], &s->pending[done], (s->n_pending - done) * sizeof(s->pending[0]));
-    s->n_pending -= done;
+    drop_timing_records(s);
+    deliver_in_order(d, s);
     return from_bits;
 }
 
@@ -285,11 +659,16 @@ static void extend_to(struct tw_decoder *d, struct tw_session *s, uint64_t to)
     if (to <= s->next_seq)
         return;
     uint64_t low = window_low(to);
+    if (requesting(d))
+        requests_leave_window(d, s, low);
     if (low > s->frontier) {
-        if (declare_upto(d, s, min_u64(low, s->next_seq)) > 0 && two_lines(d))
+        /* their bits are about to be reused: too late to ask for them */
+        if (declare_upto(d, s, min_u64(low, s->next_seq), 0) > 0 && two_lines(d))
             add_sat(&d->stats.window_overflow, 1);
-        declare_upto(d, s, low);
+        declare_upto(d, s, low, 0);
     }
+    if (delivering(d) && s->deliver_next < low)
+        deliver_upto(d, s, low); /* never reached: all below low is arrived or lost by now */
     seen_clear(s, s->next_seq > low ? s->next_seq : low, to);
     s->next_seq = to;
 }
@@ -302,7 +681,7 @@ static void open_hole(struct tw_decoder *d, struct tw_session *s, uint64_t to,
 {
     extend_to(d, s, to);
     if (!two_lines(d)) {
-        declare_upto(d, s, to);
+        declare_upto(d, s, to, 1);
         return;
     }
     if (s->frontier >= to)
@@ -329,13 +708,13 @@ static void settle_holes(struct tw_decoder *d, struct tw_session *s, const struc
     if (!two_lines(d))
         return; /* with one line every hole is declared when it opens */
     while (s->n_pending > 0 && expired(d, &s->pending[0], now))
-        declare_upto(d, s, s->pending[0].end);
-    declare_upto(d, s, min_u64(min_u64(s->line_next[0], s->line_next[1]), s->next_seq));
+        declare_upto(d, s, s->pending[0].end, 1);
+    declare_upto(d, s, min_u64(min_u64(s->line_next[0], s->line_next[1]), s->next_seq), 1);
 }
 
 static void declare_all_pending(struct tw_decoder *d, struct tw_session *s)
 {
-    declare_upto(d, s, s->next_seq);
+    declare_upto(d, s, s->next_seq, 1);
 }
 
 /* ---- sessions --------------------------------------------------------------------------------- */
@@ -365,6 +744,8 @@ static struct tw_session *session_slot(struct tw_decoder *d)
             lru = s;
     }
     declare_all_pending(d, lru);
+    abandon_requests(d, lru); /* nobody will remember what its replies are for */
+    deliver_all(d, lru);
     d->stats.sessions_replaced++;
     return lru;
 }
@@ -378,11 +759,15 @@ static struct tw_session *session_for(struct tw_decoder *d, const uint8_t *id, u
     struct tw_session *s = session_find(d, id);
     if (s == NULL) {
         s = session_slot(d);
+        /* The exchange moved on to a new session: an ended one will not be served again. */
+        for (uint32_t i = 0; i < TW_MAX_SESSIONS && requesting(d); i++)
+            if (d->sessions[i].in_use && d->sessions[i].ended)
+                abandon_requests(d, &d->sessions[i]);
         memset(s, 0, sizeof(*s));
         s->in_use = 1;
         memcpy(s->id, id, MOLD_SESSION_LEN);
         s->start = d->joined ? 1 : first_seq;
-        s->next_seq = s->frontier = s->start;
+        s->next_seq = s->frontier = s->deliver_next = s->start;
         s->last_packet_ns = now->mono_ns;
         d->joined = 1;
     }
@@ -493,15 +878,11 @@ static void take_message(struct tw_decoder *d, uint32_t line, const uint8_t *msg
     if (want == 0 || mlen != want) {
         /* an empty block has no type at all */
         count_malformed(d, want == 0 ? TW_MAL_ITCH_UNKNOWN_TYPE : TW_MAL_ITCH_BAD_LENGTH);
-        if (d->books)
-            tw_books_on_loss(d->books, NULL, 0, 1); /* its content is lost to the books */
         return;
     }
     d->stats.messages++;
     d->stats.messages_by_type[msg[0]]++; /* known types are all below 128 */
     record_exchange_latency(d, line, msg, now);
-    if (d->books)
-        tw_books_on_message(d->books, msg, mlen, now->mono_ns);
 }
 
 /* Sort each message of a packet that passed the jump check: a first copy is decoded, anything
@@ -511,7 +892,6 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
                           const uint8_t *p, uint64_t seq, uint32_t count,
                           const struct tw_clock *now)
 {
-    const uint64_t fresh_from = s->next_seq; /* below it: later messages were applied already */
     if (!s->ended)
         extend_to(d, s, seq + count); /* the packet's own messages: arriving, not a hole */
     const uint64_t low = window_low(s->next_seq);
@@ -533,12 +913,11 @@ static void take_messages(struct tw_decoder *d, struct tw_session *s, uint32_t l
                 continue;
             }
             seen_set(s, seq);
-            if (seq < s->frontier && seq >= s->start)
-                add_sat(&d->stats.recovered, 1); /* it was declared missing */
+            if (seq < s->frontier && seq >= s->start && !fill_request(d, s, seq))
+                add_sat(&d->stats.recovered, 1); /* it was counted missing */
         }
-        if (d->books && seq < fresh_from)
-            tw_books_on_loss(d->books, s->id, seq, 1); /* the books took it out of order */
         take_message(d, line, msg, mlen, now);
+        offer(d, s, seq, msg, mlen, now->mono_ns);
     }
 }
 
@@ -569,6 +948,7 @@ static int decode_packet(struct tw_decoder *d, uint32_t line, const uint8_t *p, 
     }
 
     /* Valid: from here on state changes. Bytes after the last block are ignored. */
+    d->now_ns = now->mono_ns;
     if (kernel_rx_ns != 0 && now->mono_ns >= kernel_rx_ns)
         tw_hist_record(&st->hist[TW_STAGE_KERNEL_TO_ENGINE][line], now->mono_ns - kernel_rx_ns);
 
@@ -715,8 +1095,10 @@ int tw_decode_frame(struct tw_decoder *d, const uint8_t *frame, uint32_t len,
 
 void tw_decoder_tick(struct tw_decoder *d, const struct tw_clock *now)
 {
-    if (now)
+    if (now) {
         follow_exchange_day(d, now);
+        d->now_ns = now->mono_ns;
+    }
     for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
         if (d->sessions[i].in_use)
             settle_holes(d, &d->sessions[i], now ? now : &no_clock);
@@ -727,6 +1109,13 @@ void tw_decoder_flush(struct tw_decoder *d)
     for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
         if (d->sessions[i].in_use)
             declare_all_pending(d, &d->sessions[i]);
+    for (uint32_t i = 0; i < d->req.n; i++) /* the end of the run: no answer can come now */
+        if (d->req.ranges[i].slot != TW_REQ_GONE)
+            give_up_request(d, i);
+    requests_tidy(d);
+    for (uint32_t i = 0; i < TW_MAX_SESSIONS; i++)
+        if (d->sessions[i].in_use)
+            deliver_all(d, &d->sessions[i]);
 }
 
 /* A sequence number in [frontier, next_seq) that did not arrive: a hole still waiting for a line.
@@ -759,4 +1148,171 @@ int tw_decoder_pending(const struct tw_decoder *d)
         if (d->sessions[i].in_use && session_pending(&d->sessions[i]))
             return 1;
     return 0;
+}
+
+/* ---- re-requests ------------------------------------------------------------------------------ */
+
+static void wr_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        p[i] = (uint8_t)v;
+}
+
+int tw_decoder_requests_outstanding(const struct tw_decoder *d)
+{
+    return d->req.n > d->req.gone;
+}
+
+/* Trim the ranges of s to what is still missing; forget those that are whole again. */
+static void settle_requests(struct tw_decoder *d, const struct tw_session *s)
+{
+    for (uint32_t i = 0; i < d->req.n; i++) {
+        struct tw_req_range *q = &d->req.ranges[i];
+        if (q->slot != slot_of(d, s))
+            continue;
+        q->first = scan_for(s, q->first, q->end, 0);
+        if (q->first >= q->end)
+            request_gone(d, i);
+    }
+    requests_tidy(d);
+}
+
+/* Walk the table in declaration order: drop what has arrived meanwhile (from a line or a reply),
+ * count the waits that ran out, give up what ran out of attempts, and return the first range due
+ * for a send while the rate allows one. */
+int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, uint8_t *out)
+{
+    now = now ? now : &no_clock;
+    d->now_ns = now->mono_ns;
+    struct tw_requester *r = &d->req;
+    if (r->n == 0 || now->mono_ns < r->wake_ns)
+        return 0; /* nothing can be due yet: the poll thread asks every loop, this is its cost */
+    if (r->gone > 0 && !(r->scan_from > 0 && r->scan_now == now->mono_ns))
+        requests_tidy(d); /* not in the middle of this moment's pass: its indexes must hold */
+    uint64_t wake = UINT64_MAX;
+    uint32_t i = 0;
+    if (r->scan_from > 0 && r->scan_now == now->mono_ns) { /* the rest of this moment's pass */
+        i = r->scan_from;
+        wake = r->scan_wake;
+    }
+    int may_send = 1;
+    for (; i < r->n; i++) {
+        struct tw_req_range *q = &r->ranges[i];
+        if (q->slot == TW_REQ_GONE)
+            continue;
+        struct tw_session *s = &d->sessions[q->slot];
+        q->first = scan_for(s, q->first, q->end, 0);
+        if (q->first >= q->end) {
+            request_gone(d, i); /* all of it arrived */
+            continue;
+        }
+        int was_timed_out = q->timed_out;
+        int step = tw_req_next_step(r, i, now->mono_ns);
+        if (q->timed_out && !was_timed_out)
+            add_sat(&d->stats.requests_timed_out, 1);
+        if (step == TW_REQ_GIVE_UP) {
+            give_up_request(d, i);
+            continue;
+        }
+        if (step == TW_REQ_WAIT)
+            wake = min_u64(wake, tw_req_wait_ends(r, i));
+        if (step == TW_REQ_SEND && may_send && !tw_req_take_credit(r, now->mono_ns)) {
+            may_send = 0; /* the rate is spent: the rest wait, in order */
+            wake = min_u64(wake, tw_req_credit_at(r, now->mono_ns));
+        }
+        if (step == TW_REQ_SEND && may_send) {
+            uint64_t count = q->end - q->first;
+            memcpy(out, s->id, MOLD_SESSION_LEN);
+            wr_be64(out + MOLD_SEQ_OFFSET, q->first);
+            out[MOLD_COUNT_OFFSET] = (uint8_t)(count >> 8);
+            out[MOLD_COUNT_OFFSET + 1] = (uint8_t)count;
+            tw_req_sent(r, i, now->mono_ns);
+            add_sat(&d->stats.requests_sent, 1);
+            add_sat(&d->stats.messages_requested, count);
+            r->wake_ns = 0; /* the caller asks again at once: resume after this range */
+            r->scan_from = i + 1;
+            r->scan_now = now->mono_ns;
+            r->scan_wake = min_u64(wake, tw_req_wait_ends(r, i));
+            return 1;
+        }
+    }
+    requests_tidy(d);
+    r->wake_ns = wake;
+    r->scan_from = 0;
+    return 0;
+}
+
+/* A message a reply brought for a range that asked for it: the first copy of its sequence number
+ * (the caller checked), checked and counted like a line's. No exchange latency (counted in
+ * exchange_latency_skipped): the time it spent lost is measured from its declaration instead
+ * (stats.recovery). */
+static void take_recovered(struct tw_decoder *d, struct tw_req_range *q, const uint8_t *msg,
+                           uint32_t mlen, const struct tw_clock *now)
+{
+    add_sat(&d->stats.recovered_by_request, 1);
+    q->answered = 1;
+    if (now->mono_ns >= q->declared_ns)
+        tw_hist_record(&d->stats.recovery, now->mono_ns - q->declared_ns);
+    uint32_t want = mlen > 0 ? tw_itch_length(msg[0]) : 0;
+    if (want == 0) {
+        count_malformed(d, TW_MAL_ITCH_UNKNOWN_TYPE);
+        return;
+    }
+    if (mlen != want) {
+        count_malformed(d, TW_MAL_ITCH_BAD_LENGTH);
+        return;
+    }
+    d->stats.messages++;
+    d->stats.messages_by_type[msg[0]]++;
+    d->stats.exchange_latency_skipped++; /* its latency is stats.recovery's, not a line's */
+}
+
+static int reject_reply(struct tw_decoder *d)
+{
+    add_sat(&d->stats.reply_rejected, 1);
+    return TW_FRAME_MALFORMED;
+}
+
+/* A reply never moves a session: it can only fill what an outstanding request asked for, so a
+ * wrong session, a forged sequence number or a flood changes nothing but its own counters. */
+int tw_decode_reply(struct tw_decoder *d, const uint8_t *p, uint32_t len, const struct tw_clock *now)
+{
+    now = now ? now : &no_clock;
+    add_sat(&d->stats.reply_packets, 1);
+    if (len < MOLD_HEADER_LEN)
+        return reject_reply(d);
+    uint64_t seq = rd_be64(p + MOLD_SEQ_OFFSET);
+    uint32_t count = rd_be16(p + MOLD_COUNT_OFFSET);
+    if (count == MOLD_HEARTBEAT_COUNT || count == MOLD_END_OF_SESSION_COUNT ||
+        seq > UINT64_MAX - count || !blocks_fit(p, len, count))
+        return reject_reply(d); /* an answer carries messages, whole */
+    struct tw_session *s = requesting(d) ? session_find(d, p) : NULL;
+    if (s == NULL)
+        return reject_reply(d); /* no session of ours: nothing we asked for */
+    d->now_ns = now->mono_ns;
+    uint32_t off = MOLD_HEADER_LEN;
+    int i = -1;
+    for (uint32_t k = 0; k < count; k++, seq++) {
+        uint32_t mlen = rd_be16(p + off);
+        const uint8_t *msg = p + off + MOLD_BLOCK_LEN_SIZE;
+        off += MOLD_BLOCK_LEN_SIZE + mlen;
+        struct tw_req_range *q = i >= 0 ? &d->req.ranges[i] : NULL;
+        if (q == NULL || seq < q->first || seq >= q->end)
+            i = tw_req_find(&d->req, slot_of(d, s), seq);
+        if (i < 0) {
+            add_sat(&d->stats.reply_unsolicited, 1);
+            continue;
+        }
+        if (seen_get(s, seq)) { /* ranges lie inside the window: the bit is the truth */
+            d->stats.duplicates++;
+            continue;
+        }
+        seen_set(s, seq);
+        take_recovered(d, &d->req.ranges[i], msg, mlen, now);
+        offer(d, s, seq, msg, mlen, now->mono_ns);
+        d->req.wake_ns = 0; /* answered: the rest of the range is due at once */
+        d->req.scan_from = 0;
+    }
+    settle_requests(d, s);
+    return TW_FRAME_DATA;
 }

@@ -37,6 +37,7 @@
 #include "../bpf/steer_meta.h"
 #include "caps.h"
 #include "steering.h"
+#include "reqsock.h"
 #include "tickwire.h"
 
 #ifndef SO_PREFER_BUSY_POLL
@@ -59,6 +60,9 @@
 #define HOLE_TICK_NS 1000000ull
 #define HOLE_WAIT_MS 1
 #define BUSY_RETRY_NS 2000000000ull      /* EBUSY on socket create: the kernel frees an old one */
+/* With no request outstanding the re-request socket is still drained this often: a late answer
+ * is read and counted instead of waiting in the socket for the next gap. */
+#define REPLY_DRAIN_NS 1000000ull
 
 struct tw_engine {
 	struct tw_engine_config cfg;
@@ -82,6 +86,8 @@ struct tw_engine {
 	atomic_int stop;
 
 	int kick_when_idle;                 /* busy poll: recvfrom() on an empty ring drives NAPI */
+	struct tw_reqsock reqsock;          /* MoldUDP64 re-requests (fd -1 when off) */
+	uint64_t last_reply_drain;
 	struct tw_loop_stats loop;          /* poll thread's own counters */
 	/* Published copy for readers, guarded by `seq` (odd while the poll thread writes it). */
 	atomic_uint_fast64_t seq;
@@ -398,10 +404,23 @@ static void kick_kernel(struct tw_engine *e)
 	e->loop.wakeups++;
 }
 
+/* Re-requests: every loop while some are outstanding, else now and then (late answers). */
+static int service_requests(struct tw_engine *e, const struct tw_clock *now)
+{
+	if (e->reqsock.fd < 0)
+		return 0;
+	if (!tw_decoder_requests_outstanding(e->decoder) &&
+	    now->mono_ns - e->last_reply_drain < REPLY_DRAIN_NS)
+		return 0;
+	e->last_reply_drain = now->mono_ns;
+	return tw_reqsock_service(&e->reqsock, e->decoder, now, &e->loop.request_send_errors);
+}
+
 static void *poll_loop(void *arg)
 {
 	struct tw_engine *e = arg;
-	struct pollfd pfd = { .fd = xsk_socket__fd(e->xsk), .events = POLLIN };
+	struct pollfd pfd[2] = { { .fd = xsk_socket__fd(e->xsk), .events = POLLIN },
+				 { .fd = e->reqsock.fd, .events = POLLIN } };
 	uint32_t batch = e->cfg.batch_size;
 	uint64_t last_publish = 0, last_tick = 0;
 	int dirty = 0;
@@ -426,6 +445,8 @@ static void *poll_loop(void *arg)
 				if (stats->gaps != gaps)
 					dirty = 1;
 			}
+			if (service_requests(e, &now))
+				dirty = 1;
 			if (dirty && now.mono_ns - last_publish >= IDLE_PUBLISH_NS) {
 				/* Idle: show readers the final counts. */
 				publish(e);
@@ -441,8 +462,13 @@ static void *poll_loop(void *arg)
 				else
 					cpu_relax();
 			} else {
+				/* an answer wakes the thread as a frame does */
+				int asking = e->reqsock.fd >= 0 &&
+					     tw_decoder_requests_outstanding(e->decoder);
+
 				e->loop.wakeups++;
-				poll(&pfd, 1, tw_decoder_pending(e->decoder) ? HOLE_WAIT_MS : IDLE_WAIT_MS);
+				poll(pfd, asking ? 2 : 1,
+				     asking || tw_decoder_pending(e->decoder) ? HOLE_WAIT_MS : IDLE_WAIT_MS);
 			}
 			continue;
 		}
@@ -469,6 +495,7 @@ static void *poll_loop(void *arg)
 		xsk_ring_cons__release(&e->rx, n);
 		tw_decoder_tick(e->decoder, &now);
 		last_tick = now.mono_ns;
+		service_requests(e, &now);
 		e->loop.batches++;
 		e->loop.descriptors += n;
 		dirty = 1;
@@ -521,6 +548,9 @@ static int check_config(const struct tw_engine_config *c, char *err, size_t errl
 		if (c->decoder.lines[i].vlan > 4094)
 			return fail(err, errlen, EINVAL, "line %u: vlan %u is not 1..4094 (0: any)",
 				    i, c->decoder.lines[i].vlan);
+	if (c->decoder.rerequest.enabled && (!c->rerequest_addr_be || !c->rerequest_port_be))
+		return fail(err, errlen, EINVAL,
+			    "re-request is on but no server is given (address and port)");
 	return 0;
 }
 
@@ -540,6 +570,7 @@ int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out,
 	e->cfg.ifname[sizeof(e->cfg.ifname) - 1] = 0;
 	e->cfg.bpf_object[sizeof(e->cfg.bpf_object) - 1] = 0;
 	e->cfg.bpffs_root[sizeof(e->cfg.bpffs_root) - 1] = 0;
+	e->reqsock.fd = -1;
 	e->info.core = -1;
 	e->info.rx_ring_size = e->cfg.ring_size;
 	e->info.fill_ring_size = e->cfg.frame_count;
@@ -622,6 +653,9 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 		ret = fill_ring_stock(e, err, errlen);
 	if (!ret)
 		ret = join_steering(e, err, errlen);
+	if (!ret && e->cfg.decoder.rerequest.enabled)
+		ret = tw_reqsock_open(&e->reqsock, e->cfg.rerequest_addr_be, e->cfg.rerequest_port_be,
+				      err, errlen);
 	if (ret) {
 		tw_engine_stop(e);
 		return ret;
@@ -657,6 +691,7 @@ void tw_engine_stop(struct tw_engine *e)
 	/* Flows out of the shared program before the socket closes; the last engine out detaches. */
 	tw_steering_leave(e->steering);
 	e->steering = NULL;
+	tw_reqsock_close(&e->reqsock);
 	if (e->xsk) {
 		e->have_final_ring = tw_engine_ring_stats(e, &e->final_ring) == 0;
 		xsk_socket__delete(e->xsk);

@@ -31,6 +31,10 @@
 /* Exchange time: how many midnights after the first one a decoder can be given (about 17 months
  * of days; past the last one no exchange latency is recorded). See exchange_time.c. */
 #define TW_MAX_LATER_MIDNIGHTS 512
+/* Re-request: ranges asked for again at once (a declared gap is cut into ranges of at most the
+ * server's message limit; what does not fit in the table is given up at once, counted). */
+#define TW_MAX_REQUESTS 1024
+#define TW_MOLD_REQUEST_LEN 20   /* a MoldUDP64 request: session (10), sequence (8), count (2) */
 
 /* Log-linear histogram of nanoseconds: values below 64 have their own bucket (1 ns wide);
  * above, each power of two [2^e, 2^(e+1)) is split into 32 equal buckets (about 3% wide):
@@ -113,8 +117,29 @@ struct tw_stats {
     uint64_t exchange_midnights_left; /* later midnights still ahead (2^64-1: the day never changes;
                                          0: past the last one, no exchange latency is recorded) */
     uint64_t exchange_latency_skipped; /* messages without an exchange latency: stamped in our
-                                          future (clocks disagree) or past the midnights given */
+                                          future (clocks disagree), past the midnights given, or
+                                          recovered by request (stats.recovery has theirs) */
     struct tw_hist hist[2][2];        /* [stage][line] */
+    /* re-request (docs/design.md "Gap recovery"): with it on, gaps and missing count only what
+     * was given up, not what was asked for and came back */
+    uint64_t requests_sent;          /* MoldUDP64 request packets handed to the socket */
+    uint64_t messages_requested;     /* messages those requests asked for */
+    uint64_t recovered_by_request;   /* messages first taken from a reply */
+    uint64_t requests_timed_out;     /* requests whose wait ran out without an answer */
+    uint64_t gaps_given_up;          /* ranges given up: out of attempts, out of the window, or
+                                        their session forgotten */
+    uint64_t request_overflow;       /* messages given up at once: the request table was full */
+    uint64_t requests_outstanding;   /* ranges in the table now (a gauge) */
+    uint64_t reply_packets;          /* packets that came from the re-request socket */
+    uint64_t reply_rejected;         /* of those: malformed, not data, or of no session asked */
+    uint64_t reply_unsolicited;      /* messages in replies that no request asked for (dropped) */
+    struct tw_hist recovery;         /* gap declared -> its message recovered by request */
+    /* in-order delivery (cfg.deliver_in_order; docs/design.md "Delivery in order") */
+    uint64_t delivered;              /* messages handed on, in sequence order */
+    uint64_t delivered_lost;         /* sequence numbers handed on as lost (given up, malformed) */
+    uint64_t delivery_held;          /* messages waiting behind a hole now (a gauge) */
+    uint64_t delivery_forced;        /* a session's held messages pushed out, its holes reported
+                                        lost, because another session needed the hold buffer */
     struct tw_book_stats books;       /* the engine's books (tw_engine_snapshot); 0 without */
 };
 
@@ -124,6 +149,16 @@ struct tw_line_config {
     uint32_t source_be;  /* SSM source, network order, or 0 for any */
     uint16_t vlan;       /* 802.1Q VLAN id 1..4094 the line arrives tagged with, or 0 for any
                             (tagged or not). Matched by the XDP program; the decoder ignores it */
+};
+
+/* MoldUDP64 re-requests of declared gaps (enabled = 0: a declared gap is final at once). */
+struct tw_rerequest_config {
+    uint32_t enabled;
+    uint32_t max_count;      /* messages per request: the re-request server's limit (1..65534) */
+    uint64_t timeout_ns;     /* how long a request waits for its answer */
+    uint32_t attempts;       /* requests per range without an answer before it is given up */
+    uint32_t rate;           /* requests per second at most, all ranges together... */
+    uint32_t burst;          /* ...in bursts of up to this many */
 };
 
 struct tw_decoder_config {
@@ -141,6 +176,10 @@ struct tw_decoder_config {
      * the day never changes (a replay of one day's capture). */
     uint32_t n_later_midnights;               /* 0..TW_MAX_LATER_MIDNIGHTS */
     int64_t later_midnights_ns[512];
+    struct tw_rerequest_config rerequest;
+    /* 1: hand messages on (to the books) strictly in sequence order: a message past a hole is
+     * held (a 4 MiB buffer, allocated here) until the hole is filled or given up. */
+    uint32_t deliver_in_order;
 };
 
 /* The caller's clocks for a batch: read once per batch, never per packet. */
@@ -193,6 +232,21 @@ void tw_decoder_flush(struct tw_decoder *d);
  * else 0. Cheap enough to ask whenever the caller is idle: nothing to scan without a pending hole,
  * else at most the pending part of each session's bitmap, a 64-bit word at a time. */
 int tw_decoder_pending(const struct tw_decoder *d);
+
+/* Re-requests (cfg.rerequest.enabled). The caller owns the socket; the decoder decides what to
+ * ask and when (docs/design.md "Gap recovery"):
+ *  - tw_decoder_next_request(): 1 and a request packet (TW_MOLD_REQUEST_LEN bytes) in `out` when
+ *    one should go out now, else 0. Call until 0 (the rate bounds how many come). Also gives up
+ *    ranges that ran out of attempts, so call it once per batch and when idle while
+ *    tw_decoder_requests_outstanding() is 1;
+ *  - tw_decode_reply(): one packet that came back on the request socket -> TW_FRAME_DATA, or
+ *    TW_FRAME_MALFORMED when it was rejected whole (counted in reply_rejected). Only messages that
+ *    an outstanding request asked for are taken; the rest are counted (reply_unsolicited) and
+ *    change nothing. */
+int tw_decoder_next_request(struct tw_decoder *d, const struct tw_clock *now, uint8_t *out);
+int tw_decode_reply(struct tw_decoder *d, const uint8_t *payload, uint32_t len,
+                    const struct tw_clock *now);
+int tw_decoder_requests_outstanding(const struct tw_decoder *d);
 
 /* The fixed length of an ITCH 5.0 message type, or 0 for an unknown type. */
 uint32_t tw_itch_length(uint8_t type);
@@ -319,6 +373,11 @@ struct tw_engine_config {
     char bpf_object[512];       /* path of steer.bpf.o */
     char bpffs_root[256];       /* bpffs directory where interfaces' shared programs are pinned */
     struct tw_decoder_config decoder;
+    /* The MoldUDP64 re-request server (used when decoder.rerequest.enabled): requests go out of
+     * a UDP socket of the engine's own, bound to an ephemeral port and connected to the server,
+     * so only the server's answers reach it. */
+    uint32_t rerequest_addr_be;
+    uint16_t rerequest_port_be;
     int32_t books_enabled;      /* 1: build books and publish them (books.feed names the stream) */
     struct tw_books_config books;
 };
@@ -360,6 +419,7 @@ struct tw_loop_stats {
     uint64_t batches;
     uint64_t descriptors;
     uint64_t wakeups;           /* poll()/recvfrom() kicks when the kernel asked (need_wakeup) */
+    uint64_t request_send_errors; /* request packets the kernel refused (counted, retried later) */
 };
 
 struct tw_engine;

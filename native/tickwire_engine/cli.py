@@ -23,7 +23,7 @@ import time
 
 from .bookconfig import DEFAULT_STREAM_ROOT, STREAM_ROOT_ENV, BooksConfig
 from .config import (DEFAULT_BPFFS_ROOT, EXCHANGE_TIMEZONES, PROTOCOL, ConfigError, EngineConfig,
-                     Line, PrivilegeError)
+                     Line, PrivilegeError, Rerequest)
 
 EXIT_OK, EXIT_CONFIG, EXIT_KERNEL, EXIT_IN_USE = 0, 2, 3, 5
 # Refusals that no retry will change: the interface or driver cannot do what was asked
@@ -92,6 +92,22 @@ def build_parser() -> argparse.ArgumentParser:
                      "(plus --max-seq-rate per second of silence) is suspect until confirmed")
     run.add_argument("--max-seq-rate", type=int, default=EngineConfig.max_seq_rate,
                      metavar="PER_SECOND", help="messages a line can plausibly carry per second")
+    run.add_argument("--rerequest", metavar="ADDRESS:PORT",
+                     help="ask this MoldUDP64 re-request server for gaps no line filled (from an "
+                          "own UDP socket on an ephemeral port); without it a gap is final at once")
+    run.add_argument("--rerequest-max-messages", type=int, metavar="N",
+                     default=Rerequest.max_messages,
+                     help="messages per request: the server's limit (default %(default)s)")
+    run.add_argument("--rerequest-timeout-ms", type=float, metavar="MS",
+                     default=Rerequest.timeout_ms,
+                     help="how long a request waits for its answer (default %(default)s)")
+    run.add_argument("--rerequest-attempts", type=int, metavar="N", default=Rerequest.attempts,
+                     help="requests per range without an answer before it is given up "
+                          "(default %(default)s)")
+    run.add_argument("--rerequest-rate", type=int, metavar="PER_SECOND", default=Rerequest.rate,
+                     help="requests per second at most, all gaps together (default %(default)s)")
+    run.add_argument("--rerequest-burst", type=int, metavar="N", default=Rerequest.burst,
+                     help="requests that may go out at once within the rate (default %(default)s)")
     run.add_argument("--quiet", action="store_true", help="no per-second summary")
     books = run.add_argument_group("books", "order books built on the poll thread, published to "
                                    "<stream-root>/<feed>/ for local consumers")
@@ -134,6 +150,14 @@ def _midnights(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give whole nanoseconds separated by commas") from None
 
 
+def rerequest_from_args(args: argparse.Namespace) -> Rerequest | None:
+    if not args.rerequest:
+        return None
+    return Rerequest(args.rerequest, max_messages=args.rerequest_max_messages,
+                     timeout_ms=args.rerequest_timeout_ms, attempts=args.rerequest_attempts,
+                     rate=args.rerequest_rate, burst=args.rerequest_burst)
+
+
 def config_from_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         interface=args.iface, queue=args.queue, lines=[Line.parse(s) for s in args.line],
@@ -145,6 +169,7 @@ def config_from_args(args: argparse.Namespace) -> EngineConfig:
         arbitration_window_ns=round(args.arbitration_window_ms * 1e6),
         max_seq_jump=args.max_seq_jump, max_seq_rate=args.max_seq_rate,
         bpffs_root=args.bpffs_root,
+        rerequest=rerequest_from_args(args),
         feed=args.feed, stream_root=args.stream_root,
         books=BooksConfig(enabled=args.books, depth=args.book_depth,
                           symbols=[s for s in args.book_symbols.split(",") if s],
@@ -193,7 +218,10 @@ def summary_line(stats: dict) -> str:
     k2e = stats["latency"]["kernel_to_engine"]
     return (f"{stats['rate']['messages_per_s']:>11,.0f} msg/s  pkts {stats['packets']:,}  "
             f"msgs {stats['messages']:,}  gaps {stats['gaps']} (missing {stats['missing']}, "
-            f"recovered {stats['recovered']})  dup {stats['duplicates']}  "
+            f"recovered {stats['recovered']})  "
+            f"re-requested {stats['rerequest']['requests_sent']} "
+            f"(recovered {stats['rerequest']['recovered']}, timed out "
+            f"{stats['rerequest']['timed_out']})  dup {stats['duplicates']}  "
             f"malformed {stats['malformed']}  exch->eng p50/p99 {lat['p50'] / 1e3:.1f}/"
             f"{lat['p99'] / 1e3:.1f} us  kern->eng p99 {k2e['p99'] / 1e3:.1f} us")
 

@@ -231,6 +231,70 @@ def fill_sequencing_config(c_cfg, max_seq_jump: int, max_seq_rate: int) -> None:
     c_cfg.max_seq_rate = max_seq_rate
 
 
+@dataclass(frozen=True)
+class Rerequest:
+    """The MoldUDP64 re-request server and how the engine asks it (docs/design.md "Gap recovery").
+
+    A gap that no line filled is asked for again: cut into requests of at most max_messages (the
+    server's limit), each waiting timeout_ms for its answer and sent at most `attempts` times in a
+    row without one, every request charged against `rate` per second in bursts of up to `burst`.
+    What is still missing after that is given up: counted in gaps and missing."""
+
+    server: str                    # "ADDRESS:PORT", IPv4 unicast
+    max_messages: int = 100
+    timeout_ms: float = 20.0
+    attempts: int = 3
+    rate: int = 1000
+    burst: int = 32
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, sep, port = self.server.rpartition(":")
+        if not sep:
+            raise ConfigError(f"re-request server '{self.server}': expected ADDRESS:PORT, "
+                              "for example 10.0.0.5:26400")
+        try:
+            address = ipaddress.IPv4Address(host)
+            number = int(port)
+        except ValueError:
+            raise ConfigError(f"re-request server '{self.server}': expected an IPv4 ADDRESS:PORT, "
+                              "for example 10.0.0.5:26400") from None
+        if address.is_multicast or address.is_unspecified or address.is_reserved:
+            raise ConfigError(f"re-request server '{self.server}': {address} is not a unicast "
+                              "address (requests and answers are unicast)")
+        if not 1 <= number <= 65535:
+            raise ConfigError(f"re-request server '{self.server}': port {number} is out of range "
+                              "1-65535")
+        return str(address), number
+
+    def validate(self) -> None:
+        self.address  # noqa: B018  (raises on a bad server)
+        checks = (("max_messages", self.max_messages, 1, 0xFFFE, "messages per request"),
+                  ("attempts", self.attempts, 1, 100, "requests per range"),
+                  ("rate", self.rate, 1, 1_000_000, "requests per second"),
+                  ("burst", self.burst, 1, 1024, "requests"))
+        for name, value, low, high, unit in checks:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ConfigError(f"re-request {name} {value!r}: give {low}..{high} {unit}")
+        if not isinstance(self.timeout_ms, (int, float)) or not 0.01 <= self.timeout_ms <= 60_000:
+            raise ConfigError(f"re-request timeout_ms {self.timeout_ms!r}: give 0.01..60000 ms")
+
+
+def fill_rerequest_config(c_cfg, rerequest: Rerequest | None) -> None:
+    """The re-request part of a `struct tw_decoder_config` (off when rerequest is None)."""
+    r = c_cfg.rerequest
+    if rerequest is None:
+        r.enabled = 0
+        return
+    rerequest.validate()
+    r.enabled = 1
+    r.max_count = rerequest.max_messages
+    r.timeout_ns = round(rerequest.timeout_ms * 1e6)
+    r.attempts = rerequest.attempts
+    r.rate = rerequest.rate
+    r.burst = rerequest.burst
+
+
 def _books_off():
     from .bookconfig import BooksConfig   # here, not at the top: bookconfig imports this module
     return BooksConfig()
@@ -269,6 +333,7 @@ class EngineConfig:
     arbitration_window_ns: int = 2_000_000
     max_seq_jump: int = DEFAULT_MAX_SEQ_JUMP
     max_seq_rate: int = DEFAULT_MAX_SEQ_RATE
+    rerequest: Rerequest | None = None   # None: a gap no line filled is final at once
     bpf_object: str = field(default_factory=lambda: os.path.join(os.path.dirname(__file__),
                                                                   "steer.bpf.o"))
     # Where the interface's shared steering program and maps are pinned (a bpffs directory every
@@ -311,6 +376,8 @@ class EngineConfig:
             raise ConfigError(f"arbitration window {self.arbitration_window_ns!r} ns: give a whole "
                               "number of nanoseconds >= 0")
         validate_sequencing(self.max_seq_jump, self.max_seq_rate)
+        if self.rerequest is not None:
+            self.rerequest.validate()
         self.books.validate()
         if self.books.enabled and self.feed:
             from .bookconfig import validate_feed_name

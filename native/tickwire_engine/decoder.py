@@ -70,7 +70,9 @@ class Decoder:
                  arbitration_window_ns: int = DEFAULT_ARBITRATION_WINDOW_NS, *,
                  exchange_midnights_ns: Sequence[int] | None = None, exchange_tz: str | None = None,
                  max_seq_jump: int = config.DEFAULT_MAX_SEQ_JUMP,
-                 max_seq_rate: int = config.DEFAULT_MAX_SEQ_RATE, books=None):
+                 max_seq_rate: int = config.DEFAULT_MAX_SEQ_RATE,
+                 rerequest: config.Rerequest | None = None, in_order: bool = False,
+                 books=None):
         self.lines = [_as_line(spec) for spec in lines]
         validate_lines(self.lines)
         if not isinstance(arbitration_window_ns, int) or arbitration_window_ns < 0:
@@ -89,12 +91,15 @@ class Decoder:
         cfg = ffi.new("struct tw_decoder_config *")
         config.fill_decoder_config(cfg, self.lines, midnights, arbitration_window_ns)
         config.fill_sequencing_config(cfg, max_seq_jump, max_seq_rate)
+        config.fill_rerequest_config(cfg, rerequest)
+        cfg.deliver_in_order = int(in_order)
         err = ffi.new("char[256]")
         decoder = lib.tw_decoder_new(cfg, err, len(err))
         if decoder == ffi.NULL:
             raise ConfigError(ffi.string(err).decode())
         self._decoder = ffi.gc(decoder, lib.tw_decoder_free)
         self._clock = ffi.new("struct tw_clock *")
+        self._request = ffi.new("uint8_t[]", lib.TW_MOLD_REQUEST_LEN)
         self.books = books   # a books.Books fed every first copy (kept alive as long as we are)
         if books is not None:
             lib.tw_decoder_set_books(self._decoder, books.handle)
@@ -130,6 +135,31 @@ class Decoder:
     def flush(self) -> None:
         """End of run: every pending hole is a gap now."""
         lib.tw_decoder_flush(self._decoder)
+
+    def next_request(self, now=None) -> bytes | None:
+        """The MoldUDP64 request packet to send now, or None (nothing due, or the rate is spent).
+        Also gives up ranges that ran out of attempts: call it until None, now and then."""
+        if not lib.tw_decoder_next_request(self._decoder, self._clock_for(now), self._request):
+            return None
+        return bytes(ffi.buffer(self._request, lib.TW_MOLD_REQUEST_LEN))
+
+    def requests(self, now=None) -> list[bytes]:
+        """Every request packet due now (bounded by the table and the rate)."""
+        out = []
+        for _ in range(lib.TW_MAX_REQUESTS):
+            packet = self.next_request(now)
+            if packet is None:
+                break
+            out.append(packet)
+        return out
+
+    def decode_reply(self, payload: bytes, now=None) -> FrameResult:
+        """One packet that came back from the re-request server."""
+        return FrameResult(lib.tw_decode_reply(self._decoder, ffi.from_buffer(payload),
+                                               len(payload), self._clock_for(now)))
+
+    def requests_outstanding(self) -> bool:
+        return bool(lib.tw_decoder_requests_outstanding(self._decoder))
 
     def stats(self) -> dict:
         return stats_to_dict(lib.tw_decoder_stats(self._decoder), self.line_names)

@@ -6,12 +6,13 @@ snapshot the poll thread publishes under a sequence lock, so they never slow the
 from __future__ import annotations
 
 import errno
+import socket
 import time
 
 from ._native import ffi, lib
 from .capabilities import check_privileges
-from .config import (DEFAULT_BPFFS_ROOT, XDP_MODES, ZERO_COPY, ConfigError, EngineConfig,
-                     fill_decoder_config, fill_sequencing_config)
+from .config import (DEFAULT_BPFFS_ROOT, XDP_MODES, ZERO_COPY, ConfigError, EngineConfig, _be32,
+                     fill_decoder_config, fill_rerequest_config, fill_sequencing_config)
 from .bookconfig import fill_books_config
 from .stats import stats_to_dict
 
@@ -46,9 +47,16 @@ def _c_config(config: EngineConfig):
     c.bpffs_root = config.bpffs_root.encode()
     fill_decoder_config(c.decoder, config.lines, config.midnights(), config.arbitration_window_ns)
     fill_sequencing_config(c.decoder, config.max_seq_jump, config.max_seq_rate)
+    fill_rerequest_config(c.decoder, config.rerequest)
+    if config.rerequest is not None:
+        address, port = config.rerequest.address
+        c.rerequest_addr_be = _be32(address)
+        c.rerequest_port_be = socket.htons(port)
     c.books_enabled = int(config.books.enabled)
     if config.books.enabled:
         fill_books_config(c.books, config.books, config.feed, config.stream_root)
+    # books take messages in sequence order: messages past a hole wait for it (contract C9)
+    c.decoder.deliver_in_order = int(config.books.enabled)
     return c
 
 
@@ -151,7 +159,13 @@ class Engine:
         loop = self._loop
         out["loop"] = {"polls": loop.polls, "empty_polls": loop.empty_polls,
                        "batches": loop.batches, "descriptors": loop.descriptors,
-                       "wakeups": loop.wakeups}
+                       "wakeups": loop.wakeups,
+                       "request_send_errors": loop.request_send_errors}
+        rerequest = self.config.rerequest
+        out["rerequest"]["config"] = None if rerequest is None else {
+            "server": rerequest.server, "max_messages": rerequest.max_messages,
+            "timeout_ms": rerequest.timeout_ms, "attempts": rerequest.attempts,
+            "rate": rerequest.rate, "burst": rerequest.burst}
         out["ring"] = self.ring_stats()
         out.update(self.info)
         out["running"] = self._running

@@ -111,6 +111,30 @@ def stats_to_dict(stats, line_names: Sequence[str]) -> dict:
         "exchange_time": exchange_time_to_dict(stats),
         "latency": latency_to_dict(stats, line_names),
         **book_stats_to_dict(stats.books),
+        "rerequest": rerequest_to_dict(stats),
+        # in-order delivery to the books (docs/design.md "Delivery in order")
+        "delivery": {"delivered": stats.delivered, "lost": stats.delivered_lost,
+                     "held": stats.delivery_held, "forced": stats.delivery_forced},
+    }
+
+
+def rerequest_to_dict(stats) -> dict:
+    """Gap recovery by MoldUDP64 re-request (docs/design.md "Gap recovery"); `recovery` is the time
+    from a gap's declaration to each of its messages coming back."""
+    recovery = stats.recovery
+    return {
+        "requests_sent": stats.requests_sent,
+        "messages_requested": stats.messages_requested,
+        "recovered": stats.recovered_by_request,
+        "timed_out": stats.requests_timed_out,
+        "given_up": stats.gaps_given_up,
+        "overflow": stats.request_overflow,
+        "outstanding": stats.requests_outstanding,
+        "reply_packets": stats.reply_packets,
+        "reply_rejected": stats.reply_rejected,
+        "reply_unsolicited": stats.reply_unsolicited,
+        "recovery_latency": summarize(recovery.count, recovery.sum, recovery.min, recovery.max,
+                                      hist_buckets(recovery)),
     }
 
 

@@ -65,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--gap-every", type=int, default=0, metavar="N",
                      help="skip sequence numbers after every N-th data packet")
     pub.add_argument("--gap-size", type=int, default=1, metavar="M", help="numbers skipped per gap")
+    pub.add_argument("--loss-burst-every", type=int, default=0, metavar="N",
+                     help="every N-th data packet starts a burst lost on every line")
+    pub.add_argument("--loss-burst-size", type=int, default=1, metavar="M",
+                     help="data packets in each such burst")
+    pub.add_argument("--rerequest-listen", metavar="ADDRESS:PORT",
+                     help="run a MoldUDP64 re-request server here that answers from what was sent")
+    pub.add_argument("--rerequest-buffer", type=int, default=1_000_000, metavar="MESSAGES",
+                     help="messages the re-request server holds (older ones are not answered)")
+    pub.add_argument("--rerequest-max-messages", type=int, default=100, metavar="N",
+                     help="messages per answer at most (one packet within a 1500-byte MTU)")
+    pub.add_argument("--rerequest-linger-s", type=float, default=2.0, metavar="S",
+                     help="keep answering this long after the last packet")
     pub.add_argument("--duplicate-every", type=int, default=0, metavar="N",
                      help="send every N-th data packet twice")
     pub.add_argument("--reorder-every", type=int, default=0, metavar="N",
@@ -161,6 +173,10 @@ def _publish_config(parser: argparse.ArgumentParser, args) -> PublishConfig:
         duration_s=args.duration, rate=args.rate, per_packet=args.per_packet, mix=args.mix,
         loss_a=args.loss_a, loss_b=args.loss_b, gap_every=args.gap_every,
         gap_size=args.gap_size, duplicate_every=args.duplicate_every,
+        loss_burst_every=args.loss_burst_every, loss_burst_size=args.loss_burst_size,
+        rerequest_listen=args.rerequest_listen, rerequest_buffer=args.rerequest_buffer,
+        rerequest_max_messages=args.rerequest_max_messages,
+        rerequest_linger_s=args.rerequest_linger_s,
         reorder_every=args.reorder_every, malformed_every=args.malformed_every,
         heartbeat_every_s=args.heartbeat_every_s, end_session=args.end_session,
         session=args.session, start_seq=args.start_seq, seed=args.seed, ttl=args.ttl,

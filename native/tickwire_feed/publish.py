@@ -14,10 +14,13 @@ import functools
 import gc
 import json
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 
 from . import moldudp64
+from . import retransmit
 from .clock import midnight_realtime_ns
 from .ledger import LINE_NAMES, Ledger
 from .market import Mix
@@ -30,6 +33,7 @@ MAX_CHUNK_PACKETS = 512     # ...and never more than this many data packets
 # Plans up to this size are built entirely before sending (about 400 bytes and, on a slow
 # machine, 7 us of planning per message); larger ones are planned chunk by chunk as they go.
 PREBUILD_LIMIT_MESSAGES = 500_000
+SERVER_SWITCH_INTERVAL_S = 0.0002   # how soon the re-request server's thread gets the GIL
 
 
 class PublishError(RuntimeError):
@@ -58,6 +62,8 @@ class PublishConfig:
     loss_b: float = 0.0
     gap_every: int = 0
     gap_size: int = 1
+    loss_burst_every: int = 0
+    loss_burst_size: int = 1
     duplicate_every: int = 0
     reorder_every: int = 0
     malformed_every: int = 0
@@ -72,6 +78,14 @@ class PublishConfig:
     multicast_loop: bool = False
     exchange_tz: str | None = "America/New_York"   # NASDAQ stamps New York time (None: local)
     summary_json: str | None = None
+    # The re-request server (retransmit.py): listen on ADDRESS:PORT, hold the last rerequest_buffer
+    # messages, answer with at most rerequest_max_messages each, and keep answering for
+    # rerequest_linger_s after the last packet (receivers ask for what they lost at the tail).
+    rerequest_listen: str | None = None
+    rerequest_buffer: int = retransmit.DEFAULT_CAPACITY
+    rerequest_max_messages: int = retransmit.DEFAULT_MAX_MESSAGES
+    rerequest_linger_s: float = 2.0
+    rerequest_address: tuple[str, int] | None = field(init=False, default=None)
     endpoints: list[tuple[str, int]] = field(init=False, default_factory=list)
 
     def validate(self) -> ScheduleConfig:
@@ -89,15 +103,37 @@ class PublishConfig:
             raise ConfigError(f"--rate must be > 0 messages per second, got {self.rate}")
         if self.heartbeat_every_s is not None and not self.heartbeat_every_s > 0:
             raise ConfigError(f"--heartbeat-every-s must be > 0, got {self.heartbeat_every_s}")
+        if self.rerequest_listen is not None:
+            self.rerequest_address = _listen_address(self.rerequest_listen)
+            if self.rerequest_buffer < 1:
+                raise ConfigError(f"--rerequest-buffer must be >= 1 message, got {self.rerequest_buffer}")
+            if not 1 <= self.rerequest_max_messages <= moldudp64.MAX_MESSAGES:
+                raise ConfigError(f"--rerequest-max-messages must be 1..{moldudp64.MAX_MESSAGES}, "
+                                  f"got {self.rerequest_max_messages}")
+            if not 0 <= self.rerequest_linger_s <= 3600:
+                raise ConfigError(f"--rerequest-linger-s must be 0..3600, got {self.rerequest_linger_s}")
         schedule = ScheduleConfig(
             messages=self.messages, per_packet=self.per_packet, mix=Mix.parse(self.mix),
             lines=len(self.endpoints), loss_a=self.loss_a, loss_b=self.loss_b,
             gap_every=self.gap_every, gap_size=self.gap_size,
+            loss_burst_every=self.loss_burst_every, loss_burst_size=self.loss_burst_size,
             duplicate_every=self.duplicate_every, reorder_every=self.reorder_every,
             malformed_every=self.malformed_every, session=self.session,
             start_seq=self.start_seq, seed=self.seed, day=self.day, stocks=self.stocks)
         schedule.validate()
         return schedule
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    try:
+        port = int(port_text)
+        socket.inet_aton(host)
+    except (ValueError, OSError):
+        port = -1
+    if not sep or not 0 <= port <= 65535:
+        raise ConfigError(f"--rerequest-listen {text!r}: give ADDRESS:PORT, e.g. 10.0.0.1:26400")
+    return host, port
 
 
 def _chunk_packets(config: PublishConfig) -> int:
@@ -139,14 +175,43 @@ def _publish(config: PublishConfig, schedule_config: ScheduleConfig, should_stop
     # Opened first: a bad interface or address is refused at once, not after the planning.
     sock = open_sender(iface=config.iface, source_ip=config.source_ip, ttl=config.ttl,
                        loop=config.multicast_loop)
+    server = None
     try:
-        return _plan_and_send(config, schedule_config, should_stop, sock, midnight_ns)
+        if config.rerequest_address is not None:
+            store = retransmit.RetransmissionStore(moldudp64.session_bytes(config.session),
+                                                   config.rerequest_buffer)
+            try:
+                server = retransmit.RerequestServer(store, config.rerequest_address,
+                                                    config.rerequest_max_messages).start()
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+            # The send loop holds the GIL; by default the server's thread would get it back only
+            # every 5 ms, which is then what every answer waits (measured: p50 16 ms).
+            switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(SERVER_SWITCH_INTERVAL_S)
+        summary = _plan_and_send(config, schedule_config, should_stop, sock, midnight_ns, server)
+        if server is not None:
+            _linger(config.rerequest_linger_s, should_stop)
+            summary["rerequest_server"] = server.stats()
+            if config.summary_json:
+                write_summary(config.summary_json, summary)
+        return summary
     finally:
+        if server is not None:
+            server.stop()
+            sys.setswitchinterval(switch_interval)
         sock.close()
 
 
+def _linger(seconds: float, should_stop) -> None:
+    """Keep the re-request server answering after the last packet, until time or a signal."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not should_stop():
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+
 def _plan_and_send(config: PublishConfig, schedule_config: ScheduleConfig, should_stop, sock,
-                   midnight_ns: int) -> dict:
+                   midnight_ns: int, server=None) -> dict:
     # A plan of known, moderate size (--messages) is built before the clock starts so that the
     # send loop runs at full speed; its bookkeeping is done after the loop for the same reason.
     # Duration runs (often long and slow) plan chunk by chunk as they go: for the highest rates,
@@ -158,7 +223,8 @@ def _plan_and_send(config: PublishConfig, schedule_config: ScheduleConfig, shoul
     chunks = iter(list(iter(next_chunk, []))) if prebuilt else iter(next_chunk, [])
     sent: list[Chunk] = []
 
-    sender = _Sender(sock, config.endpoints, midnight_ns, config.rate)
+    sender = _Sender(sock, config.endpoints, midnight_ns, config.rate,
+                     server.store if server is not None else None)
     heartbeats = _Heartbeats(sender, schedule.session, ledger, config.heartbeat_every_s)
     next_seq = config.start_seq
     started_real_ns = time.time_ns()
@@ -194,7 +260,8 @@ def _plan_and_send(config: PublishConfig, schedule_config: ScheduleConfig, shoul
 class _Sender:
     """The hot loop: stamp, pace, sendto. Kept free of anything that is not needed per packet."""
 
-    def __init__(self, sock, endpoints, midnight_ns: int, rate: float | None):
+    def __init__(self, sock, endpoints, midnight_ns: int, rate: float | None, store=None):
+        self.store = store   # the re-request server's buffer: every data packet as it went out
         self.sock = sock
         self.endpoints = endpoints
         self.midnight_ns = midnight_ns
@@ -206,6 +273,7 @@ class _Sender:
         time_ns = time.time_ns
         midnight = self.midnight_ns
         pace = self.pacer.pace if self.pacer else None
+        record = self.store.record if self.store is not None else None
         transmission = None
         try:
             for transmission in chunk:
@@ -216,6 +284,9 @@ class _Sender:
                     stamp = (time_ns() - midnight).to_bytes(6, "big")
                     for offset in transmission.stamps:
                         payload[offset:offset + 6] = stamp
+                if record is not None and not transmission.is_copy:
+                    # before the lines: a receiver's request can never outrun the record
+                    record(transmission.first_seq, transmission.count, payload)
                 for line in transmission.lines:
                     sendto(payload, endpoints[line])
         except OSError as exc:

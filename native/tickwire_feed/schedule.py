@@ -14,6 +14,8 @@ Data packets are numbered k = 1, 2, 3, ... in sequence-number order. Per option:
   end, so every injected gap is visible to a receiver.
 - loss A/B (percent): each line drops each data packet independently with that probability,
   drawn from its own seeded generator (changing line B's loss never changes line A's pattern).
+- loss_burst_every N, loss_burst_size M: every N-th data packet starts a run of M data packets
+  that no line carries (a burst lost on both lines: only a re-request can bring it back).
 - duplicate_every N: every N-th data packet is sent a second time right after the first, on the
   lines that carried the first, with the same bytes (same timestamps).
 - reorder_every N (N >= 2): every N-th data packet swaps places with the one after it (on every
@@ -51,6 +53,8 @@ class ScheduleConfig:
     loss_b: float = 0.0
     gap_every: int = 0               # 0 disables each fault
     gap_size: int = 1
+    loss_burst_every: int = 0
+    loss_burst_size: int = 1
     duplicate_every: int = 0
     reorder_every: int = 0
     malformed_every: int = 0
@@ -72,6 +76,9 @@ class ScheduleConfig:
         for name, pct in (("--loss-a", self.loss_a), ("--loss-b", self.loss_b)):
             need(0.0 <= pct <= 100.0, f"{name} is a percentage 0..100, got {pct}")
         need(self.lines == 2 or self.loss_b == 0, "--loss-b needs a line B (--line B=GROUP:PORT)")
+        need(self.loss_burst_every >= 0,
+             f"--loss-burst-every must be >= 0 (0 disables it), got {self.loss_burst_every}")
+        need(self.loss_burst_size >= 1, f"--loss-burst-size must be >= 1, got {self.loss_burst_size}")
         for name, value in (("--gap-every", self.gap_every), ("--duplicate-every", self.duplicate_every),
                             ("--malformed-every", self.malformed_every)):
             need(value >= 0, f"{name} must be >= 0 (0 disables it), got {value}")
@@ -137,7 +144,8 @@ class Schedule:
             (line, random.Random(f"tickwire-feed/{seed}/loss/{name}").random, pct / 100.0)
             for line, (name, pct) in enumerate((("A", config.loss_a), ("B", config.loss_b))[:config.lines]))
         self._all_lines = tuple(range(config.lines))
-        self._lossless = config.loss_a == 0 and config.loss_b == 0
+        self._lossless = config.loss_a == 0 and config.loss_b == 0 and config.loss_burst_every == 0
+        self._burst_left = 0
         self.mix = config.mix or Mix.parse("default")
         self.next_seq = config.start_seq
         self.messages_planned = 0
@@ -212,10 +220,16 @@ class Schedule:
         first_seq = self.next_seq + gap_before
         self.next_seq = first_seq + count
 
+        if self._hit(cfg.loss_burst_every):
+            self._burst_left = cfg.loss_burst_size
         if self._lossless:
             lines = self._all_lines
         else:
+            # drawn even inside a burst, so a burst never shifts the random losses after it
             lines = tuple(line for line, random_draw, p in self._loss_draws if random_draw() >= p)
+            if self._burst_left:
+                self._burst_left -= 1
+                lines = ()
         packet = Transmission(moldudp64.encode_packet(self.session, first_seq, messages),
                               tuple(stamps), lines, first_seq, count, bytes(types), gap_before)
         packet.duplicate = self._hit(cfg.duplicate_every)

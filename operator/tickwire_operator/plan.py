@@ -51,6 +51,8 @@ def build_plan(body: Mapping[str, Any], spec: Mapping[str, Any], allocation: All
     }
     if "busyPoll" in spec:
         plan["busyPoll"] = dict(spec["busyPoll"])
+    if "rerequest" in spec:
+        plan["rerequest"] = dict(spec["rerequest"])
     if "latencySLO" in spec:
         plan["latencySLO"] = {"p99Micros": spec["latencySLO"]["p99Micros"]}
     books = spec.get("books") or {}

@@ -71,3 +71,17 @@ def test_final_summary_says_the_book_counts():
     assert "DIFFERS" in reader
     assert "1,234" in text and "books marked incomplete" in text
     assert "instruments with a book" not in final_summary(stats, {"messages_sent": 1000})
+
+
+def test_with_a_re_request_server_the_summary_shows_what_was_recovered_and_nothing_missing():
+    stats = _stats(messages=1000, gaps=0)
+    stats["missing"] = 0
+    stats["rerequest"] = {"config": {"server": "198.18.1.1:26400"}, "requests_sent": 9, "recovered": 12,
+                          "timed_out": 1, "given_up": 0,
+                          "recovery_latency": {"p50": 90_000, "p99": 2_000_000}}
+    sent = {"messages_scheduled": 1000, "lost_on_all_lines": 12, "expected_duplicates": 990}
+    text = final_summary(stats, sent)
+    row = next(line for line in text.splitlines() if "recovered by request" in line)
+    assert row.split()[-3:] == ["12", "12", "ok"]
+    assert "DIFFERS" not in text and "p50 90 us, p99 2000 us" in text
+    assert "re-request" in render(stats, 1.0, "f")
