@@ -114,7 +114,8 @@ def test_the_operator_puts_spec_rerequest_in_the_plan_and_the_crd_accepts_it():
     assert any("rerequest" in e for e in validate_feedhandler(bad))
     obj["metadata"].update(namespace="ns", uid="u1", generation=1)
     spec = validated_spec(obj)
-    allocation = Allocation(node="n", interface="ens1f0", queue=4, cores=(2, 3), hugepages=64)
+    allocation = Allocation(node="n", interface="ens1f0", queue=4, cores=(2, 3), hugepages=64,
+                            metrics_port=9470)
     plan = build_plan(obj, spec, allocation)
     assert plan["rerequest"] == {"server": "203.0.113.20:26400", "maxMessages": 100,
                                  "timeoutMillis": 10, "attempts": 3, "rate": 500, "burst": 32}
