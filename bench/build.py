@@ -1,6 +1,7 @@
 """Compile the benchmark's C programs (not committed; rebuilt when a source is newer).
 
-kernel_rx links the engine's own decoder (native/src/decode.c, exchange_time.c, itch.c, hist.c) with the flags the
+kernel_rx links the engine's own decoder (native/src/decode.c and what it calls: re-requests, exchange
+time, ITCH, histograms, the books and their stream, as native/fuzz/run.sh links it) with the flags the
 engine's cffi build uses, so the kernel-socket contender decodes with exactly the engine's code.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ SRC = os.path.join(REPO, "native", "src")
 BENCH = os.path.join(REPO, "bench")
 BUILD_DIR = os.path.join(REPO, "build", "bench")
 CFLAGS = ["-O2", "-g", "-Wall", "-Wextra", "-Wno-unused-parameter", "-std=gnu11"]
-DECODER = [os.path.join(SRC, name) for name in ("decode.c", "exchange_time.c", "itch.c", "hist.c")]
+DECODER = [os.path.join(SRC, f"{name}.c")
+           for name in ("decode", "rerequest", "exchange_time", "itch", "hist", "book", "stream")]
 PROGRAMS = {
     "publisher": [os.path.join(BENCH, "publisher.c")],
     "kernel_rx": [os.path.join(BENCH, "kernel_rx.c"), *DECODER],
@@ -25,7 +27,7 @@ def _stale(target: str, sources: list[str]) -> bool:
     if not os.path.exists(target):
         return True
     built = os.path.getmtime(target)
-    headers = [os.path.join(SRC, h) for h in ("tickwire.h", "decode_internal.h")]
+    headers = [os.path.join(SRC, h) for h in os.listdir(SRC) if h.endswith(".h")]
     return any(os.path.getmtime(s) > built for s in sources + headers if os.path.exists(s))
 
 
