@@ -189,6 +189,12 @@ class Market:
     def _price_near(self, ref_price: int) -> int:
         return max(100, ref_price + (self.rng.getrandbits(6) - 32) * 100)
 
+    def _resting_price(self, side: bytes, ref_price: int) -> int:
+        """A limit price 1-32 cents on its own side of the reference, so the books never cross (a
+        real exchange would have matched a bid at or above the best offer)."""
+        ticks = (self.rng.getrandbits(5) + 1) * 100
+        return ref_price - ticks if side == b"B" else ref_price + ticks
+
     def _add(self, stock, side: bytes, shares: int, price: int) -> int:
         ref = self.next_order_ref
         self.next_order_ref += 1
@@ -286,13 +292,15 @@ class Market:
 
     def _add_order(self):
         stock = self._stock()
-        side, shares, price = self._side(), self._shares(), self._price_near(stock[2])
+        side, shares = self._side(), self._shares()
+        price = self._resting_price(side, stock[2])
         ref = self._add(stock, side, shares, price)
         return _A.pack(b"A", stock[0], 0, 0, 0, ref, side, shares, stock[1], price)
 
     def _add_order_mpid(self):
         stock = self._stock()
-        side, shares, price = self._side(), self._shares(), self._price_near(stock[2])
+        side, shares = self._side(), self._shares()
+        price = self._resting_price(side, stock[2])
         ref = self._add(stock, side, shares, price)
         mpid = _MPIDS[self.rng.getrandbits(8) % len(_MPIDS)]
         return _F.pack(b"F", stock[0], 0, 0, 0, ref, side, shares, stock[1], price, mpid)
@@ -328,7 +336,8 @@ class Market:
         if self.book is not None:
             self.book.delete(ref)
         stock = order[1]
-        shares, price = self._shares(), self._price_near(stock[2])
+        shares = self._shares()
+        price = self._resting_price(order[2], stock[2])
         new_ref = self._add(stock, order[2], shares, price)
         return _U.pack(b"U", stock[0], 0, 0, 0, ref, new_ref, shares, price)
 
