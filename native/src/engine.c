@@ -34,6 +34,7 @@
 #include <bpf/libbpf.h>
 #include <xdp/xsk.h>
 
+#include "fail.h"
 #include "../bpf/steer_meta.h"
 #include "caps.h"
 #include "steering.h"
@@ -100,21 +101,6 @@ struct tw_engine {
 	int have_final_ring;
 };
 
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code < 0 ? code : -code;
-}
-
 static void note_fallback(struct tw_engine *e, const char *what)
 {
 	size_t used = strlen(e->info.fallback);
@@ -180,7 +166,7 @@ static int create_umem(struct tw_engine *e, char *err, size_t errlen)
 	int ret = alloc_umem_area(e);
 
 	if (ret)
-		return fail(err, errlen, ret, "UMEM: cannot map %u frames of %u bytes: %s",
+		return tw_fail(err, errlen, ret, "UMEM: cannot map %u frames of %u bytes: %s",
 			    e->cfg.frame_count, e->cfg.frame_size, strerror(-ret));
 	ret = xsk_umem__create(&e->umem, e->umem_area, e->umem_size, &e->fill, &e->comp, &ucfg);
 	if (ret) {
@@ -193,7 +179,7 @@ static int create_umem(struct tw_engine *e, char *err, size_t errlen)
 			tw_caps_explain(why, sizeof(why), need, "open an AF_XDP socket");
 		else if (ret == -ENOBUFS)
 			tw_memlock_explain(why, sizeof(why), e->umem_size);
-		return fail(err, errlen, ret, "UMEM: registration failed: %s%s", strerror(-ret), why);
+		return tw_fail(err, errlen, ret, "UMEM: registration failed: %s%s", strerror(-ret), why);
 	}
 	e->info.umem_bytes = e->umem_size;
 	return 0;
@@ -241,7 +227,7 @@ static int create_socket(struct tw_engine *e, char *err, size_t errlen)
 			xcfg.bind_flags = XDP_USE_NEED_WAKEUP | XDP_COPY;
 			ret = xsk_create_retrying(e, &xcfg);
 		} else if (ret) {
-			return fail(err, errlen, ret,
+			return tw_fail(err, errlen, ret,
 				    "zero-copy required but %s queue %u refused it: %s "
 				    "(the driver lacks AF_XDP zero-copy; use --zero-copy auto or off)",
 				    e->cfg.ifname, e->cfg.queue, strerror(-ret));
@@ -255,7 +241,7 @@ static int create_socket(struct tw_engine *e, char *err, size_t errlen)
 			snprintf(why, sizeof(why), " (queue out of range?)");
 		else if (ret == -EPERM)
 			tw_caps_explain(why, sizeof(why), need, "open an AF_XDP socket");
-		return fail(err, errlen, ret, "AF_XDP socket on %s queue %u: %s%s", e->cfg.ifname,
+		return tw_fail(err, errlen, ret, "AF_XDP socket on %s queue %u: %s%s", e->cfg.ifname,
 			    e->cfg.queue, strerror(-ret), why);
 	}
 
@@ -293,7 +279,7 @@ static int fill_ring_stock(struct tw_engine *e, char *err, size_t errlen)
 	uint32_t idx, n = e->cfg.frame_count;
 
 	if (xsk_ring_prod__reserve(&e->fill, n, &idx) != n)
-		return fail(err, errlen, ENOSPC, "cannot stock the fill ring with %u frames", n);
+		return tw_fail(err, errlen, ENOSPC, "cannot stock the fill ring with %u frames", n);
 	for (uint32_t i = 0; i < n; i++)
 		*xsk_ring_prod__fill_addr(&e->fill, idx + i) = (uint64_t)i * e->cfg.frame_size;
 	xsk_ring_prod__submit(&e->fill, n);
@@ -519,37 +505,37 @@ int tw_engine_ring_stats(struct tw_engine *e, struct tw_ring_stats *out);
 static int check_config(const struct tw_engine_config *c, char *err, size_t errlen)
 {
 	if (!c->ifname[0])
-		return fail(err, errlen, EINVAL, "no interface given");
+		return tw_fail(err, errlen, EINVAL, "no interface given");
 	if (c->frame_size != 2048 && c->frame_size != 4096)
-		return fail(err, errlen, EINVAL, "frame_size must be 2048 or 4096, not %u",
+		return tw_fail(err, errlen, EINVAL, "frame_size must be 2048 or 4096, not %u",
 			    c->frame_size);
 	if (!c->ring_size || (c->ring_size & (c->ring_size - 1)))
-		return fail(err, errlen, EINVAL, "ring_size must be a power of two, not %u",
+		return tw_fail(err, errlen, EINVAL, "ring_size must be a power of two, not %u",
 			    c->ring_size);
 	if (c->frame_count & (c->frame_count - 1) || c->frame_count / 2 < c->ring_size)
-		return fail(err, errlen, EINVAL,
+		return tw_fail(err, errlen, EINVAL,
 			    "frame_count (%u) must be a power of two and at least twice ring_size "
 			    "(%u): every frame is stocked in the fill ring, which is at least twice "
 			    "the RX ring", c->frame_count, c->ring_size);
 	if (!c->batch_size || c->batch_size > c->ring_size)
-		return fail(err, errlen, EINVAL, "batch_size must be 1..ring_size, not %u",
+		return tw_fail(err, errlen, EINVAL, "batch_size must be 1..ring_size, not %u",
 			    c->batch_size);
 	if (c->xdp_mode < TW_XDP_AUTO || c->xdp_mode > TW_XDP_GENERIC)
-		return fail(err, errlen, EINVAL, "unknown XDP mode %d", c->xdp_mode);
+		return tw_fail(err, errlen, EINVAL, "unknown XDP mode %d", c->xdp_mode);
 	if (c->rt_priority < 0 || c->rt_priority > 99)
-		return fail(err, errlen, EINVAL, "rt_priority must be 0 (off) or 1-99, not %d",
+		return tw_fail(err, errlen, EINVAL, "rt_priority must be 0 (off) or 1-99, not %d",
 			    c->rt_priority);
 	if (c->zero_copy < TW_ZC_AUTO || c->zero_copy > TW_ZC_OFF)
-		return fail(err, errlen, EINVAL, "unknown zero-copy setting %d", c->zero_copy);
+		return tw_fail(err, errlen, EINVAL, "unknown zero-copy setting %d", c->zero_copy);
 	if (!c->bpffs_root[0] || c->bpffs_root[0] != '/')
-		return fail(err, errlen, EINVAL, "bpffs_root must be an absolute path, not '%s'",
+		return tw_fail(err, errlen, EINVAL, "bpffs_root must be an absolute path, not '%s'",
 			    c->bpffs_root);
 	for (uint32_t i = 0; i < c->decoder.n_lines && i < TW_MAX_LINES; i++)
 		if (c->decoder.lines[i].vlan > 4094)
-			return fail(err, errlen, EINVAL, "line %u: vlan %u is not 1..4094 (0: any)",
+			return tw_fail(err, errlen, EINVAL, "line %u: vlan %u is not 1..4094 (0: any)",
 				    i, c->decoder.lines[i].vlan);
 	if (c->decoder.rerequest.enabled && (!c->rerequest_addr_be || !c->rerequest_port_be))
-		return fail(err, errlen, EINVAL,
+		return tw_fail(err, errlen, EINVAL,
 			    "re-request is on but no server is given (address and port)");
 	return 0;
 }
@@ -565,7 +551,7 @@ int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out,
 		return ret;
 	e = calloc(1, sizeof(*e));
 	if (!e)
-		return fail(err, errlen, ENOMEM, "out of memory");
+		return tw_fail(err, errlen, ENOMEM, "out of memory");
 	e->cfg = *cfg;
 	e->cfg.ifname[sizeof(e->cfg.ifname) - 1] = 0;
 	e->cfg.bpf_object[sizeof(e->cfg.bpf_object) - 1] = 0;
@@ -577,7 +563,7 @@ int tw_engine_create(const struct tw_engine_config *cfg, struct tw_engine **out,
 	e->ifindex = if_nametoindex(e->cfg.ifname);
 	if (!e->ifindex) {
 		free(e);
-		return fail(err, errlen, ENODEV, "unknown interface '%s'", cfg->ifname);
+		return tw_fail(err, errlen, ENODEV, "unknown interface '%s'", cfg->ifname);
 	}
 	e->decoder = tw_decoder_new(&e->cfg.decoder, err, errlen);
 	if (!e->decoder) {
@@ -643,7 +629,7 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 	int ret;
 
 	if (e->thread_started || e->xsk || e->steering)
-		return fail(err, errlen, EALREADY, "engine already started");
+		return tw_fail(err, errlen, EALREADY, "engine already started");
 	ret = claim_queue(e, err, errlen);
 	if (!ret)
 		ret = create_umem(e, err, errlen);
@@ -668,7 +654,7 @@ int tw_engine_start(struct tw_engine *e, char *err, size_t errlen)
 	ret = pthread_create(&e->thread, NULL, poll_loop, e);
 	if (ret) {
 		tw_engine_stop(e);
-		return fail(err, errlen, ret, "cannot start the poll thread: %s", strerror(ret));
+		return tw_fail(err, errlen, ret, "cannot start the poll thread: %s", strerror(ret));
 	}
 	e->thread_started = 1;
 	pthread_setname_np(e->thread, "tw-poll");

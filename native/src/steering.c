@@ -52,6 +52,7 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
+#include "fail.h"
 #include "../bpf/steer_meta.h"
 #include "caps.h"
 #include "steering.h"
@@ -84,21 +85,6 @@ struct tw_steering {
 	int link_fd;
 	uint32_t queue;
 };
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
-
-static int fail(char *err, size_t errlen, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err && errlen) {
-		va_start(ap, fmt);
-		vsnprintf(err, errlen, fmt, ap);
-		va_end(ap);
-	}
-	return code < 0 ? code : -code;
-}
 
 static void append(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -161,15 +147,15 @@ static int prepare_root(const char *root, char *err, size_t errlen)
 	if (strncmp(root, CONVENTIONAL_BPFFS, conv) == 0 && (root[conv] == '/' || !root[conv]) &&
 	    !on_bpffs(CONVENTIONAL_BPFFS) &&
 	    mount("bpf", CONVENTIONAL_BPFFS, "bpf", 0, "mode=0700") != 0)
-		return fail(err, errlen, ENOMEDIUM, "no bpf filesystem at %s and mounting one failed: %s "
+		return tw_fail(err, errlen, ENOMEDIUM, "no bpf filesystem at %s and mounting one failed: %s "
 			    "(mount -t bpf bpf %s)", CONVENTIONAL_BPFFS, strerror(errno),
 			    CONVENTIONAL_BPFFS);
 	ret = mkdir_p(root);
 	if (ret)
-		return fail(err, errlen, ret, "cannot create the pin directory %s: %s", root,
+		return tw_fail(err, errlen, ret, "cannot create the pin directory %s: %s", root,
 			    strerror(-ret));
 	if (!on_bpffs(root))
-		return fail(err, errlen, ENOTSUP, "pin directory %s is not on a bpf filesystem "
+		return tw_fail(err, errlen, ENOTSUP, "pin directory %s is not on a bpf filesystem "
 			    "(mount -t bpf bpf DIR, or choose a directory under one)", root);
 	return 0;
 }
@@ -180,13 +166,13 @@ static int lock_dir(const char *path, char *err, size_t errlen)
 	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (fd < 0)
-		return fail(err, errlen, errno, "cannot open %s: %s", path, strerror(errno));
+		return tw_fail(err, errlen, errno, "cannot open %s: %s", path, strerror(errno));
 	while (flock(fd, LOCK_EX | LOCK_NB)) {
 		if (errno != EWOULDBLOCK || mono_ns() > deadline) {
 			int code = errno == EWOULDBLOCK ? EBUSY : errno;
 
 			close(fd);
-			return fail(err, errlen, code, "cannot lock %s: %s", path,
+			return tw_fail(err, errlen, code, "cannot lock %s: %s", path,
 				    code == EBUSY ? "held for over 10 s by another engine" :
 				    strerror(code));
 		}
@@ -545,19 +531,19 @@ static int clear_unpinned_program(const struct tw_steering_request *req, uint32_
 	int ret;
 
 	if (strcmp(name, TW_PROG_NAME) != 0)
-		return fail(err, errlen, EADDRINUSE,
+		return tw_fail(err, errlen, EADDRINUSE,
 			    "%s already has another XDP program attached ('%s', id %u); tickwire "
 			    "shares an interface only with its own engines: detach it first "
 			    "(ip link set dev %s xdp off)", req->ifname, name, id, req->ifname);
 	ret = bpf_xdp_detach(req->ifindex, mode == TW_XDP_GENERIC ? XDP_FLAGS_SKB_MODE :
 			     XDP_FLAGS_DRV_MODE, NULL);
 	if (ret == -EBUSY)
-		return fail(err, errlen, EADDRINUSE,
+		return tw_fail(err, errlen, EADDRINUSE,
 			    "%s is in use by a tickwire engine whose pins are not under %s "
 			    "(program id %u): another bpffs_root, or a bpffs this process does not "
 			    "see", req->ifname, req->root, id);
 	if (ret)
-		return fail(err, errlen, ret, "cannot detach stale tickwire program id %u from %s: %s",
+		return tw_fail(err, errlen, ret, "cannot detach stale tickwire program id %u from %s: %s",
 			    id, req->ifname, strerror(-ret));
 	append(note, notelen, "%sreplaced a stale tickwire XDP program", note[0] ? "; " : "");
 	return 0;
@@ -575,7 +561,7 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 
 	ret = libbpf_get_error(obj);
 	if (ret)
-		return fail(err, errlen, ret, "cannot open XDP object %s: %s", req->bpf_object,
+		return tw_fail(err, errlen, ret, "cannot open XDP object %s: %s", req->bpf_object,
 			    strerror(-ret));
 	ret = bpf_object__load(obj);
 	if (ret) {
@@ -593,12 +579,12 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 			tw_caps_explain(why, sizeof(why), verify,
 					"let the verifier accept the steering program's "
 					"packet-pointer arithmetic");
-		ret = fail(err, errlen, ret, "cannot load XDP program: %s%s", strerror(-ret), why);
+		ret = tw_fail(err, errlen, ret, "cannot load XDP program: %s%s", strerror(-ret), why);
 		goto out;
 	}
 	prog = bpf_object__find_program_by_name(obj, TW_PROG_NAME);
 	if (!prog) {
-		ret = fail(err, errlen, EINVAL, "%s is not tickwire's steering program",
+		ret = tw_fail(err, errlen, EINVAL, "%s is not tickwire's steering program",
 			   req->bpf_object);
 		goto out;
 	}
@@ -610,7 +596,7 @@ static int load_and_attach(const struct tw_steering_request *req, const char *di
 
 		if (fd < 0 || pin_path(path, sizeof(path), dir, MAP_NAMES[i]) ||
 		    bpf_obj_pin(fd, path)) {
-			ret = fail(err, errlen, fd < 0 ? EINVAL : errno, "cannot pin map %s in %s: %s",
+			ret = tw_fail(err, errlen, fd < 0 ? EINVAL : errno, "cannot pin map %s in %s: %s",
 				   MAP_NAMES[i], dir, fd < 0 ? "not in the object" : strerror(errno));
 			goto out;
 		}
@@ -627,7 +613,7 @@ attach:
 			m.fd[i] = bpf_object__find_map_fd_by_name(obj, MAP_NAMES[i]);
 		ret = add_flows(req, &m, err, errlen);
 		if (!ret && bpf_map_update_elem(m.fd[MAP_XSKS], &req->queue, &req->xsk_fd, BPF_ANY))
-			ret = fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
+			ret = tw_fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
 				   strerror(errno));
 		if (ret)
 			goto out;
@@ -644,7 +630,7 @@ attach:
 			link = link_attach(bpf_program__fd(prog), req->ifindex, XDP_FLAGS_SKB_MODE);
 			res->xdp_mode = TW_XDP_GENERIC;
 		} else if (link < 0) {
-			ret = fail(err, errlen, link, "native XDP not supported on %s: %s (use --mode "
+			ret = tw_fail(err, errlen, link, "native XDP not supported on %s: %s (use --mode "
 				   "generic or auto)", req->ifname, strerror(-link));
 			goto out;
 		}
@@ -655,7 +641,7 @@ attach:
 
 		if (link == -EPERM)
 			tw_caps_explain(why, sizeof(why), need, "attach an XDP program");
-		ret = fail(err, errlen, link, "cannot attach XDP to %s: %s%s", req->ifname,
+		ret = tw_fail(err, errlen, link, "cannot attach XDP to %s: %s%s", req->ifname,
 			   strerror(-link), why);
 		goto out;
 	}
@@ -672,7 +658,7 @@ attach:
 		return 0;
 	}
 	if (pin_path(path, sizeof(path), dir, "link") || bpf_obj_pin(link, path)) {
-		ret = fail(err, errlen, errno, "cannot pin the XDP link in %s: %s", dir,
+		ret = tw_fail(err, errlen, errno, "cannot pin the XDP link in %s: %s", dir,
 			   strerror(errno));
 		goto out; /* closing the unpinned link detaches the program again */
 	}
@@ -696,11 +682,11 @@ static int ensure_program(const struct tw_steering_request *req, const char *dir
 	int mode, ret = attached_program(req->ifindex, &attached_id, &mode, name, sizeof(name));
 
 	if (ret)
-		return fail(err, errlen, ret, "cannot query XDP on %s: %s", req->ifname,
+		return tw_fail(err, errlen, ret, "cannot query XDP on %s: %s", req->ifname,
 			    strerror(-ret));
 	if (ours && attached_id == ours) {
 		if (req->xdp_mode != TW_XDP_AUTO && req->xdp_mode != mode)
-			return fail(err, errlen, EADDRINUSE,
+			return tw_fail(err, errlen, EADDRINUSE,
 				    "%s's shared steering program is attached in %s mode by the "
 				    "engines already on it; this engine asks for %s: use the same "
 				    "mode (or auto) for every feed on an interface", req->ifname,
@@ -741,12 +727,12 @@ static int add_flows(const struct tw_steering_request *req, const struct maps *m
 
 			owner_of(m, held.queue, owner, sizeof(owner));
 			inet_ntop(AF_INET, &group, text, sizeof(text));
-			return fail(err, errlen, EADDRINUSE, "flow %s:%u (vlan %u, 0 = any) is already "
+			return tw_fail(err, errlen, EADDRINUSE, "flow %s:%u (vlan %u, 0 = any) is already "
 				    "steered to queue %u of %s by %s: one flow, one engine", text,
 				    (unsigned)ntohs(l->port_be), l->vlan, held.queue, req->ifname, owner);
 		}
 		if (bpf_map_update_elem(m->fd[MAP_FLOWS], &key, &target, BPF_ANY))
-			return fail(err, errlen, errno, "cannot add a flow to the steering map: %s",
+			return tw_fail(err, errlen, errno, "cannot add a flow to the steering map: %s",
 				    strerror(errno));
 	}
 	rebuild_groups(m);
@@ -762,11 +748,11 @@ int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering 
 
 	*out = NULL;
 	if (req->queue >= TW_MAX_QUEUES)
-		return fail(err, errlen, EINVAL, "queue %u: the steering program serves queues "
+		return tw_fail(err, errlen, EINVAL, "queue %u: the steering program serves queues "
 			    "0..%d", req->queue, TW_MAX_QUEUES - 1);
 	s = calloc(1, sizeof(*s));
 	if (!s)
-		return fail(err, errlen, ENOMEM, "out of memory");
+		return tw_fail(err, errlen, ENOMEM, "out of memory");
 	s->queue = req->queue;
 	s->queue_lock_fd = -1;
 	s->link_fd = -1;
@@ -781,7 +767,7 @@ int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering 
 		goto out_free;
 	if (interface_dir(s->dir, sizeof(s->dir), s->root, req->ifindex) ||
 	    snprintf(qpath, sizeof(qpath), "%s/q%u", s->dir, req->queue) >= (int)sizeof(qpath)) {
-		ret = fail(err, errlen, ENAMETOOLONG, "pin directory name too long under %s", s->root);
+		ret = tw_fail(err, errlen, ENAMETOOLONG, "pin directory name too long under %s", s->root);
 		goto out_free;
 	}
 	root_lock = lock_dir(s->root, err, errlen);
@@ -790,11 +776,11 @@ int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering 
 		goto out_free;
 	}
 	if ((mkdir(s->dir, 0700) && errno != EEXIST) || (mkdir(qpath, 0700) && errno != EEXIST)) {
-		ret = fail(err, errlen, errno, "cannot create %s: %s", qpath, strerror(errno));
+		ret = tw_fail(err, errlen, errno, "cannot create %s: %s", qpath, strerror(errno));
 	} else {
 		s->queue_lock_fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (s->queue_lock_fd < 0) {
-			ret = fail(err, errlen, errno, "cannot open %s: %s", qpath, strerror(errno));
+			ret = tw_fail(err, errlen, errno, "cannot open %s: %s", qpath, strerror(errno));
 		} else if (flock(s->queue_lock_fd, LOCK_EX | LOCK_NB)) {
 			char owner[64] = "a running engine";
 			struct maps m;
@@ -803,7 +789,7 @@ int tw_steering_claim(const struct tw_steering_request *req, struct tw_steering 
 				owner_of(&m, req->queue, owner, sizeof(owner));
 				maps_close(&m);
 			}
-			ret = fail(err, errlen, EADDRINUSE, "queue %u of %s is owned by %s: each "
+			ret = tw_fail(err, errlen, EADDRINUSE, "queue %u of %s is owned by %s: each "
 				   "engine owns one RX queue", req->queue, req->ifname, owner);
 			close(s->queue_lock_fd);
 		}
@@ -826,7 +812,7 @@ static int join_privately(struct tw_steering *s, const struct tw_steering_reques
 	int mode, ret = attached_program(req->ifindex, &attached_id, &mode, name, sizeof(name));
 
 	if (ret)
-		return fail(err, errlen, ret, "cannot query XDP on %s: %s", req->ifname,
+		return tw_fail(err, errlen, ret, "cannot query XDP on %s: %s", req->ifname,
 			    strerror(-ret));
 	if (attached_id) {
 		ret = clear_unpinned_program(req, attached_id, mode, name, res->note,
@@ -862,7 +848,7 @@ int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *re
 		goto out;
 	ret = maps_open(&m, s->dir);
 	if (ret) {
-		ret = fail(err, errlen, ret, "cannot open the steering maps in %s: %s", s->dir,
+		ret = tw_fail(err, errlen, ret, "cannot open the steering maps in %s: %s", s->dir,
 			   strerror(-ret));
 		goto out;
 	}
@@ -876,7 +862,7 @@ int tw_steering_join(struct tw_steering *s, const struct tw_steering_request *re
 
 	ret = add_flows(req, &m, err, errlen);
 	if (!ret && bpf_map_update_elem(m.fd[MAP_XSKS], &req->queue, &req->xsk_fd, BPF_ANY))
-		ret = fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
+		ret = tw_fail(err, errlen, errno, "cannot put the socket in the XSKMAP: %s",
 			   strerror(errno));
 	if (ret) {
 		clear_queue(&m, req->queue); /* tw_steering_leave() removes the rest */
@@ -991,7 +977,7 @@ int tw_steering_release(const char *root, const char *ifname, int32_t queue, cha
 		fd = open(qpath, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) != 0) {
 			close(fd);
-			ret = fail(report, len, EADDRINUSE, "queue %d of %s is owned by a running "
+			ret = tw_fail(report, len, EADDRINUSE, "queue %d of %s is owned by a running "
 				   "engine: stop it instead", queue, ifname);
 			goto out;
 		}
