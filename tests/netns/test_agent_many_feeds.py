@@ -27,7 +27,7 @@ import pytest
 from tests.support.agent_run import AgentProcess, host_snapshot, plan_for, wait_for
 from tests.support.engine_run import FEED, publish
 from tests.support.netns import VethPair
-from tests.support.tx_queues import TxQueueSteering
+from tests.support.tx_queues import steer_feeds
 
 pytestmark = pytest.mark.netns
 
@@ -125,10 +125,7 @@ def pair():
 
 @pytest.fixture
 def steering(pair, bpffs_root, tmp_path):
-    tx = TxQueueSteering(pair, os.path.join(os.path.dirname(bpffs_root), "exchange"), tmp_path)
-    for feed in range(FEEDS):
-        for group, port in flows_of(feed):
-            tx.route(group, port, rx_queue=feed)
+    tx = steer_feeds(pair, bpffs_root, tmp_path, [flows_of(feed) for feed in range(FEEDS)])
     yield tx
     tx.close()
 

@@ -17,7 +17,7 @@ import pytest
 
 from tests.support.engine_run import ENGINE, FEED, EngineProcess, publish, xdp_attached
 from tests.support.netns import VethPair
-from tests.support.tx_queues import TxQueueSteering
+from tests.support.tx_queues import TxQueueSteering, steer_feeds
 
 FEEDS = 4
 QUEUES = FEEDS + 1   # generic XDP on veth: the exchange side needs one transmit queue more
@@ -39,10 +39,7 @@ def pair():
 
 @pytest.fixture
 def steering(pair, bpffs_root, tmp_path):
-    tx = TxQueueSteering(pair, os.path.join(os.path.dirname(bpffs_root), "exchange"), tmp_path)
-    for feed in range(FEEDS):
-        for group, port in flows_of(feed):
-            tx.route(group, port, rx_queue=feed)
+    tx = steer_feeds(pair, bpffs_root, tmp_path, [flows_of(feed) for feed in range(FEEDS)])
     yield tx
     tx.close()
 

@@ -70,3 +70,13 @@ class TxQueueSteering:
                 os.unlink(path)
             except OSError:
                 pass
+
+
+def steer_feeds(pair: VethPair, bpffs_root: str, work_dir, flows_by_feed) -> "TxQueueSteering":
+    """Each feed's flows on the receive queue of the feed's index (feed 0 on queue 0, ...), with
+    the exchange side's program pinned beside the node's bpffs root. The caller closes it."""
+    tx = TxQueueSteering(pair, os.path.join(os.path.dirname(bpffs_root), "exchange"), work_dir)
+    for queue, flows in enumerate(flows_by_feed):
+        for group, port in flows:
+            tx.route(group, port, rx_queue=queue)
+    return tx
