@@ -61,6 +61,7 @@ NODE_NAME = "tickwire-demo"
 NAMESPACE = "feeds"
 FEED_NODE_LABEL = "tickwire.dev/feed-node"
 # The veth has two RX queues and both are offered to feeds (as in the operator's e2e test).
+REREQUEST_PORT = 26400   # the exchange namespace's MoldUDP64 re-request server
 VETH_QUEUES = 2
 PRINT_EVERY_S = 2.0
 
@@ -142,6 +143,9 @@ def adapt_to_veth(example: Mapping[str, Any], pair: VethPair) -> tuple[dict, lis
         # preempted for milliseconds now and then (p99 measured 3-11 ms on a 2-core VM, p50 ~10-20 us).
         change("latencySLO.p99Micros", 50000, "the demo's core is shared, not isolated: "
                "preemptions put p99 in the milliseconds")
+    if "rerequest" in spec:
+        change("rerequest.server", f"{pair.exchange_ip}:{REREQUEST_PORT}",
+               "the exchange namespace's re-request server, which the demo's publisher runs")
     for line in spec["lines"]:
         if line.get("source") and line["source"] != pair.exchange_ip:
             changes.append(f"spec.lines[{line['name']}].source: {line['source']} -> {pair.exchange_ip}  "
@@ -390,9 +394,11 @@ class Demo:
             spec = fh["spec"]
             lines = [a for line in spec["lines"] for a in ("--line", f"{line['name']}={line['group']}:{line['port']}")]
             zone = ["--exchange-tz", spec["exchangeTimezone"]] if spec.get("exchangeTimezone") else []
+            # what the engine asks for again, the exchange's re-request server answers
+            server = ["--rerequest-listen", spec["rerequest"]["server"]] if spec.get("rerequest") else []
             seconds = self.args.timeout + self.args.duration + 30  # stopped by the demo before that
             self.start("feed", self.pair.exchange_ns, [
-                str(BIN / "tickwire-feed"), "publish", "--iface", self.pair.exchange_if, *lines, *zone,
+                str(BIN / "tickwire-feed"), "publish", "--iface", self.pair.exchange_if, *lines, *zone, *server,
                 "--rate", str(self.args.rate), "--per-packet", "4", "--duration", str(int(seconds))])
 
 

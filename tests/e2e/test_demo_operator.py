@@ -51,7 +51,8 @@ def test_the_example_is_adapted_to_the_veth_and_every_change_is_said():
     changed = {line.split(":")[0] for line in changes}
     assert changed == {"spec.interface", "spec.queue", "spec.cores", "spec.hugepages", "spec.xdpMode",
                        "spec.zeroCopy", "spec.statusIntervalSeconds", "spec.latencySLO.p99Micros",
-                       "spec.lines[A].source", "spec.lines[B].source"}
+                       "spec.lines[A].source", "spec.lines[B].source", "spec.rerequest.server"}
+    assert spec["rerequest"]["server"] == f"{pair.exchange_ip}:26400"   # the exchange namespace's
     assert "spec.interface: ens1f0 -> " + pair.node_if in "\n".join(changes)
     # The example itself is untouched, and the result passes the operator's own validation.
     assert load_feedhandler(EXAMPLE) == example
