@@ -48,15 +48,7 @@ def test_plan_tunes_the_host_counts_the_feed_and_teardown_restores_everything(pa
     during = host_snapshot(pair)
     assert during["napi_defer_hard_irqs"] == "2" and during["gro_flush_timeout"] == "200000"
     assert during["xdp_prog"] != 0
-    # The joins are read from the kernel; bounded wait, because an engine restart right after its
-    # first ready re-tunes (leave, join) and once in a CI run the snapshot fell in between.
-    groups = {igmp_hex("239.7.1.1"), igmp_hex("239.7.1.2")}
-    if not groups <= set(during["igmp_groups"]):
-        try:
-            wait_for(lambda: groups <= set(host_snapshot(pair)["igmp_groups"]), "the line groups joined", 10)
-        except AssertionError:
-            raise AssertionError(f"groups {sorted(groups)} not joined on {pair.node_if}; agent said:\n"
-                                 f"{agent.output}") from None
+    assert {igmp_hex("239.7.1.1"), igmp_hex("239.7.1.2")} <= set(during["igmp_groups"])
     # the pool grew by exactly the plan's 8 pages (free pages already there belong to whoever made
     # them: the node account, tuning/shared.py), and the engine's UMEM sits on them
     assert during["nr_hugepages"] == before["nr_hugepages"] + 8

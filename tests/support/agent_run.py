@@ -39,7 +39,8 @@ with IPRoute() as ipr:
 groups, device = [], None
 for line in read("/proc/net/igmp").splitlines()[1:]:
     if line and not line[0].isspace():
-        device = line.split()[1]
+        # "%-10s:" leaves no space before the colon from 10 characters on ("5\ttwn2621412:")
+        device = line.split(":", 1)[0].split()[1]
     elif device == ifname and line.split():
         groups.append(line.split()[0])
 print(json.dumps({
